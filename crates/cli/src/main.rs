@@ -1,0 +1,273 @@
+//! The `tollgate` binary: one binary, several roles (contract §1).
+
+mod demo;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_gateway::server::{self, ServeOptions};
+use tollgate_gateway::{Gateway, NoSubscriptions};
+
+/// Tollgate: an API management gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Proxy and admin service in one process, state in --data-dir.
+    Serve(ServeArgs),
+    /// Control plane only: admin REST API and store.
+    Admin(ServeArgs),
+    /// Data plane only: takes config snapshots from a control plane.
+    Gateway {
+        /// The control plane's admin URL.
+        #[arg(long, env = "TOLLGATE_CONTROL_PLANE")]
+        control_plane: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Check a policy file offline: exit 0 valid, 1 invalid (every error, with path and line).
+    Validate {
+        /// The policy file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// What `apply` would change: exit 0 no change, 2 changes, 1 error.
+    Diff {
+        /// The policy file.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Push a policy file.
+    Apply {
+        /// The policy file.
+        file: PathBuf,
+        /// Show the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the live policy config as YAML.
+    Dump {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make an earlier revision live again.
+    Rollback {
+        /// The revision to restore.
+        revision: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A small HTTP echo server, the upstream of the quickstart example.
+    DemoUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Policy file applied at start.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Proxy listener (plain HTTP/1.1 and h2c).
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// TLS proxy listener (needs --tls-cert and --tls-key).
+    #[arg(long, env = "TOLLGATE_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "TOLLGATE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "TOLLGATE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Admin listener.
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: String,
+    /// State directory.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+    data_dir: PathBuf,
+    /// Redis URL for counters shared between nodes.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    redis: Option<String>,
+    /// Proxy worker threads (default: the number of CPUs).
+    #[arg(long, env = "TOLLGATE_THREADS")]
+    threads: Option<usize>,
+    /// Longest wait for in-flight requests at shutdown, in seconds.
+    #[arg(long, env = "TOLLGATE_GRACE_PERIOD", default_value_t = 30)]
+    grace_period: u64,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The admin service's URL.
+    #[arg(long, env = "TOLLGATE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    admin: String,
+    /// Bearer token.
+    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Validate { file } => validate(&file),
+        Command::DemoUpstream { listen } => demo::run(&listen),
+        Command::Admin(_) => not_yet("admin"),
+        Command::Gateway { .. } => not_yet("gateway"),
+        Command::Diff { .. } => not_yet("diff"),
+        Command::Apply { .. } => not_yet("apply"),
+        Command::Dump { .. } => not_yet("dump"),
+        Command::Rollback { .. } => not_yet("rollback"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn not_yet(verb: &str) -> ExitCode {
+    eprintln!("tollgate {verb}: not yet available in this build");
+    ExitCode::from(2)
+}
+
+/// Read, validate and compile a policy file; every problem is returned as one line each.
+fn load(file: &Path) -> Result<tollgate_config::CompiledConfig, Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| vec![format!("{}: cannot read: {e}", file.display())])?;
+    let compiled = tollgate_config::parse_and_compile(&text)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    // Policies this build cannot run are refused here too, so `validate` says what `serve`
+    // would refuse.
+    tollgate_gateway::snapshot::build_chains(&compiled)
+        .map_err(|ps| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+    Ok(compiled)
+}
+
+fn validate(file: &Path) -> ExitCode {
+    match load(file) {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} APIs, {} products)",
+                file.display(),
+                c.apis.len(),
+                c.products.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} problem(s)", file.display(), errors.len());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if args.redis.is_some() {
+        tracing::warn!("--redis is not used by this build yet: counters stay local");
+    }
+    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
+        eprintln!("cannot create data dir {}: {e}", args.data_dir.display());
+        return ExitCode::from(1);
+    }
+    let gw = Gateway::new(Arc::new(NoSubscriptions));
+    if let Some(file) = &args.config {
+        match load(file).map_err(|e| e.join("\n")).and_then(|c| {
+            gw.apply(c, None).map_err(|e| e.to_string())
+        }) {
+            Ok(rev) => tracing::info!(revision = rev, file = %file.display(), "config loaded"),
+            Err(e) => {
+                eprintln!("{}: the config was refused:\n{e}", file.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let on_reload: Option<server::Hook> = args.config.clone().map(|file| {
+        let gw = gw.clone();
+        Box::new(move || match load(&file) {
+            Ok(c) => match gw.apply(c, None) {
+                Ok(rev) => tracing::info!(revision = rev, "config reloaded"),
+                Err(e) => tracing::error!("reload refused, the live config keeps serving:\n{e}"),
+            },
+            Err(errs) => tracing::error!(
+                "reload refused, the live config keeps serving:\n{}",
+                errs.join("\n")
+            ),
+        }) as server::Hook
+    });
+    let admin_addr = args.admin_listen.clone();
+    let admin_state = tollgate_admin_api::AdminState { gateway: gw.clone() };
+    let admin = server::task_service(
+        "tollgate admin",
+        Box::new(move |mut shutdown| {
+            let addr = admin_addr.clone();
+            let router = tollgate_admin_api::router(admin_state.clone());
+            Box::pin(async move {
+                let listener = match tokio::net::TcpListener::bind(&addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("cannot listen on the admin address {addr}: {e}");
+                        std::process::exit(1);
+                    }
+                };
+                tracing::info!(%addr, "admin API listening");
+                let stop = async move {
+                    let _ = shutdown.changed().await;
+                };
+                if let Err(e) = tollgate_admin_api::serve(listener, router, stop).await {
+                    tracing::error!("admin API stopped: {e}");
+                }
+            })
+        }),
+    );
+    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some((
+            addr.clone(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        )),
+        _ => None,
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    tracing::info!(listen = %args.listen, "proxy listening");
+    let opts = ServeOptions {
+        listen: args.listen,
+        tls,
+        threads,
+        grace_period: Duration::from_secs(args.grace_period),
+        on_reload,
+        on_shutdown: Vec::new(),
+        extra_services: vec![admin],
+    };
+    match server::run(gw, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

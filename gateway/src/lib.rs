@@ -1,0 +1,197 @@
+//! Tollgate's proxy: the Pingora `ProxyHttp` implementation, routing, upstream pools, and
+//! the one place that writes the answers Tollgate makes itself.
+//!
+//! The live config is an `ArcSwap<Snapshot>` inside [`Gateway`]. A config change compiles a
+//! whole new [`Snapshot`] (routing, policy objects, pools) off the request path and swaps it
+//! in one store; each request pins the snapshot it started with until it ends. On any error
+//! the old snapshot keeps serving.
+
+pub mod checks;
+pub mod normalize;
+pub mod pool;
+mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod trace;
+
+use arc_swap::ArcSwap;
+use pool::PoolRegistry;
+use snapshot::{ApiRuntime, BuildProblem, Snapshot};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tollgate_config::CompiledConfig;
+
+pub use proxy::Proxy;
+
+/// A subscription, as the proxy needs it.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Subscription id.
+    pub id: Arc<str>,
+    /// Whether calls are allowed.
+    pub state: SubscriptionState,
+    /// What it gives access to.
+    pub scope: SubscriptionScope,
+}
+
+/// Subscription states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionState {
+    /// Calls pass.
+    Active,
+    /// Calls are refused (403) until reactivated.
+    Suspended,
+    /// Calls are refused (403) for good.
+    Cancelled,
+}
+
+/// Subscription scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionScope {
+    /// Every API.
+    All,
+    /// The APIs of one product; that product's policies apply.
+    Product(Arc<str>),
+    /// One API.
+    Api(Arc<str>),
+}
+
+/// Where the proxy looks subscription keys up (the store, in the full product).
+pub trait SubscriptionLookup: Send + Sync + std::fmt::Debug {
+    /// The subscription owning `key`, if any. Implementations compare in constant time and
+    /// never log the key.
+    fn lookup(&self, key: &str) -> Option<Subscription>;
+}
+
+/// No subscriptions at all: every key is unknown.
+#[derive(Debug, Default)]
+pub struct NoSubscriptions;
+
+impl SubscriptionLookup for NoSubscriptions {
+    fn lookup(&self, _key: &str) -> Option<Subscription> {
+        None
+    }
+}
+
+/// Why a config could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    /// Every problem found.
+    pub problems: Vec<BuildProblem>,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The gateway's shared state: the live snapshot, the long-lived registries, and counters
+/// the server needs (in-flight requests).
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    pools: PoolRegistry,
+    subscriptions: Arc<dyn SubscriptionLookup>,
+    inflight: AtomicUsize,
+    revisions: AtomicU64,
+    apply_lock: Mutex<()>,
+}
+
+impl Gateway {
+    /// A gateway with an empty config.
+    pub fn new(subscriptions: Arc<dyn SubscriptionLookup>) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            pools: PoolRegistry::default(),
+            subscriptions,
+            inflight: AtomicUsize::new(0),
+            revisions: AtomicU64::new(0),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Build a snapshot from `config` and make it live. On error nothing changes.
+    /// Returns the new snapshot's revision (`revision`, or the next local number).
+    pub fn apply(&self, config: CompiledConfig, revision: Option<u64>) -> Result<u64, ApplyError> {
+        // One apply at a time, so pools and snapshot stay consistent. Never held across an
+        // await: apply is synchronous.
+        let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let chains = snapshot::build_chains(&config).map_err(|problems| ApplyError { problems })?;
+        let mut problems = Vec::new();
+        let mut pools = Vec::with_capacity(config.apis.len());
+        for api in &config.apis {
+            match self.pools.prepare(&api.id, &api.upstream) {
+                Ok(p) => pools.push((api.id.clone(), p)),
+                Err(message) => problems.push(BuildProblem {
+                    origin: format!("api:{}/upstream", api.id),
+                    message,
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ApplyError { problems });
+        }
+        let apis = pools
+            .iter()
+            .zip(chains)
+            .map(|((_, pool), chains)| ApiRuntime {
+                pool: pool.clone(),
+                chains,
+            })
+            .collect();
+        let revision = match revision {
+            Some(r) => {
+                self.revisions.fetch_max(r, Ordering::Relaxed);
+                r
+            }
+            None => self.revisions.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        self.pools.install(&pools);
+        self.snapshot.store(Arc::new(Snapshot {
+            config,
+            revision,
+            apis,
+        }));
+        tracing::info!(revision, "config snapshot is live");
+        Ok(revision)
+    }
+
+    /// Requests being processed right now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// The pool registry (health checks run over it).
+    pub fn pools(&self) -> &PoolRegistry {
+        &self.pools
+    }
+}
+
+/// Counts a request as in flight for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct InflightGuard(Arc<Gateway>);
+
+impl InflightGuard {
+    pub(crate) fn new(gw: &Arc<Gateway>) -> InflightGuard {
+        gw.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(gw.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}

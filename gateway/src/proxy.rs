@@ -1,0 +1,612 @@
+//! The Pingora `ProxyHttp` implementation: the request's path through Tollgate.
+//!
+//! `request_filter` does everything that decides whether a request goes upstream, in this
+//! order: pin the snapshot, check the raw head (smuggling shapes, header size), check the
+//! declared body size, normalize the path, route (API, then operation), authenticate the
+//! subscription key, then run the inbound and backend sections of the effective chain.
+//! Any of these may answer instead; [`Proxy::write_answer`] is the one place where Tollgate
+//! writes an answer of its own, with `Content-Length`, `X-Request-Id` and a deliberate
+//! keep-alive decision (kept for policy rejections, closed for malformed requests).
+
+use crate::checks::check_h1_head;
+use crate::normalize::normalize_path;
+use crate::pool::Pool;
+use crate::snapshot::{RuntimeChain, Snapshot};
+use crate::trace::{new_request_id, next_traceparent};
+use crate::{Gateway, InflightGuard, SubscriptionScope, SubscriptionState};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_config::OpMatch;
+use tollgate_policies::{run_inbound, run_outbound, Answer, Flow, RequestCtx};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The proxy service.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    gw: Arc<Gateway>,
+}
+
+impl Proxy {
+    /// A proxy serving `gw`'s live config.
+    pub fn new(gw: Arc<Gateway>) -> Proxy {
+        Proxy { gw }
+    }
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct Ctx {
+    _inflight: InflightGuard,
+    snap: Option<Arc<Snapshot>>,
+    chain: Option<Arc<RuntimeChain>>,
+    pool: Option<Arc<Pool>>,
+    /// State shared with the policies.
+    req: RequestCtx,
+    /// Bit set of target indexes already tried.
+    tried: u64,
+    attempts: u32,
+    target: Option<usize>,
+    body_limit: u64,
+    body_seen: u64,
+    /// Status of the answer Tollgate made itself, if any.
+    answered: Option<u16>,
+    /// An outbound policy replaced the upstream's answer with this body.
+    replace_body: Option<Bytes>,
+    orig_host: Option<HeaderValue>,
+    incoming_traceparent: Option<HeaderValue>,
+    start: Instant,
+}
+
+/// An answer the core makes, before `X-Request-Id` and friends are added.
+fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Answer {
+    Answer::problem(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        slug,
+        title,
+        detail,
+    )
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Remove query parameter `name` (its encoded form as written) from a raw query.
+fn strip_query_param(query: &str, name: &str) -> Option<String> {
+    let mut out = String::with_capacity(query.len());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let decoded = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+        if decoded == name {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl Proxy {
+    /// Write an answer Tollgate made. The only place that does.
+    async fn write_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut answer: Answer,
+        close: bool,
+    ) -> Result<()> {
+        if answer.is_error {
+            if let Some(chain) = ctx.chain.clone() {
+                for p in chain.on_error.iter() {
+                    if let Flow::Respond(replacement) = p.on_error(&answer, &mut ctx.req) {
+                        answer = replacement;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut resp = ResponseHeader::build(
+            answer.status,
+            Some(answer.headers.len() + ctx.req.answer_headers.len() + 3),
+        )?;
+        for (name, value) in answer.headers.drain(..) {
+            resp.append_header(name, value)?;
+        }
+        for (name, value) in ctx.req.answer_headers.iter() {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        if close {
+            resp.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
+        let no_body = answer.body.is_empty()
+            || session.req_header().method == Method::HEAD
+            || answer.status == StatusCode::NO_CONTENT
+            || answer.status == StatusCode::NOT_MODIFIED;
+        ctx.answered = Some(answer.status.as_u16());
+        session.write_response_header(Box::new(resp), no_body).await?;
+        if !no_body {
+            session.write_response_body(Some(answer.body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Answer with a problem and stop the request (`Ok(true)` for `request_filter`).
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        answer: Answer,
+        close: bool,
+    ) -> Result<bool> {
+        self.write_answer(session, ctx, answer, close).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            _inflight: InflightGuard::new(&self.gw),
+            snap: None,
+            chain: None,
+            pool: None,
+            req: RequestCtx::default(),
+            tried: 0,
+            attempts: 0,
+            target: None,
+            body_limit: u64::MAX,
+            body_seen: 0,
+            answered: None,
+            replace_body: None,
+            orig_host: None,
+            incoming_traceparent: None,
+            start: Instant::now(),
+        }
+    }
+
+    /// Runs first for every request: decides whether it goes upstream (see module docs).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = self.gw.snapshot();
+        ctx.snap = Some(snap.clone());
+        ctx.req.request_id = new_request_id();
+        ctx.req.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical_ip(a.ip()));
+        let limits = snap.config.limits;
+
+        // 1. The raw head: smuggling shapes and size.
+        if let Some(h1) = session.as_downstream().as_http1() {
+            let raw = h1.get_headers_raw_bytes();
+            let http11 = session.req_header().version == Version::HTTP_11;
+            if let Err(p) = check_h1_head(&raw, http11, limits.max_request_headers) {
+                let (slug, title) = if p.status() == 431 {
+                    ("headers-too-large", "Request Header Fields Too Large")
+                } else {
+                    ("malformed-request", "Bad Request")
+                };
+                let a = problem(p.status(), slug, title, p.detail());
+                return self.reject(session, ctx, a, true).await;
+            }
+        }
+
+        // 2. The declared body size.
+        let declared = session
+            .req_header()
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_request_body) {
+            let a = problem(
+                413,
+                "payload-too-large",
+                "Content Too Large",
+                "the request body is larger than the limit",
+            );
+            return self.reject(session, ctx, a, true).await;
+        }
+        ctx.body_limit = limits.max_request_body;
+
+        // 3. The path, normalized once.
+        let req = session.req_header();
+        let target = req.raw_path();
+        let target = if target.first() == Some(&b'/') {
+            target
+        } else {
+            // absolute-form (`GET http://host/x`): route on its path.
+            req.uri.path_and_query().map_or(b"/".as_slice(), |pq| pq.as_str().as_bytes())
+        };
+        let (raw_path, raw_query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], Some(&target[q + 1..])),
+            None => (target, None),
+        };
+        let path = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                let a = problem(400, "malformed-request", "Bad Request", &e.to_string());
+                return self.reject(session, ctx, a, true).await;
+            }
+        };
+        let query = raw_query.map(|q| String::from_utf8_lossy(q).into_owned());
+
+        // 4. Routing.
+        let Some((api_idx, rest)) = snap.config.route(&path) else {
+            let a = problem(404, "not-found", "Not Found", "no API matches this path");
+            return self.reject(session, ctx, a, false).await;
+        };
+        let api = &snap.config.apis[api_idx];
+        let runtime = &snap.apis[api_idx];
+        let op = if api.operations.is_empty() {
+            None
+        } else {
+            match api.match_operation(&req.method, rest) {
+                OpMatch::Found { op, params } => {
+                    ctx.req.path_params = params;
+                    Some(op)
+                }
+                OpMatch::MethodNotAllowed { allow } => {
+                    let mut a = problem(
+                        405,
+                        "method-not-allowed",
+                        "Method Not Allowed",
+                        "the operation does not accept this method",
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&allow) {
+                        a = a.with_header(http::header::ALLOW, v);
+                    }
+                    return self.reject(session, ctx, a, false).await;
+                }
+                OpMatch::NotFound => {
+                    let a = problem(404, "not-found", "Not Found", "no operation matches this path");
+                    return self.reject(session, ctx, a, false).await;
+                }
+            }
+        };
+        ctx.req.api_id = Some(api.id.clone());
+        ctx.req.operation_id = op.map(|i| api.operations[i].id.clone());
+        ctx.orig_host = req.headers.get(HOST).cloned().or_else(|| {
+            req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        ctx.incoming_traceparent = req.headers.get(&TRACEPARENT).cloned();
+        ctx.req.origin = req.headers.get(http::header::ORIGIN).cloned();
+
+        // 5. The subscription key: read, then removed before anything goes upstream.
+        let header_key = req
+            .headers
+            .get(&api.key_header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut query_key = None;
+        let mut upstream_query = query;
+        if let Some(q) = upstream_query.as_deref() {
+            if q.split('&').any(|p| {
+                let k = p.split_once('=').map_or(p, |(k, _)| k);
+                percent_encoding::percent_decode_str(k).decode_utf8_lossy() == api.key_query
+            }) {
+                query_key = tollgate_policies::query_pairs(q)
+                    .find(|(k, _)| *k == api.key_query)
+                    .map(|(_, v)| v.into_owned());
+                upstream_query = strip_query_param(q, &api.key_query);
+            }
+        }
+        let key = header_key.or(query_key);
+        session.req_header_mut().remove_header(&api.key_header);
+        let mut product_slot = 0;
+        let subscription = key.as_deref().and_then(|k| self.gw.subscriptions.lookup(k));
+        if api.subscription_required {
+            let Some(sub) = subscription.as_ref() else {
+                let detail = if key.is_some() {
+                    "the subscription key is not valid"
+                } else {
+                    "a subscription key is required"
+                };
+                let a = problem(401, "unauthorized", "Unauthorized", detail);
+                return self.reject(session, ctx, a, false).await;
+            };
+            if sub.state != SubscriptionState::Active {
+                let a = problem(403, "subscription-inactive", "Forbidden", "the subscription is not active");
+                return self.reject(session, ctx, a, false).await;
+            }
+        }
+        if let Some(sub) = subscription.filter(|s| s.state == SubscriptionState::Active) {
+            let allowed = match &sub.scope {
+                SubscriptionScope::All => true,
+                SubscriptionScope::Api(id) => **id == *api.id,
+                SubscriptionScope::Product(pid) => {
+                    match snap.config.product_index(pid).and_then(|p| api.product_slot(p)) {
+                        Some(slot) => {
+                            product_slot = slot;
+                            ctx.req.product_id = Some(pid.clone());
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if !allowed && api.subscription_required {
+                let a = problem(
+                    403,
+                    "subscription-scope",
+                    "Forbidden",
+                    "the subscription does not give access to this API",
+                );
+                return self.reject(session, ctx, a, false).await;
+            }
+            if allowed {
+                ctx.req.subscription_id = Some(sub.id.clone());
+            }
+        }
+
+        // 6. The effective chain of (product, operation).
+        let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
+        ctx.pool = Some(runtime.pool.clone());
+        ctx.req.upstream_path = if rest.is_empty() { "/".to_owned() } else { rest.to_owned() };
+        ctx.req.upstream_query = upstream_query;
+        ctx.chain = Some(chain.clone());
+
+        // 7. Inbound, then backend.
+        for section in [&chain.inbound, &chain.backend] {
+            if let Flow::Respond(a) = run_inbound(section, session.req_header_mut(), &mut ctx.req) {
+                return self.reject(session, ctx, a, false).await;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Counts request body bytes; over the limit the request fails with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_seen += b.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks a target: round robin over healthy ones, never one already tried.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool for this request"))?;
+        match pool.pick(ctx.tried) {
+            Ok(p) => {
+                if p.index < 64 {
+                    ctx.tried |= 1 << p.index;
+                }
+                ctx.target = Some(p.index);
+                ctx.attempts += 1;
+                Ok(p.peer)
+            }
+            Err(_) => Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream target"),
+        }
+    }
+
+    /// A target refused or timed out the connection: eject it, and retry idempotent
+    /// requests on another target while retries remain.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(t)) = (ctx.pool.as_ref(), ctx.target) {
+            pool.eject(t);
+            let more = (ctx.tried.count_ones() as usize) < pool.def.targets.len();
+            let idempotent = session.req_header().method.is_idempotent();
+            if idempotent && more && ctx.attempts <= pool.def.retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// Sets what the upstream sees: the path the policies saw (target base path + rest),
+    /// `Host` of the target, `X-Forwarded-*`, `traceparent`, `X-Request-Id`. Client-sent
+    /// values of these headers are overwritten.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(pool), Some(t)) = (ctx.pool.as_ref(), ctx.target) else {
+            return Ok(());
+        };
+        let target = pool.target(t);
+        let mut uri = String::with_capacity(
+            target.base_path.len() + ctx.req.upstream_path.len() + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
+        );
+        uri.push_str(&target.base_path);
+        if !(ctx.req.upstream_path == "/" && !target.base_path.is_empty()) {
+            uri.push_str(&ctx.req.upstream_path);
+        }
+        if let Some(q) = &ctx.req.upstream_query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        upstream.set_raw_path(uri.as_bytes())?;
+        upstream.insert_header(HOST, target.authority())?;
+        // Hop-by-hop headers named by the client's Connection header go no further.
+        if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
+            if let Ok(list) = conn.to_str() {
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    if !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close") {
+                        upstream.remove_header(name);
+                    }
+                }
+            }
+        }
+        upstream.remove_header("proxy-connection");
+        upstream.remove_header("keep-alive");
+        match ctx.req.client_ip {
+            Some(ip) => upstream.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
+            None => {
+                upstream.remove_header(&X_FORWARDED_FOR);
+            }
+        }
+        let https = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), if https { "https" } else { "http" })?;
+        match &ctx.orig_host {
+            Some(h) => upstream.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
+            None => {
+                upstream.remove_header(&X_FORWARDED_HOST);
+            }
+        }
+        let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
+        let tp = next_traceparent(incoming);
+        let continued = incoming.is_some_and(|i| i.len() >= 36 && tp.as_bytes()[..36] == i[..36]);
+        if !continued {
+            upstream.remove_header(&TRACESTATE);
+        }
+        upstream.insert_header(TRACEPARENT.clone(), tp)?;
+        upstream.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Runs the outbound section on the upstream's answer and adds `X-Request-Id` and the
+    /// context's answer headers.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chain) = ctx.chain.clone() {
+            if let Flow::Respond(a) = run_outbound(&chain.outbound, resp, &mut ctx.req) {
+                let mut replaced = ResponseHeader::build(a.status, Some(a.headers.len() + 2))?;
+                for (n, v) in a.headers {
+                    replaced.append_header(n, v)?;
+                }
+                replaced.insert_header(CONTENT_LENGTH, a.body.len())?;
+                if !replaced.headers.contains_key(CONTENT_TYPE) && a.body.is_empty() {
+                    replaced.remove_header(&CONTENT_TYPE);
+                }
+                *resp = replaced;
+                ctx.replace_body = Some(a.body);
+            }
+        }
+        for (name, value) in ctx.req.answer_headers.iter() {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Swaps the body when an outbound policy replaced the answer.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(replacement) = ctx.replace_body.as_mut() {
+            *body = if replacement.is_empty() {
+                None
+            } else {
+                Some(std::mem::take(replacement))
+            };
+        }
+        Ok(None)
+    }
+
+    /// The request failed: answer with the status that says why (502 refused or reset,
+    /// 503 no healthy target, 504 timeout, 413 body over the limit), as problem+json.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, slug, title, detail) = match e.etype() {
+            ErrorType::HTTPStatus(413) => (413, "payload-too-large", "Content Too Large", "the request body is larger than the limit"),
+            ErrorType::HTTPStatus(503) => (503, "no-healthy-upstream", "Service Unavailable", "no healthy upstream target"),
+            ErrorType::HTTPStatus(c) if *c >= 400 => (*c, "error", "Error", "the request failed"),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectTimedout) =>
+            {
+                (504, "upstream-timeout", "Gateway Timeout", "the upstream did not answer in time")
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "bad-gateway", "Bad Gateway", "the upstream refused or reset the connection"),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, "", "", "")
+                    }
+                    ErrorType::ReadTimedout => (408, "request-timeout", "Request Timeout", "the request was not received in time"),
+                    _ => (400, "malformed-request", "Bad Request", "the request could not be read"),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+                    ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::ConnectNoRoute
+                    | ErrorType::TLSHandshakeFailure | ErrorType::ConnectionClosed => {
+                        (502, "bad-gateway", "Bad Gateway", "the upstream refused or reset the connection")
+                    }
+                    _ => (500, "internal-error", "Internal Server Error", "the gateway failed to handle the request"),
+                },
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let a = problem(code, slug, title, detail);
+            if let Err(err) = self.write_answer(session, ctx, a, true).await {
+                tracing::debug!("could not send the error answer: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The access log line (never the query, which may hold a key).
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map_or(ctx.answered.unwrap_or(0), |r| r.status.as_u16());
+        let req = session.req_header();
+        tracing::info!(
+            target: "tollgate::access",
+            request_id = %ctx.req.request_id,
+            method = %req.method,
+            api = ctx.req.api_id.as_deref().unwrap_or("-"),
+            operation = ctx.req.operation_id.as_deref().unwrap_or("-"),
+            status,
+            upstream_target = ctx.target.map_or(-1, |t| t as i64),
+            attempts = ctx.attempts,
+            duration_ms = ctx.start.elapsed().as_millis() as u64,
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        );
+    }
+}

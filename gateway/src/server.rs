@@ -1,0 +1,184 @@
+//! Running the gateway: the Pingora server with the proxy service (plain HTTP/1.1 + h2c,
+//! and TLS with rustls when configured), a maintenance task (active health checks, config
+//! reload on SIGHUP, graceful drain), and any extra background services (the admin API).
+//!
+//! Shutdown: SIGTERM and SIGINT both start a graceful shutdown. Listeners stop accepting,
+//! idle keep-alive connections close, in-flight requests finish; as soon as none is left
+//! (or the grace period is over) the shutdown hooks run (flushing state) and the process
+//! exits 0.
+
+use crate::{Gateway, Proxy};
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::Service;
+use pingora_proxy::ProxyServiceBuilder;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A hook run once: on reload (SIGHUP) or at shutdown.
+pub type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// How to run the gateway.
+pub struct ServeOptions {
+    /// Plain listener (`127.0.0.1:8080`).
+    pub listen: String,
+    /// TLS listener: (address, certificate PEM path, key PEM path).
+    pub tls: Option<(String, String, String)>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Longest wait for in-flight requests at shutdown.
+    pub grace_period: Duration,
+    /// Called on SIGHUP (re-read the config file).
+    pub on_reload: Option<Hook>,
+    /// Called once at shutdown, after in-flight requests finished.
+    pub on_shutdown: Vec<Hook>,
+    /// More services to run in the same process (e.g. the admin API).
+    pub extra_services: Vec<Box<dyn Service>>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.as_ref().map(|t| &t.0))
+            .field("threads", &self.threads)
+            .field("grace_period", &self.grace_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SIGTERM and SIGINT: graceful; SIGQUIT: Pingora's graceful upgrade.
+struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+struct Maintenance {
+    gw: Arc<Gateway>,
+    grace: Duration,
+    on_reload: Option<Hook>,
+    on_shutdown: Vec<Hook>,
+}
+
+#[async_trait]
+impl BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; }, None => std::future::pending().await } } => {
+                    if let Some(reload) = &self.on_reload {
+                        reload();
+                    }
+                }
+                _ = tick.tick() => {
+                    for pool in self.gw.pools().all() {
+                        pool.health_check_if_due().await;
+                    }
+                }
+            }
+        }
+        // Drain: wait for in-flight requests, bounded by the grace period.
+        let started = Instant::now();
+        while self.gw.inflight() > 0 && started.elapsed() < self.grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.gw.inflight();
+        if left > 0 {
+            tracing::warn!(left, "grace period over with requests in flight");
+        }
+        for hook in &self.on_shutdown {
+            hook();
+        }
+        tracing::info!("shut down cleanly");
+        std::process::exit(0);
+    }
+}
+
+/// Run the gateway until a shutdown signal; never returns.
+pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
+    let conf = ServerConf {
+        threads: opts.threads.max(1),
+        grace_period_seconds: Some(opts.grace_period.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = true;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Proxy::new(gw.clone()))
+        .name("tollgate proxy")
+        .server_options(server_options)
+        .build();
+    proxy.add_tcp(&opts.listen);
+    if let Some((addr, cert, key)) = &opts.tls {
+        let mut tls = TlsSettings::intermediate(cert, key)
+            .map_err(|e| format!("TLS settings ({cert}, {key}): {e}"))?;
+        tls.enable_h2();
+        proxy.add_tls_with_settings(addr, None, tls);
+    }
+    server.add_service(proxy);
+    for s in opts.extra_services {
+        server.add_boxed_service(s);
+    }
+    server.add_service(background_service(
+        "tollgate maintenance",
+        Maintenance {
+            gw,
+            grace: opts.grace_period,
+            on_reload: opts.on_reload,
+            on_shutdown: opts.on_shutdown,
+        },
+    ));
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    Ok(())
+}
+
+/// A background task run as a Pingora service: `f` gets the shutdown watch.
+pub type TaskFn = Box<
+    dyn Fn(ShutdownWatch) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+struct Task(TaskFn);
+
+#[async_trait]
+impl BackgroundService for Task {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        (self.0)(shutdown).await
+    }
+}
+
+/// Wrap `f` as a service for [`ServeOptions::extra_services`].
+pub fn task_service(name: &str, f: TaskFn) -> Box<dyn Service> {
+    Box::new(background_service(name, Task(f)))
+}

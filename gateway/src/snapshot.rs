@@ -1,0 +1,121 @@
+//! The immutable runtime snapshot: a compiled config plus, for every API, its upstream pool
+//! and its effective chains turned into runtime policy objects. Built once per config
+//! change; each request pins one snapshot for its whole life.
+
+use crate::pool::Pool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tollgate_config::{CompiledConfig, EffectiveChain, PolicyInstance};
+use tollgate_policies::{Chain, Policy};
+
+/// The policies of one (product slot, operation), ready to run.
+#[derive(Debug)]
+pub struct RuntimeChain {
+    /// Inbound section.
+    pub inbound: Chain,
+    /// Backend section (runs after inbound, just before the upstream is picked).
+    pub backend: Chain,
+    /// Outbound section.
+    pub outbound: Chain,
+    /// On-error section.
+    pub on_error: Chain,
+}
+
+/// Runtime parts of one API (parallel to `CompiledConfig::apis`).
+#[derive(Debug)]
+pub struct ApiRuntime {
+    /// The upstream pool.
+    pub pool: Arc<Pool>,
+    /// Parallel to `ApiDef::chains`.
+    pub chains: Vec<Arc<RuntimeChain>>,
+}
+
+/// A policy that could not be built, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildProblem {
+    /// `scope/section/index` of the policy, or `api:ID/upstream`.
+    pub origin: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for BuildProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Chains of every API, before pools are attached.
+pub type BuiltChains = Vec<Vec<Arc<RuntimeChain>>>;
+
+/// Turn every effective chain into runtime policies. Pure; reports every problem.
+pub fn build_chains(config: &CompiledConfig) -> Result<BuiltChains, Vec<BuildProblem>> {
+    let mut problems = Vec::new();
+    // Chains shared between (product, operation) pairs stay shared.
+    let mut seen: HashMap<*const EffectiveChain, Arc<RuntimeChain>> = HashMap::new();
+    let mut out = Vec::with_capacity(config.apis.len());
+    for api in &config.apis {
+        let mut chains = Vec::with_capacity(api.chains.len());
+        for chain in &api.chains {
+            let key = Arc::as_ptr(chain);
+            if let Some(rt) = seen.get(&key) {
+                chains.push(rt.clone());
+                continue;
+            }
+            let rt = Arc::new(RuntimeChain {
+                inbound: section(&chain.inbound, &mut problems),
+                backend: section(&chain.backend, &mut problems),
+                outbound: section(&chain.outbound, &mut problems),
+                on_error: section(&chain.on_error, &mut problems),
+            });
+            seen.insert(key, rt.clone());
+            chains.push(rt);
+        }
+        out.push(chains);
+    }
+    problems.sort_by(|a, b| a.origin.cmp(&b.origin));
+    problems.dedup();
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn section(instances: &[PolicyInstance], problems: &mut Vec<BuildProblem>) -> Chain {
+    let mut policies: Vec<Arc<dyn Policy>> = Vec::with_capacity(instances.len());
+    for inst in instances {
+        match tollgate_policies::build(inst) {
+            Ok(p) => policies.push(p),
+            Err(e) => problems.push(BuildProblem {
+                origin: inst.origin.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    policies.into()
+}
+
+/// A live config: what every request runs against.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The compiled config.
+    pub config: CompiledConfig,
+    /// Revision number (increases with every swap in this process, or the store's revision).
+    pub revision: u64,
+    /// Parallel to `config.apis`.
+    pub apis: Vec<ApiRuntime>,
+}
+
+impl Snapshot {
+    /// An empty config: every request is answered 404.
+    pub fn empty() -> Snapshot {
+        let config = tollgate_config::parse_and_compile("version: 1\n")
+            .unwrap_or_else(|_| unreachable!("the empty config is valid"));
+        Snapshot {
+            config,
+            revision: 0,
+            apis: Vec::new(),
+        }
+    }
+}

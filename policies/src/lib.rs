@@ -1,0 +1,258 @@
+//! The `Policy` contract and the policy implementations.
+//!
+//! A policy is a value built once per config snapshot from a [`PolicyInstance`]; it has a
+//! method per phase, each with a default that does nothing, in the spirit of Pingora's
+//! `ProxyHttp`. Phases return [`Flow`]: continue, or answer with an [`Answer`]. Policies never
+//! write to the client themselves: the gateway core writes every answer, in one place.
+//!
+//! Per request, the gateway keeps one [`RequestCtx`] with typed fields that policies read and
+//! fill (route, subscription, claims, upstream path and query, extra answer headers).
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tollgate_config::{PolicyDef, PolicyInstance, TemplateSource, Var};
+
+mod check_header;
+mod cors;
+mod headers;
+mod ip_filter;
+mod problem;
+mod query;
+mod return_response;
+mod rewrite;
+mod simple;
+
+pub use problem::{problem_body, Answer, PROBLEM_JSON};
+
+/// What a phase decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next policy, then the next phase.
+    Continue,
+    /// Stop here and send this answer instead (the gateway writes it).
+    Respond(Answer),
+}
+
+/// Per-request state shared by the gateway and the policies.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// `X-Request-Id` of this request.
+    pub request_id: String,
+    /// The client's address (the TCP peer).
+    pub client_ip: Option<IpAddr>,
+    /// The matched API's id.
+    pub api_id: Option<Arc<str>>,
+    /// The matched operation's id.
+    pub operation_id: Option<Arc<str>>,
+    /// The product the caller's subscription is scoped to, if any.
+    pub product_id: Option<Arc<str>>,
+    /// The caller's subscription id, if any.
+    pub subscription_id: Option<Arc<str>>,
+    /// Values of the operation's `{param}` segments (decoded), in template order.
+    pub path_params: Vec<(Arc<str>, String)>,
+    /// Verified JWT claims (filled by `validate-jwt`).
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The path sent upstream, relative to the upstream target: the request path after the
+    /// API prefix (normalized, prefix stripped, always starting with `/`), *without* the
+    /// target's base path. The target is picked after `inbound` runs, so the gateway
+    /// prepends the chosen target's `base_path` when it builds the upstream request, after
+    /// every `inbound` policy has run. `rewrite-uri` replaces this value with its rendered
+    /// path (the template stands for the part after the API prefix); the base path is still
+    /// prepended to it.
+    pub upstream_path: String,
+    /// The query sent upstream, without `?` (`None` when there is none);
+    /// `set-query-parameter` and `rewrite-uri` edit it.
+    pub upstream_query: Option<String>,
+    /// Headers added to the answer the client gets, whoever made it (CORS, limits): upstream
+    /// answers, answers made by policies and error answers alike. A name listed here
+    /// replaces the answer's own header of that name (so an upstream's CORS headers are not
+    /// doubled), except `Vary`, which is appended.
+    pub answer_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request's `Origin` header, if any. The gateway copies it here (a cheap
+    /// `HeaderValue` clone) before `inbound` runs, because `outbound` no longer sees the
+    /// request head and the `cors` policy placed in `outbound` needs it.
+    pub origin: Option<HeaderValue>,
+}
+
+impl RequestCtx {
+    /// First value of query parameter `name` in the upstream query, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let q = self.upstream_query.as_deref()?;
+        query_pairs(q)
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// Decode `application/x-www-form-urlencoded`-style query pairs (`+` is a space).
+pub fn query_pairs(
+    q: &str,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    q.split('&').filter(|s| !s.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(k), decode_component(v))
+    })
+}
+
+/// Percent-decode one query component, `+` standing for a space.
+pub(crate) fn decode_component(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let replaced = s.replace('+', " ");
+    std::borrow::Cow::Owned(
+        percent_encoding::percent_decode_str(&replaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// The request seen through a template: resolves `{request.header.X}` against the request
+/// head and everything else against the context. Used in `inbound`; where the request head is
+/// gone (`outbound`, `on_error`), render against the [`RequestCtx`] itself, which is a
+/// [`TemplateSource`] too.
+#[derive(Debug)]
+pub struct TemplateView<'a> {
+    /// The request head (current state, after earlier policies).
+    pub req: &'a RequestHeader,
+    /// The request context.
+    pub ctx: &'a RequestCtx,
+}
+
+impl TemplateSource for TemplateView<'_> {
+    fn write_var(&self, var: &Var, out: &mut String) {
+        match var {
+            Var::RequestHeader(name) => {
+                if let Some(v) = self.req.headers.get(name).and_then(|v| v.to_str().ok()) {
+                    out.push_str(v);
+                }
+            }
+            other => self.ctx.write_var(other, out),
+        }
+    }
+}
+
+/// The context alone as a template source, for phases where the request head is gone
+/// (`outbound`, `on_error`): every variable resolves as in [`TemplateView`] except
+/// `{request.header.NAME}`, which renders as empty.
+impl TemplateSource for RequestCtx {
+    fn write_var(&self, var: &Var, out: &mut String) {
+        use std::fmt::Write;
+        match var {
+            Var::SubscriptionId => out.push_str(self.subscription_id.as_deref().unwrap_or("")),
+            Var::ProductId => out.push_str(self.product_id.as_deref().unwrap_or("")),
+            Var::ApiId => out.push_str(self.api_id.as_deref().unwrap_or("")),
+            Var::OperationId => out.push_str(self.operation_id.as_deref().unwrap_or("")),
+            Var::ClientIp => {
+                if let Some(ip) = self.client_ip {
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            Var::RequestHeader(_) => {}
+            Var::RequestQuery(name) => {
+                if let Some(v) = self.query_param(name) {
+                    out.push_str(&v);
+                }
+            }
+            Var::JwtClaim(name) => match self.claims.as_ref().and_then(|c| c.get(name)) {
+                Some(serde_json::Value::String(s)) => out.push_str(s),
+                Some(serde_json::Value::Null) | None => {}
+                Some(other) => {
+                    let _ = write!(out, "{other}");
+                }
+            },
+            Var::PathParam(name) => {
+                if let Some((_, v)) = self.path_params.iter().find(|(k, _)| **k == **name) {
+                    out.push_str(v);
+                }
+            }
+        }
+    }
+}
+
+/// A policy: one method per phase, each defaulting to "do nothing, continue".
+pub trait Policy: Send + Sync + Debug {
+    /// Runs in the `inbound` section, in chain order, after routing and authentication and
+    /// before an upstream is picked. May edit the request head and the context, or answer.
+    /// Default: continue.
+    fn inbound(&self, _req: &mut RequestHeader, _ctx: &mut RequestCtx) -> Flow {
+        Flow::Continue
+    }
+
+    /// Runs in the `outbound` section on the answer's head, before it goes to the client
+    /// (upstream answers only, not answers Tollgate made). May edit it, or replace the
+    /// answer. Default: continue.
+    fn outbound(&self, _resp: &mut ResponseHeader, _ctx: &mut RequestCtx) -> Flow {
+        Flow::Continue
+    }
+
+    /// Runs in the `on_error` section when the request failed (a policy answered with an
+    /// error, or the upstream failed) on the answer about to be sent. May add headers to it
+    /// through the context, or replace it. Default: continue.
+    fn on_error(&self, _answer: &Answer, _ctx: &mut RequestCtx) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// The policies of one section, ready to run.
+pub type Chain = Arc<[Arc<dyn Policy>]>;
+
+/// Why a policy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The kind exists in the contract but this build does not enforce it yet.
+    #[error("policy kind `{0}` is not available in this build yet")]
+    NotAvailable(&'static str),
+}
+
+/// Build the runtime policy for a compiled policy instance.
+pub fn build(instance: &PolicyInstance) -> Result<Arc<dyn Policy>, BuildError> {
+    simple::build(&instance.def).ok_or(BuildError::NotAvailable(instance.def.kind()))
+}
+
+/// Run `inbound` of every policy in `chain`; the first answer wins.
+pub fn run_inbound(
+    chain: &[Arc<dyn Policy>],
+    req: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Flow {
+    for p in chain {
+        if let Flow::Respond(a) = p.inbound(req, ctx) {
+            return Flow::Respond(a);
+        }
+    }
+    Flow::Continue
+}
+
+/// Run `outbound` of every policy in `chain`; the first answer wins.
+pub fn run_outbound(
+    chain: &[Arc<dyn Policy>],
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Flow {
+    for p in chain {
+        if let Flow::Respond(a) = p.outbound(resp, ctx) {
+            return Flow::Respond(a);
+        }
+    }
+    Flow::Continue
+}
+
+/// Whether `def` is a kind this build can run.
+pub fn is_available(def: &PolicyDef) -> bool {
+    simple::build(def).is_some()
+}
+
+/// A status code from a policy field that validation already checked.
+pub(crate) fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Body helper for answers.
+pub(crate) fn body_from(bytes: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
