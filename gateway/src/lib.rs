@@ -7,6 +7,7 @@
 //! the old snapshot keeps serving.
 
 pub mod checks;
+pub mod deadline;
 pub mod normalize;
 pub mod pool;
 mod proxy;

@@ -14,8 +14,9 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::Service;
-use pingora_proxy::ProxyServiceBuilder;
+use pingora_core::services::ServiceWithDependents;
+use pingora_core::services::listening::Service as ListeningService;
+use crate::deadline::WithHeaderDeadline;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +33,14 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Longest wait for in-flight requests at shutdown.
     pub grace_period: Duration,
+    /// Longest time a client may take to send a request head (slow-loris defence).
+    pub header_read_timeout: Duration,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
     pub on_shutdown: Vec<Hook>,
     /// More services to run in the same process (e.g. the admin API).
-    pub extra_services: Vec<Box<dyn Service>>,
+    pub extra_services: Vec<Box<dyn ServiceWithDependents>>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -132,10 +135,12 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Proxy::new(gw.clone()))
-        .name("tollgate proxy")
-        .server_options(server_options)
-        .build();
+    let mut app = pingora_proxy::http_proxy(&server.configuration, Proxy::new(gw.clone()));
+    app.server_options = Some(server_options);
+    let mut proxy = ListeningService::new(
+        "tollgate proxy".to_string(),
+        WithHeaderDeadline::new(app, opts.header_read_timeout),
+    );
     proxy.add_tcp(&opts.listen);
     if let Some((addr, cert, key)) = &opts.tls {
         let mut tls = TlsSettings::intermediate(cert, key)
@@ -179,6 +184,6 @@ impl BackgroundService for Task {
 }
 
 /// Wrap `f` as a service for [`ServeOptions::extra_services`].
-pub fn task_service(name: &str, f: TaskFn) -> Box<dyn Service> {
+pub fn task_service(name: &str, f: TaskFn) -> Box<dyn ServiceWithDependents> {
     Box::new(background_service(name, Task(f)))
 }

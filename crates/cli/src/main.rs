@@ -108,6 +108,10 @@ struct ServeArgs {
     /// Longest wait for in-flight requests at shutdown, in seconds.
     #[arg(long, env = "TOLLGATE_GRACE_PERIOD", default_value_t = 30)]
     grace_period: u64,
+    /// Longest time a client may take to send a request's headers, in seconds (slow-loris
+    /// defence); the connection is closed after it.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    header_read_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +263,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tls,
         threads,
         grace_period: Duration::from_secs(args.grace_period),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         on_reload,
         on_shutdown: Vec::new(),
         extra_services: vec![admin],

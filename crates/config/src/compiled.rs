@@ -9,6 +9,7 @@
 use crate::model::{kinds, PolicyFile};
 use crate::template::Template;
 use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,45 @@ pub struct CompiledConfig {
     pub products: Vec<ProductDef>,
     /// API prefixes, longest first: (prefix, api index).
     pub(crate) prefixes: Vec<(String, usize)>,
+    /// API prefix → api index, for [`CompiledConfig::route`].
+    pub(crate) prefix_map: HashMap<String, usize>,
+}
+
+impl CompiledConfig {
+    /// Finds the API of a request path: the longest API prefix that matches on a segment
+    /// boundary (`/petstore` matches `/petstore` and `/petstore/x`, not `/petstorex`; the
+    /// root API `""` matches everything). Returns the API index and the rest of the path:
+    /// it starts with `/`, or is empty when the path equals the prefix. No allocation.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(usize, &'p str)> {
+        if let Some(&api) = self.prefix_map.get(path) {
+            return Some((api, ""));
+        }
+        let mut end = path.len();
+        while let Some(slash) = path[..end].rfind('/') {
+            if let Some(&api) = self.prefix_map.get(&path[..slash]) {
+                return Some((api, &path[slash..]));
+            }
+            end = slash;
+        }
+        None
+    }
+
+    /// API prefixes (normalized, the root API is `""`), longest first, with API indexes.
+    pub fn prefixes(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.prefixes
+            .iter()
+            .map(|(prefix, api)| (prefix.as_str(), *api))
+    }
+
+    /// The index of the API with this id.
+    pub fn api_index(&self, id: &str) -> Option<usize> {
+        self.apis.iter().position(|api| &*api.id == id)
+    }
+
+    /// The index of the product with this id.
+    pub fn product_index(&self, id: &str) -> Option<usize> {
+        self.products.iter().position(|product| &*product.id == id)
+    }
 }
 
 /// Gateway-wide limits (from `settings`, with defaults applied).
@@ -76,6 +116,170 @@ pub struct ApiDef {
     pub products: Vec<usize>,
     /// Effective chains, indexed by [`ApiDef::chain_index`].
     pub chains: Vec<Arc<EffectiveChain>>,
+}
+
+/// The result of [`ApiDef::match_operation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpMatch {
+    /// This operation matches; `params` are its path parameters, in template order.
+    Found {
+        /// Index into [`ApiDef::operations`].
+        op: usize,
+        /// (parameter name, raw segment text).
+        params: Vec<(Arc<str>, String)>,
+    },
+    /// Some operation's path template matches, but none for this method: answer 405.
+    MethodNotAllowed {
+        /// The `Allow` header value: sorted, de-duplicated, comma-separated methods
+        /// (`GET, HEAD, POST`; HEAD is included when GET is there).
+        allow: String,
+    },
+    /// No operation's path template matches: answer 404. Also the answer of an API
+    /// without operations, which passes every method and path: check
+    /// `operations.is_empty()` first and use [`ApiDef::chain`] with `op = None`.
+    NotFound,
+}
+
+impl ApiDef {
+    /// Where the chain of (product slot, operation) is in [`ApiDef::chains`]. Slot 0 is "no
+    /// product", slot `k + 1` is `products[k]`. For each slot, `op = None` is the API-wide
+    /// chain (global → product → API, no operation scope: an API without operations, or a
+    /// request that matched no operation), `Some(i)` is operation `i`'s chain. For an API
+    /// without operations `op` is ignored.
+    pub fn chain_index(&self, product_slot: usize, op: Option<usize>) -> usize {
+        debug_assert!(
+            product_slot <= self.products.len(),
+            "no product slot {product_slot}"
+        );
+        let stride = self.operations.len() + 1;
+        let op_offset = match op {
+            Some(i) if !self.operations.is_empty() => {
+                debug_assert!(i < self.operations.len(), "no operation {i}");
+                i + 1
+            }
+            _ => 0,
+        };
+        product_slot * stride + op_offset
+    }
+
+    /// The effective chain of (product slot, operation); see [`ApiDef::chain_index`].
+    /// Panics when the slot or the operation does not exist.
+    pub fn chain(&self, product_slot: usize, op: Option<usize>) -> &Arc<EffectiveChain> {
+        &self.chains[self.chain_index(product_slot, op)]
+    }
+
+    /// The product slot of a product (an index into [`CompiledConfig::products`]): `k + 1`
+    /// when it is `self.products[k]`, None when the product does not contain this API.
+    pub fn product_slot(&self, product_index: usize) -> Option<usize> {
+        self.products
+            .iter()
+            .position(|&p| p == product_index)
+            .map(|k| k + 1)
+    }
+
+    /// Finds the operation of a request. `rest` is the path after the API prefix, already
+    /// normalized and percent-decoded by the gateway (empty is treated as `/`). Segments
+    /// compare exactly; `{param}` matches one non-empty segment. When several templates
+    /// match, the most specific wins: more literal segments first, then literals further
+    /// left, then the earlier operation. A `*` operation matches any method; HEAD matches
+    /// a GET operation when no HEAD (or `*`) operation matches the path. No allocation
+    /// unless the operation has parameters (or the answer is 405).
+    pub fn match_operation(&self, method: &Method, rest: &str) -> OpMatch {
+        let body = rest.strip_prefix('/').unwrap_or(rest);
+        let count = if body.is_empty() {
+            0
+        } else {
+            body.bytes().filter(|&b| b == b'/').count() + 1
+        };
+        let mut best: Option<(usize, (usize, u64))> = None;
+        let mut best_get: Option<(usize, (usize, u64))> = None;
+        let mut path_matched = false;
+        for (i, op) in self.operations.iter().enumerate() {
+            let Some(key) = template_match(&op.segments, body, count) else {
+                continue;
+            };
+            path_matched = true;
+            let slot = match &op.method {
+                None => &mut best,
+                Some(m) if m == method => &mut best,
+                Some(m) if *m == Method::GET && *method == Method::HEAD => &mut best_get,
+                Some(_) => continue,
+            };
+            if slot.is_none_or(|(_, best_key)| key > best_key) {
+                *slot = Some((i, key));
+            }
+        }
+        if let Some((op, _)) = best.or(best_get) {
+            let names = &self.operations[op].param_names;
+            let params = if names.is_empty() {
+                Vec::new()
+            } else {
+                let mut params = Vec::with_capacity(names.len());
+                let mut names = names.iter();
+                for (segment, template) in body.split('/').zip(&self.operations[op].segments) {
+                    if let PathSegment::Param(_) = template {
+                        if let Some(name) = names.next() {
+                            params.push((name.clone(), segment.to_string()));
+                        }
+                    }
+                }
+                params
+            };
+            return OpMatch::Found { op, params };
+        }
+        if !path_matched {
+            return OpMatch::NotFound;
+        }
+        let mut methods: Vec<&str> = Vec::new();
+        for op in &self.operations {
+            if template_match(&op.segments, body, count).is_some() {
+                if let Some(m) = &op.method {
+                    methods.push(m.as_str());
+                    if *m == Method::GET {
+                        methods.push("HEAD");
+                    }
+                }
+            }
+        }
+        methods.sort_unstable();
+        methods.dedup();
+        OpMatch::MethodNotAllowed {
+            allow: methods.join(", "),
+        }
+    }
+}
+
+/// Whether a template matches the path `body` (without its leading `/`, `count` segments);
+/// when it does, its specificity: (literal segments, literal positions with the first
+/// segment in the highest bit).
+fn template_match(segments: &[PathSegment], body: &str, count: usize) -> Option<(usize, u64)> {
+    if segments.len() != count {
+        return None;
+    }
+    if count == 0 {
+        return Some((0, 0));
+    }
+    let mut literals = 0usize;
+    let mut mask = 0u64;
+    for (position, (text, template)) in body.split('/').zip(segments).enumerate() {
+        match template {
+            PathSegment::Literal(literal) => {
+                if text != literal {
+                    return None;
+                }
+                literals += 1;
+                if position < 64 {
+                    mask |= 1 << (63 - position);
+                }
+            }
+            PathSegment::Param(_) => {
+                if text.is_empty() {
+                    return None;
+                }
+            }
+        }
+    }
+    Some((literals, mask))
 }
 
 /// Upstream pool of an API.
@@ -135,8 +339,10 @@ pub struct OperationDef {
     pub method: Option<Method>,
     /// The template as written (`/pets/{id}`).
     pub path: String,
-    /// Parsed template segments.
+    /// Parsed template segments (empty for the root template `/`).
     pub segments: Vec<PathSegment>,
+    /// Names of the `{param}` segments, in order (shared by every match's params).
+    pub param_names: Vec<Arc<str>>,
 }
 
 /// A segment of an operation path template.
@@ -293,8 +499,11 @@ pub struct CorsDef {
     pub allowed_origins: Vec<String>,
     /// `*` was listed.
     pub any_origin: bool,
-    /// Allowed methods (default GET, POST, HEAD).
+    /// Allowed methods (default GET, POST, HEAD); `*` is not in it (see `any_method`).
     pub allowed_methods: Vec<Method>,
+    /// `*` was listed: any method is allowed (`allowed_methods_value` is then `*`; with
+    /// credentials, echo the requested method instead).
+    pub any_method: bool,
     /// `Access-Control-Allow-Methods` value, precomputed.
     pub allowed_methods_value: HeaderValue,
     /// Allowed request headers, lowercase; empty with `any_header`.

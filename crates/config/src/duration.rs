@@ -148,7 +148,10 @@ mod tests {
             Ok(Duration::from_secs(30))
         );
         assert_eq!(parse_duration(&text("10")), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration(&text("500ms")), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration(&text("500ms")),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(parse_duration(&text("10s")), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration(&text("5m")), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration(&text("1h")), Ok(Duration::from_secs(3600)));

@@ -72,7 +72,10 @@ impl PosIndex {
             let pos = (span.start.line(), span.start.col() + 1);
             let starts_node = matches!(
                 event,
-                Event::Scalar(..) | Event::Alias(_) | Event::MappingStart(..) | Event::SequenceStart(..)
+                Event::Scalar(..)
+                    | Event::Alias(_)
+                    | Event::MappingStart(..)
+                    | Event::SequenceStart(..)
             );
             match event {
                 Event::DocumentStart(_) => {
@@ -194,7 +197,10 @@ apis:
     #[test]
     fn missing_paths_fall_back_to_ancestors() {
         let index = PosIndex::build(DOC);
-        assert_eq!(index.lookup("apis[1].rate-limit.renewal_period"), Some((6, 5)));
+        assert_eq!(
+            index.lookup("apis[1].rate-limit.renewal_period"),
+            Some((6, 5))
+        );
         assert_eq!(index.lookup("apis[7].x"), Some((2, 1)));
         assert_eq!(index.lookup("nothing"), Some((1, 1)));
     }
@@ -214,7 +220,8 @@ apis:
 
     #[test]
     fn json_positions() {
-        let index = PosIndex::build("{\n  \"version\": 1,\n  \"apis\": [\n    {\"id\": \"a\"}\n  ]\n}\n");
+        let index =
+            PosIndex::build("{\n  \"version\": 1,\n  \"apis\": [\n    {\"id\": \"a\"}\n  ]\n}\n");
         assert_eq!(index.lookup("apis"), Some((3, 3)));
         assert_eq!(index.lookup("apis[0].id"), Some((4, 6)));
     }

@@ -99,8 +99,8 @@ impl Template {
                             }
                             '{' => {
                                 return Err(format!(
-                                    "unclosed `{{` at offset {pos} (write `{{{{` for a literal brace)"
-                                ))
+                                "unclosed `{{` at offset {pos} (write `{{{{` for a literal brace)"
+                            ))
                             }
                             _ => {}
                         }
@@ -202,7 +202,9 @@ impl fmt::Display for Template {
 /// Parses the inside of `{...}`.
 fn parse_var(name: &str, allow_path_params: bool) -> Result<Var, String> {
     if name.is_empty() {
-        return Err(format!("empty variable `{{}}`; known variables: {KNOWN_VARIABLES}"));
+        return Err(format!(
+            "empty variable `{{}}`; known variables: {KNOWN_VARIABLES}"
+        ));
     }
     let var = match name {
         "subscription.id" => Var::SubscriptionId,
@@ -212,9 +214,8 @@ fn parse_var(name: &str, allow_path_params: bool) -> Result<Var, String> {
         "client.ip" => Var::ClientIp,
         _ => {
             if let Some(header) = name.strip_prefix("request.header.") {
-                let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                    format!("`{{{name}}}`: `{header}` is not a valid header name")
-                })?;
+                let header = HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| format!("`{{{name}}}`: `{header}` is not a valid header name"))?;
                 Var::RequestHeader(header)
             } else if let Some(param) = name.strip_prefix("request.query.") {
                 if param.is_empty() {
@@ -363,7 +364,10 @@ mod tests {
         let err = Template::parse("{jwt.claim.}", false).unwrap_err();
         assert!(err.contains("empty"), "{err}");
         let err = Template::parse("{subscription.key}", false).unwrap_err();
-        assert!(err.contains("unknown variable `{subscription.key}`"), "{err}");
+        assert!(
+            err.contains("unknown variable `{subscription.key}`"),
+            "{err}"
+        );
         assert!(err.contains("{client.ip}"), "{err}");
     }
 

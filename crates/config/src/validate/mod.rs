@@ -15,9 +15,7 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
-use crate::compiled::{
-    HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef,
-};
+use crate::compiled::{HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef};
 use crate::duration::{parse_byte_size, parse_positive_duration};
 use crate::model::{ByteSize, DurationSpec};
 use crate::positions::{join_index, join_key, PosIndex};
@@ -73,19 +71,13 @@ pub(crate) enum Entry {
     /// `base`: the parent scope's same section.
     Base,
     /// A policy.
-    Policy(PolicyDef),
+    Policy(Box<PolicyDef>),
 }
 
 /// The checked policy sections of one scope (`None`: the section is not named).
 #[derive(Debug, Default)]
 pub(crate) struct Scope {
     pub(crate) sections: [Option<Vec<Entry>>; 4],
-}
-
-impl Scope {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.sections.iter().all(Option::is_none)
-    }
 }
 
 /// Where a policy section is, for the checks that depend on it.
@@ -222,7 +214,10 @@ impl<'s> Cx<'s> {
         fields: &[&str],
     ) -> Option<&'v Mapping> {
         let Value::Mapping(map) = value else {
-            self.error(path, format!("expected {what} (a mapping), found {}", describe(value)));
+            self.error(
+                path,
+                format!("expected {what} (a mapping), found {}", describe(value)),
+            );
             return None;
         };
         for key in map.keys() {
@@ -232,7 +227,10 @@ impl<'s> Cx<'s> {
                     &join_key(path, name),
                     format!("unknown field `{name}`, expected {}", one_of(fields)),
                 ),
-                None => self.error(path, format!("keys must be strings, found {}", describe(key))),
+                None => self.error(
+                    path,
+                    format!("keys must be strings, found {}", describe(key)),
+                ),
             }
         }
         Some(map)
@@ -248,7 +246,10 @@ impl<'s> Cx<'s> {
         match value {
             Value::Sequence(items) => Some(items),
             _ => {
-                self.error(path, format!("expected {what} (a list), found {}", describe(value)));
+                self.error(
+                    path,
+                    format!("expected {what} (a list), found {}", describe(value)),
+                );
                 None
             }
         }
@@ -464,7 +465,9 @@ pub(crate) fn check_file(value: &Value, cx: &mut Cx<'_>) -> Checked {
                     if let Some(first) = ids.get(id) {
                         cx.error(
                             &join_key(&path, "id"),
-                            format!("duplicate product id `{id}` (first used by products[{first}])"),
+                            format!(
+                                "duplicate product id `{id}` (first used by products[{first}])"
+                            ),
                         );
                     } else {
                         ids.insert(id.clone(), i);
@@ -608,7 +611,12 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
     let mut header = Some("Ocp-Apim-Subscription-Key".to_string());
     let mut query = Some("subscription-key".to_string());
     if let Some(value) = map.get("subscription_key") {
-        match cx.mapping(value, &key_path, "the subscription key source", &["header", "query"]) {
+        match cx.mapping(
+            value,
+            &key_path,
+            "the subscription key source",
+            &["header", "query"],
+        ) {
             Some(key) => {
                 if let Some(h) = key.get("header") {
                     header = cx.de::<String>(h, &join_key(&key_path, "header"));
@@ -643,7 +651,12 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
         Some(value) => api.upstream = check_upstream(cx, value, &join_key(path, "upstream")),
         None => cx.error(&join_key(path, "upstream"), "missing field `upstream`"),
     }
-    api.scope = check_policies(cx, map.get("policies"), &join_key(path, "policies"), &ScopeKind::Api);
+    api.scope = check_policies(
+        cx,
+        map.get("policies"),
+        &join_key(path, "policies"),
+        &ScopeKind::Api,
+    );
 
     match map.get("operations") {
         None | Some(Value::Null) => {}
@@ -749,7 +762,13 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         value,
         path,
         "the upstream",
-        &["targets", "health_check", "timeout", "connect_timeout", "retries"],
+        &[
+            "targets",
+            "health_check",
+            "timeout",
+            "connect_timeout",
+            "retries",
+        ],
     )?;
     let errors_before = cx.errors.len();
     let mut targets = Vec::new();
@@ -778,10 +797,12 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         None | Some(Value::Null) => {}
         Some(value) => {
             let hc_path = join_key(path, "health_check");
-            if let Some(hc) = cx.mapping(value, &hc_path, "the health check", &["path", "interval"]) {
+            if let Some(hc) = cx.mapping(value, &hc_path, "the health check", &["path", "interval"])
+            {
                 let check_path = cx.required::<String>(hc, &hc_path, "path");
                 if let Some(p) = &check_path {
-                    if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
                         cx.error(
                             &join_key(&hc_path, "path"),
                             format!("the health check path `{p}` must start with `/` and contain no spaces"),
@@ -798,11 +819,11 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
             }
         }
     }
-    let mut duration = |cx: &mut Cx<'_>, name: &str, default: u64| {
-        match cx.optional::<DurationSpec>(map, path, name) {
-            Some(spec) => cx.positive_duration(&spec, &join_key(path, name)),
-            None => Some(Duration::from_secs(default)),
-        }
+    let duration = |cx: &mut Cx<'_>, name: &str, default: u64| match cx
+        .optional::<DurationSpec>(map, path, name)
+    {
+        Some(spec) => cx.positive_duration(&spec, &join_key(path, name)),
+        None => Some(Duration::from_secs(default)),
     };
     let timeout = duration(cx, "timeout", 30);
     let connect_timeout = duration(cx, "connect_timeout", 5);
@@ -828,7 +849,9 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
     } else if lower.starts_with("https://") {
         (true, &text[8..])
     } else {
-        return Err(bad("expected `http://host[:port][/base-path]` or `https://...`"));
+        return Err(bad(
+            "expected `http://host[:port][/base-path]` or `https://...`",
+        ));
     };
     if rest.contains(['?', '#']) {
         return Err(bad("a target has no query or fragment"));
@@ -853,7 +876,10 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
         }
         let port = match &after[end + 1..] {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected `:port` after `]`"))?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("expected `:port` after `]`"))?,
+            ),
         };
         (host, port)
     } else {
