@@ -196,3 +196,73 @@ impl Drop for InflightGuard {
         self.0.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(yaml: &str) -> CompiledConfig {
+        tollgate_config::parse_and_compile(yaml).expect("valid test config")
+    }
+
+    const ONE: &str = "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: { targets: [\"http://127.0.0.1:1\"] }\n";
+
+    #[test]
+    fn apply_swaps_and_counts_revisions() {
+        let gw = Gateway::new(Arc::new(NoSubscriptions));
+        assert_eq!(gw.snapshot().revision, 0);
+        assert_eq!(gw.apply(compile(ONE), None).unwrap(), 1);
+        assert_eq!(gw.snapshot().config.apis.len(), 1);
+        assert_eq!(gw.apply(compile("version: 1\n"), Some(7)).unwrap(), 7);
+        assert_eq!(gw.snapshot().config.apis.len(), 0);
+        assert_eq!(gw.apply(compile(ONE), None).unwrap(), 8);
+    }
+
+    #[test]
+    fn pools_survive_swaps_that_keep_the_upstream() {
+        let gw = Gateway::new(Arc::new(NoSubscriptions));
+        gw.apply(compile(ONE), None).unwrap();
+        let before = gw.snapshot().apis[0].pool.clone();
+        // Same upstream, different policies: same pool.
+        let with_policy = format!(
+            "{ONE}    policies: {{ inbound: [ {{ set-header: {{ name: x, value: y }} }} ] }}\n"
+        );
+        gw.apply(compile(&with_policy), None).unwrap();
+        assert!(Arc::ptr_eq(&before, &gw.snapshot().apis[0].pool));
+        // Another target: a new pool.
+        gw.apply(compile(&ONE.replace("127.0.0.1:1", "127.0.0.1:2")), None)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&before, &gw.snapshot().apis[0].pool));
+    }
+
+    #[test]
+    fn a_refused_config_leaves_the_live_one_untouched() {
+        let gw = Gateway::new(Arc::new(NoSubscriptions));
+        gw.apply(compile(ONE), None).unwrap();
+        let live = gw.snapshot();
+        // A kind this build cannot run yet is refused with where it came from.
+        let bad = format!(
+            "{ONE}    policies: {{ inbound: [ {{ cache-lookup: {{}} }} ] }}\n"
+        );
+        let err = gw.apply(compile(&bad), None).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].origin, "api:a/inbound/0");
+        assert!(Arc::ptr_eq(&live, &gw.snapshot()));
+        // An upstream that cannot be resolved is refused too.
+        let unresolvable = ONE.replace("127.0.0.1:1", "no-such-host.invalid:80");
+        let err = gw.apply(compile(&unresolvable), None).unwrap_err();
+        assert_eq!(err.problems[0].origin, "api:a/upstream");
+        assert!(Arc::ptr_eq(&live, &gw.snapshot()));
+    }
+
+    #[test]
+    fn inflight_guard_counts() {
+        let gw = Gateway::new(Arc::new(NoSubscriptions));
+        let a = InflightGuard::new(&gw);
+        let b = InflightGuard::new(&gw);
+        assert_eq!(gw.inflight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(gw.inflight(), 0);
+    }
+}

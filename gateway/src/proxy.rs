@@ -267,7 +267,15 @@ impl ProxyHttp for Proxy {
             None
         } else {
             match api.match_operation(&req.method, rest) {
-                OpMatch::Found { op, params } => {
+                OpMatch::Found { op, mut params } => {
+                    // Values are decoded once here; policies re-encode what they emit.
+                    for (_, v) in params.iter_mut() {
+                        if v.contains('%') {
+                            *v = percent_encoding::percent_decode_str(v)
+                                .decode_utf8_lossy()
+                                .into_owned();
+                        }
+                    }
                     ctx.req.path_params = params;
                     Some(op)
                 }

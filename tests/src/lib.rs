@@ -1,1 +1,69 @@
-//! placeholder
+//! End-to-end harness for Tollgate.
+//!
+//! Everything here is real: [`Gateway`] starts the `tollgate` binary built by
+//! `cargo build -p tollgate` on ephemeral ports, with its policy file and data directory in a
+//! temporary directory; [`Upstream`] is a real HTTP/1.1 server (hyper) on an ephemeral port
+//! that records every request it receives; [`raw`] speaks HTTP/1.1 over a plain TCP socket
+//! for requests no well-behaved client would send; [`client`] wraps `reqwest` for the rest.
+//!
+//! Every test starts its own gateway and upstreams, so tests run in parallel. Every loop is
+//! bounded in count and time; child processes are killed when their [`Gateway`] is dropped,
+//! and the gateway's log is printed when a test panics.
+
+pub mod client;
+pub mod gateway;
+pub mod raw;
+pub mod upstream;
+
+pub use client::{
+    assert_problem, client, fetch, get, h2c_client, tls_client, Answer, TRACEPARENT_SAMPLE,
+};
+pub use gateway::{tollgate_bin, Gateway, GatewayBuilder};
+pub use nix::sys::signal::Signal;
+pub use raw::{raw_get, send_raw, RawConn, RawResponse};
+pub use upstream::{Blackhole, Recorded, Upstream};
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, read, released).
+/// The tiny race with other processes is accepted; [`Gateway`] retries a start once when a
+/// bind fails.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A port nothing listens on: connecting to it is refused.
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// Polls `check` every `every` until it returns true or `timeout` has passed; returns
+/// whether it became true. Bounded in time (and so in count).
+pub fn wait_until(timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// The most common policy file: one API `echo` at `/echo`, no subscription required,
+/// forwarding to `target`.
+pub fn echo_config(target: &str) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+"#
+    )
+}
