@@ -594,3 +594,225 @@ pub mod bytes_body {
     /// An immutable, cheaply cloned body.
     pub type Body = std::sync::Arc<[u8]>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_and_compile;
+
+    fn config(apis: &[&str]) -> CompiledConfig {
+        let mut yaml = String::from("version: 1\napis:\n");
+        for (i, path) in apis.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - id: api{i}\n    path: \"{path}\"\n    upstream: {{ targets: [\"http://127.0.0.1:9000\"] }}\n"
+            ));
+        }
+        parse_and_compile(&yaml).unwrap()
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let c = config(&["/petstore", "/petstore/v2", "/other/deep"]);
+        assert_eq!(c.route("/petstore"), Some((0, "")));
+        assert_eq!(c.route("/petstore/"), Some((0, "/")));
+        assert_eq!(c.route("/petstore/pets/1"), Some((0, "/pets/1")));
+        assert_eq!(c.route("/petstore/v2"), Some((1, "")));
+        assert_eq!(c.route("/petstore/v2/pets"), Some((1, "/pets")));
+        assert_eq!(c.route("/petstore/v22"), Some((0, "/v22")));
+        assert_eq!(c.route("/petstorex"), None);
+        assert_eq!(c.route("/other"), None);
+        assert_eq!(c.route("/other/deep/x"), Some((2, "/x")));
+        assert_eq!(c.route("/"), None);
+        assert_eq!(c.route(""), None);
+        let prefixes: Vec<_> = c.prefixes().collect();
+        assert_eq!(
+            prefixes,
+            vec![("/other/deep", 2), ("/petstore/v2", 1), ("/petstore", 0)]
+        );
+    }
+
+    #[test]
+    fn root_api_matches_everything_else() {
+        let c = config(&["/", "/petstore"]);
+        assert_eq!(c.apis[0].prefix, "");
+        assert_eq!(c.route("/petstore/x"), Some((1, "/x")));
+        assert_eq!(c.route("/petstorex"), Some((0, "/petstorex")));
+        assert_eq!(c.route("/"), Some((0, "/")));
+        assert_eq!(c.route("/a/b"), Some((0, "/a/b")));
+        assert_eq!(c.route(""), Some((0, "")));
+    }
+
+    const OPS: &str = r#"version: 1
+apis:
+  - id: pets
+    path: /pets
+    upstream: { targets: ["http://127.0.0.1:9000"] }
+    operations:
+      - { id: list, method: GET, path: /pets }
+      - { id: get, method: GET, path: "/pets/{id}" }
+      - { id: mine, method: GET, path: /pets/mine }
+      - { id: create, method: POST, path: /pets }
+      - { id: delete, method: DELETE, path: "/pets/{id}" }
+      - { id: any, method: "*", path: "/anything/{x}" }
+      - { id: head-only, method: HEAD, path: /h }
+      - { id: left, method: GET, path: "/a/{x}" }
+      - { id: right, method: GET, path: "/{y}/b" }
+      - { id: root, method: GET, path: / }
+      - { id: toys, method: GET, path: "/pets/{id}/toys/{toy}" }
+      - { id: head-get, method: GET, path: /hg }
+      - { id: head-explicit, method: HEAD, path: "/{z}" }
+"#;
+
+    fn found(api: &ApiDef, method: Method, rest: &str) -> (&str, Vec<(String, String)>) {
+        match api.match_operation(&method, rest) {
+            OpMatch::Found { op, params } => (
+                &*api.operations[op].id,
+                params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            other => panic!("{method} {rest}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_and_specificity() {
+        let c = parse_and_compile(OPS).unwrap();
+        let api = &c.apis[0];
+        assert_eq!(
+            found(api, Method::GET, "/pets/42"),
+            ("get", vec![("id".into(), "42".into())])
+        );
+        assert_eq!(found(api, Method::GET, "/pets/mine"), ("mine", vec![]));
+        assert_eq!(found(api, Method::GET, "/pets"), ("list", vec![]));
+        assert_eq!(found(api, Method::POST, "/pets"), ("create", vec![]));
+        assert_eq!(
+            found(api, Method::GET, "/pets/7/toys/ball"),
+            (
+                "toys",
+                vec![("id".into(), "7".into()), ("toy".into(), "ball".into())]
+            )
+        );
+        // Same number of literals: the literal further left wins.
+        assert_eq!(
+            found(api, Method::GET, "/a/b"),
+            ("left", vec![("x".into(), "b".into())])
+        );
+        assert_eq!(
+            found(api, Method::GET, "/c/b"),
+            ("right", vec![("y".into(), "c".into())])
+        );
+        // A method-specific match beats a more specific template for another method.
+        assert_eq!(
+            found(api, Method::DELETE, "/pets/mine"),
+            ("delete", vec![("id".into(), "mine".into())])
+        );
+    }
+
+    #[test]
+    fn root_and_empty_rest() {
+        let c = parse_and_compile(OPS).unwrap();
+        let api = &c.apis[0];
+        assert_eq!(found(api, Method::GET, ""), ("root", vec![]));
+        assert_eq!(found(api, Method::GET, "/"), ("root", vec![]));
+    }
+
+    #[test]
+    fn not_found() {
+        let c = parse_and_compile(OPS).unwrap();
+        let api = &c.apis[0];
+        for rest in [
+            "/nope/x/y",
+            "/pets/",
+            "/pets/1/2",
+            "/pets//toys/x",
+            "/x/y/z/w",
+        ] {
+            assert_eq!(
+                api.match_operation(&Method::GET, rest),
+                OpMatch::NotFound,
+                "{rest}"
+            );
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_lists_methods() {
+        let c = parse_and_compile(OPS).unwrap();
+        let api = &c.apis[0];
+        assert_eq!(
+            api.match_operation(&Method::PUT, "/pets"),
+            OpMatch::MethodNotAllowed {
+                allow: "GET, HEAD, POST".into()
+            }
+        );
+        assert_eq!(
+            api.match_operation(&Method::PATCH, "/pets/42/toys/x"),
+            OpMatch::MethodNotAllowed {
+                allow: "GET, HEAD".into()
+            }
+        );
+        // /pets/42 matches get + delete templates, and the HEAD-only `/{z}`? No: two segments.
+        assert_eq!(
+            api.match_operation(&Method::POST, "/pets/42"),
+            OpMatch::MethodNotAllowed {
+                allow: "DELETE, GET, HEAD".into()
+            }
+        );
+        // One segment: `/{z}` (HEAD) and `/h` (HEAD).
+        assert_eq!(
+            api.match_operation(&Method::GET, "/h"),
+            OpMatch::MethodNotAllowed {
+                allow: "HEAD".into()
+            }
+        );
+    }
+
+    #[test]
+    fn head_and_star() {
+        let c = parse_and_compile(OPS).unwrap();
+        let api = &c.apis[0];
+        // HEAD falls back to GET when no HEAD operation matches the path.
+        assert_eq!(
+            found(api, Method::HEAD, "/pets/42"),
+            ("get", vec![("id".into(), "42".into())])
+        );
+        // An explicit HEAD operation wins over GET, even with a less specific template.
+        assert_eq!(
+            found(api, Method::HEAD, "/hg"),
+            ("head-explicit", vec![("z".into(), "hg".into())])
+        );
+        assert_eq!(found(api, Method::HEAD, "/h"), ("head-only", vec![]));
+        for method in [
+            Method::GET,
+            Method::PATCH,
+            Method::from_bytes(b"PURGE").unwrap(),
+        ] {
+            assert_eq!(
+                found(api, method, "/anything/z"),
+                ("any", vec![("x".into(), "z".into())])
+            );
+        }
+    }
+
+    #[test]
+    fn api_without_operations_has_no_match() {
+        let c = config(&["/x"]);
+        assert_eq!(
+            c.apis[0].match_operation(&Method::GET, "/a"),
+            OpMatch::NotFound
+        );
+    }
+
+    #[test]
+    fn target_authority() {
+        let t = Target {
+            host: "example.com".into(),
+            port: 8443,
+            tls: true,
+            base_path: String::new(),
+        };
+        assert_eq!(t.authority(), "example.com:8443");
+    }
+}

@@ -83,8 +83,10 @@ fn syntax_error(text: &str, err: &serde_yaml::Error) -> ConfigError {
         column = Some(loc.column());
     }
     let mut path = String::new();
-    if message.starts_with("duplicate entry with key") {
-        // serde_yaml points at the start of the mapping; the index knows the key itself.
+    if let Some(pos) = message.find("duplicate entry with key") {
+        // serde_yaml points at the start of the mapping (and may prefix its path); the index
+        // knows the key itself.
+        message = message[pos..].to_string();
         if let Some((dup_path, dup_line, dup_column)) = PosIndex::build(text).first_duplicate() {
             path = dup_path.clone();
             line = Some(*dup_line);

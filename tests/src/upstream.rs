@@ -1,0 +1,421 @@
+//! Real upstream servers for the gateway to talk to.
+//!
+//! [`Upstream`] is an HTTP/1.1 server (hyper) on `127.0.0.1:0`, running in its own thread
+//! with its own tokio runtime, so it keeps serving whatever the test's runtime does. It
+//! records every request (method, path and query exactly as received, headers in order,
+//! body) and answers with a JSON echo of it. `GET /health` is the health-check endpoint: it
+//! answers the status set by [`Upstream::set_health`] and is counted apart, not recorded.
+//!
+//! Behaviour knobs, all switchable at run time: the answer status ([`Upstream::set_status`]),
+//! a delay before every answer ([`Upstream::set_delay`]); per request, the query parameters
+//! `sleep_ms=N` (wait N ms before answering) and `status=N` (answer with status N).
+//!
+//! [`Blackhole`] accepts connections and never answers (for upstream timeouts).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query exactly as they arrived on the request line (`/a/b?x=1`).
+    pub uri: String,
+    /// `HTTP/1.1`, ...
+    pub version: String,
+    /// Headers in arrival order, names lower-cased; repeated headers appear repeatedly.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The path part of [`Recorded::uri`].
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+
+    /// The query part of [`Recorded::uri`] (without `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The query parameters, in order, not decoded.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (p.to_string(), String::new()),
+            })
+            .collect()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+struct Shared {
+    name: String,
+    requests: Mutex<Vec<Recorded>>,
+    health_hits: AtomicUsize,
+    health_status: AtomicU16,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+}
+
+/// A real HTTP/1.1 upstream server on an ephemeral port; see the module docs.
+pub struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.shared.name)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` (sent back in the `X-Upstream` header and the echo).
+    pub fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("upstream addr");
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            requests: Mutex::new(Vec::new()),
+            health_hits: AtomicUsize::new(0),
+            health_status: AtomicU16::new(200),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+        });
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("upstream-{name}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("upstream runtime");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    loop {
+                        tokio::select! {
+                            _ = &mut rx => break,
+                            accepted = listener.accept() => {
+                                let Ok((stream, _)) = accepted else { continue };
+                                let sh = sh.clone();
+                                tokio::spawn(async move {
+                                    let svc = service_fn(move |req| handle(sh.clone(), req));
+                                    let _ = http1::Builder::new()
+                                        .serve_connection(TokioIo::new(stream), svc)
+                                        .await;
+                                });
+                            }
+                        }
+                    }
+                });
+                // Dropping the runtime cancels every connection task and closes its socket.
+                drop(rt);
+            })
+            .expect("spawn upstream thread");
+        Upstream {
+            addr,
+            shared,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT` (a target for the policy file).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every recorded request (health checks excluded), oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    /// How many requests were recorded (health checks excluded).
+    pub fn count(&self) -> usize {
+        self.shared.requests.lock().expect("lock").len()
+    }
+
+    /// The latest recorded request.
+    pub fn last(&self) -> Option<Recorded> {
+        self.shared.requests.lock().expect("lock").last().cloned()
+    }
+
+    /// The latest recorded request; panics with a clear message when there is none.
+    pub fn expect_last(&self) -> Recorded {
+        self.last()
+            .unwrap_or_else(|| panic!("upstream {} received no request", self.shared.name))
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        self.shared.requests.lock().expect("lock").clear();
+    }
+
+    /// Waits (bounded) until at least `n` requests were recorded; returns whether they were.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        crate::wait_until(timeout, Duration::from_millis(10), || self.count() >= n)
+    }
+
+    /// Status of every answer from now on (default 200); `status=N` in a query wins.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Delay before every answer from now on (default none).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Status of `GET /health` from now on (default 200).
+    pub fn set_health(&self, status: u16) {
+        self.shared.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// How many `/health` requests arrived.
+    pub fn health_hits(&self) -> usize {
+        self.shared.health_hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server: it closes its listener and every connection.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.to_string());
+    if parts.uri.path() == "/health" {
+        sh.health_hits.fetch_add(1, Ordering::SeqCst);
+        let status = sh.health_status.load(Ordering::SeqCst);
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"health")))
+            .expect("response"));
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        uri: uri.clone(),
+        version: format!("{:?}", parts.version),
+        headers: headers.clone(),
+        body: body.to_vec(),
+    };
+    sh.requests.lock().expect("lock").push(rec.clone());
+
+    let mut status = sh.status.load(Ordering::SeqCst);
+    let mut delay = Duration::from_millis(sh.delay_ms.load(Ordering::SeqCst));
+    for (k, v) in rec.query_pairs() {
+        match k.as_str() {
+            "sleep_ms" => {
+                if let Ok(ms) = v.parse::<u64>() {
+                    delay = delay.max(Duration::from_millis(ms));
+                }
+            }
+            "status" => {
+                if let Ok(s) = v.parse::<u16>() {
+                    status = s;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !delay.is_zero() {
+        let until = Instant::now() + delay;
+        tokio::time::sleep_until(until.into()).await;
+    }
+    let echo = serde_json::json!({
+        "upstream": sh.name,
+        "method": rec.method,
+        "uri": uri,
+        "headers": headers.iter().map(|(n, v)| [n, v]).collect::<Vec<_>>(),
+        "body": String::from_utf8_lossy(&body),
+    });
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-upstream", sh.name.as_str())
+        .body(Full::new(Bytes::from(echo.to_string())))
+        .expect("response"))
+}
+
+/// A TCP server that accepts connections, reads whatever comes, and never answers.
+pub struct Blackhole {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Blackhole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blackhole")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Blackhole {
+    /// Starts the server on an ephemeral port.
+    pub fn start() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind blackhole");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let acc = accepted.clone();
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("blackhole".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    loop {
+                        tokio::select! {
+                            _ = &mut rx => break,
+                            accepted = listener.accept() => {
+                                let Ok((mut stream, _)) = accepted else { continue };
+                                acc.fetch_add(1, Ordering::SeqCst);
+                                tokio::spawn(async move {
+                                    let mut buf = [0u8; 4096];
+                                    while let Ok(n) = stream.read(&mut buf).await {
+                                        if n == 0 {
+                                            break;
+                                        }
+                                    }
+                                    // Keep the socket open until the runtime goes away.
+                                    std::future::pending::<()>().await;
+                                });
+                            }
+                        }
+                    }
+                });
+                drop(rt);
+            })
+            .expect("spawn blackhole");
+        Blackhole {
+            addr,
+            accepted,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many connections were accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
