@@ -2,6 +2,8 @@
 //! lookup by prefix, operation matching and chain selection. Run with `cargo bench -p
 //! tollgate-gateway --bench route`; results are reported in docs/benchmarks.md.
 
+#![allow(missing_docs)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Method;
 use tollgate_config::OpMatch;

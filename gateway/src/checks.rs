@@ -104,8 +104,14 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -153,7 +159,10 @@ mod tests {
             check("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
             Err(HeadProblem::DuplicateHost)
         );
-        assert_eq!(check("GET / HTTP/1.1\r\n\r\n"), Err(HeadProblem::MissingHost));
+        assert_eq!(
+            check("GET / HTTP/1.1\r\n\r\n"),
+            Err(HeadProblem::MissingHost)
+        );
         assert_eq!(
             check("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n"),
             Err(HeadProblem::FoldedHeader)
@@ -162,8 +171,14 @@ mod tests {
 
     #[test]
     fn size_limit_is_431() {
-        let head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(200));
-        assert_eq!(check_h1_head(head.as_bytes(), true, 100), Err(HeadProblem::TooLarge));
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(200)
+        );
+        assert_eq!(
+            check_h1_head(head.as_bytes(), true, 100),
+            Err(HeadProblem::TooLarge)
+        );
         assert_eq!(HeadProblem::TooLarge.status(), 431);
     }
 }

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::Stream;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
@@ -230,7 +230,11 @@ impl<A> WithHeaderDeadline<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         // Keep-alive reuse hands the same (already wrapped) stream back to us; wrap only new
         // connections, recognized by their type.
         let stream: Stream = if session.as_any().is::<HeaderDeadline>() {

@@ -241,9 +241,7 @@ mod tests {
         gw.apply(compile(ONE), None).unwrap();
         let live = gw.snapshot();
         // A kind this build cannot run yet is refused with where it came from.
-        let bad = format!(
-            "{ONE}    policies: {{ inbound: [ {{ cache-lookup: {{}} }} ] }}\n"
-        );
+        let bad = format!("{ONE}    policies: {{ inbound: [ {{ cache-lookup: {{}} }} ] }}\n");
         let err = gw.apply(compile(&bad), None).unwrap_err();
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].origin, "api:a/inbound/0");

@@ -102,7 +102,11 @@ pub fn normalize_path(raw: &[u8]) -> Result<String, PathError> {
                     if is_unreserved(v) {
                         seg.push(v);
                     } else {
-                        seg.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
+                        seg.extend_from_slice(&[
+                            b'%',
+                            HEX[(v >> 4) as usize],
+                            HEX[(v & 15) as usize],
+                        ]);
                     }
                     i += 3;
                 }
@@ -259,7 +263,9 @@ mod tests {
 
     #[test]
     fn fast_path_agrees_with_slow_path() {
-        for p in ["/a/b", "/a/./b", "/a/../b", "/a//b", "/.", "/..", "/a.", "/a..", "/..a", "/a/.b/"] {
+        for p in [
+            "/a/b", "/a/./b", "/a/../b", "/a//b", "/.", "/..", "/a.", "/a..", "/..a", "/a/.b/",
+        ] {
             let fast = is_already_normal(p.as_bytes());
             let got = n(p).unwrap();
             if fast {

@@ -93,7 +93,8 @@ impl Pool {
             req.insert_header("User-Agent", "tollgate-health-check")
                 .map_err(|e| format!("health check request: {e}"))?;
             check.req = req;
-            check.peer_template.options.connection_timeout = Some(def.connect_timeout.min(hc.interval));
+            check.peer_template.options.connection_timeout =
+                Some(def.connect_timeout.min(hc.interval));
             check.peer_template.options.read_timeout = Some(def.timeout.min(hc.interval));
             check.validator = Some(Box::new(|resp: &pingora_http::ResponseHeader| {
                 if resp.status.is_success() {
@@ -132,7 +133,10 @@ impl Pool {
     /// Skip target `index` for [`EJECT_FOR`] (passive health).
     pub fn eject(&self, index: usize) {
         if let Some(t) = self.ejected_until.get(index) {
-            t.store(self.now_ms() + EJECT_FOR.as_millis() as u64, Ordering::Relaxed);
+            t.store(
+                self.now_ms() + EJECT_FOR.as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -163,7 +167,11 @@ impl Pool {
             .as_inet()
             .copied()
             .ok_or(PickError::NoHealthyTarget)?;
-        let sni = if target.tls { target.host.clone() } else { String::new() };
+        let sni = if target.tls {
+            target.host.clone()
+        } else {
+            String::new()
+        };
         let mut peer = HttpPeer::new(addr, target.tls, sni);
         peer.options.connection_timeout = Some(self.def.connect_timeout);
         peer.options.read_timeout = Some(self.def.timeout);

@@ -146,7 +146,9 @@ impl Proxy {
             || answer.status == StatusCode::NO_CONTENT
             || answer.status == StatusCode::NOT_MODIFIED;
         ctx.answered = Some(answer.status.as_u16());
-        session.write_response_header(Box::new(resp), no_body).await?;
+        session
+            .write_response_header(Box::new(resp), no_body)
+            .await?;
         if !no_body {
             session.write_response_body(Some(answer.body), true).await?;
         }
@@ -241,7 +243,9 @@ impl ProxyHttp for Proxy {
             target
         } else {
             // absolute-form (`GET http://host/x`): route on its path.
-            req.uri.path_and_query().map_or(b"/".as_slice(), |pq| pq.as_str().as_bytes())
+            req.uri
+                .path_and_query()
+                .map_or(b"/".as_slice(), |pq| pq.as_str().as_bytes())
         };
         let (raw_path, raw_query) = match target.iter().position(|&b| b == b'?') {
             Some(q) => (&target[..q], Some(&target[q + 1..])),
@@ -292,7 +296,12 @@ impl ProxyHttp for Proxy {
                     return self.reject(session, ctx, a, false).await;
                 }
                 OpMatch::NotFound => {
-                    let a = problem(404, "not-found", "Not Found", "no operation matches this path");
+                    let a = problem(
+                        404,
+                        "not-found",
+                        "Not Found",
+                        "no operation matches this path",
+                    );
                     return self.reject(session, ctx, a, false).await;
                 }
             }
@@ -300,7 +309,9 @@ impl ProxyHttp for Proxy {
         ctx.req.api_id = Some(api.id.clone());
         ctx.req.operation_id = op.map(|i| api.operations[i].id.clone());
         ctx.orig_host = req.headers.get(HOST).cloned().or_else(|| {
-            req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         ctx.incoming_traceparent = req.headers.get(&TRACEPARENT).cloned();
         ctx.req.origin = req.headers.get(http::header::ORIGIN).cloned();
@@ -339,7 +350,12 @@ impl ProxyHttp for Proxy {
                 return self.reject(session, ctx, a, false).await;
             };
             if sub.state != SubscriptionState::Active {
-                let a = problem(403, "subscription-inactive", "Forbidden", "the subscription is not active");
+                let a = problem(
+                    403,
+                    "subscription-inactive",
+                    "Forbidden",
+                    "the subscription is not active",
+                );
                 return self.reject(session, ctx, a, false).await;
             }
         }
@@ -348,7 +364,11 @@ impl ProxyHttp for Proxy {
                 SubscriptionScope::All => true,
                 SubscriptionScope::Api(id) => **id == *api.id,
                 SubscriptionScope::Product(pid) => {
-                    match snap.config.product_index(pid).and_then(|p| api.product_slot(p)) {
+                    match snap
+                        .config
+                        .product_index(pid)
+                        .and_then(|p| api.product_slot(p))
+                    {
                         Some(slot) => {
                             product_slot = slot;
                             ctx.req.product_id = Some(pid.clone());
@@ -375,7 +395,11 @@ impl ProxyHttp for Proxy {
         // 6. The effective chain of (product, operation).
         let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
         ctx.pool = Some(runtime.pool.clone());
-        ctx.req.upstream_path = if rest.is_empty() { "/".to_owned() } else { rest.to_owned() };
+        ctx.req.upstream_path = if rest.is_empty() {
+            "/".to_owned()
+        } else {
+            rest.to_owned()
+        };
         ctx.req.upstream_query = upstream_query;
         ctx.chain = Some(chain.clone());
 
@@ -458,10 +482,12 @@ impl ProxyHttp for Proxy {
         };
         let target = pool.target(t);
         let mut uri = String::with_capacity(
-            target.base_path.len() + ctx.req.upstream_path.len() + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
+            target.base_path.len()
+                + ctx.req.upstream_path.len()
+                + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
         );
         uri.push_str(&target.base_path);
-        if !(ctx.req.upstream_path == "/" && !target.base_path.is_empty()) {
+        if ctx.req.upstream_path != "/" || target.base_path.is_empty() {
             uri.push_str(&ctx.req.upstream_path);
         }
         if let Some(q) = &ctx.req.upstream_query {
@@ -474,7 +500,9 @@ impl ProxyHttp for Proxy {
         if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
             if let Ok(list) = conn.to_str() {
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    if !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close") {
+                    if !name.eq_ignore_ascii_case("keep-alive")
+                        && !name.eq_ignore_ascii_case("close")
+                    {
                         upstream.remove_header(name);
                     }
                 }
@@ -488,10 +516,11 @@ impl ProxyHttp for Proxy {
                 upstream.remove_header(&X_FORWARDED_FOR);
             }
         }
-        let https = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header(X_FORWARDED_PROTO.clone(), if https { "https" } else { "http" })?;
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            if https { "https" } else { "http" },
+        )?;
         match &ctx.orig_host {
             Some(h) => upstream.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
             None => {
@@ -560,29 +589,71 @@ impl ProxyHttp for Proxy {
     /// 503 no healthy target, 504 timeout, 413 body over the limit), as problem+json.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (code, slug, title, detail) = match e.etype() {
-            ErrorType::HTTPStatus(413) => (413, "payload-too-large", "Content Too Large", "the request body is larger than the limit"),
-            ErrorType::HTTPStatus(503) => (503, "no-healthy-upstream", "Service Unavailable", "no healthy upstream target"),
+            ErrorType::HTTPStatus(413) => (
+                413,
+                "payload-too-large",
+                "Content Too Large",
+                "the request body is larger than the limit",
+            ),
+            ErrorType::HTTPStatus(503) => (
+                503,
+                "no-healthy-upstream",
+                "Service Unavailable",
+                "no healthy upstream target",
+            ),
             ErrorType::HTTPStatus(c) if *c >= 400 => (*c, "error", "Error", "the request failed"),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectTimedout) =>
+                if *e.esource() == ErrorSource::Upstream
+                    || matches!(e.etype(), ErrorType::ConnectTimedout) =>
             {
-                (504, "upstream-timeout", "Gateway Timeout", "the upstream did not answer in time")
+                (
+                    504,
+                    "upstream-timeout",
+                    "Gateway Timeout",
+                    "the upstream did not answer in time",
+                )
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, "bad-gateway", "Bad Gateway", "the upstream refused or reset the connection"),
+                ErrorSource::Upstream => (
+                    502,
+                    "bad-gateway",
+                    "Bad Gateway",
+                    "the upstream refused or reset the connection",
+                ),
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         (0, "", "", "")
                     }
-                    ErrorType::ReadTimedout => (408, "request-timeout", "Request Timeout", "the request was not received in time"),
-                    _ => (400, "malformed-request", "Bad Request", "the request could not be read"),
+                    ErrorType::ReadTimedout => (
+                        408,
+                        "request-timeout",
+                        "Request Timeout",
+                        "the request was not received in time",
+                    ),
+                    _ => (
+                        400,
+                        "malformed-request",
+                        "Bad Request",
+                        "the request could not be read",
+                    ),
                 },
                 ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
-                    ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::ConnectNoRoute
-                    | ErrorType::TLSHandshakeFailure | ErrorType::ConnectionClosed => {
-                        (502, "bad-gateway", "Bad Gateway", "the upstream refused or reset the connection")
-                    }
-                    _ => (500, "internal-error", "Internal Server Error", "the gateway failed to handle the request"),
+                    ErrorType::ConnectRefused
+                    | ErrorType::ConnectError
+                    | ErrorType::ConnectNoRoute
+                    | ErrorType::TLSHandshakeFailure
+                    | ErrorType::ConnectionClosed => (
+                        502,
+                        "bad-gateway",
+                        "Bad Gateway",
+                        "the upstream refused or reset the connection",
+                    ),
+                    _ => (
+                        500,
+                        "internal-error",
+                        "Internal Server Error",
+                        "the gateway failed to handle the request",
+                    ),
                 },
             },
         };

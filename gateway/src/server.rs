@@ -7,6 +7,7 @@
 //! (or the grace period is over) the shutdown hooks run (flushing state) and the process
 //! exits 0.
 
+use crate::deadline::WithHeaderDeadline;
 use crate::{Gateway, Proxy};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
@@ -14,9 +15,8 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::ServiceWithDependents;
 use pingora_core::services::listening::Service as ListeningService;
-use crate::deadline::WithHeaderDeadline;
+use pingora_core::services::ServiceWithDependents;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

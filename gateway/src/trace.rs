@@ -51,7 +51,9 @@ fn parse_traceparent(v: &[u8]) -> Option<(&str, &str)> {
     let parent = parts.next()?;
     let flags = parts.next()?;
     let lower_hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !lower_hex(version, 2) || version == "ff" {
         return None;

@@ -179,7 +179,9 @@ impl GatewayBuilder {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn tollgate: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn tollgate: {e}"));
         let mut gw = Gateway {
             dir_path: dir.path().to_path_buf(),
             config_path: config_path.to_path_buf(),
@@ -200,6 +202,14 @@ impl GatewayBuilder {
                     return Err(Retry(log));
                 }
                 panic!("tollgate exited during start-up with {status}; log:\n{log}");
+            }
+            // Pingora retries a busy listener address instead of exiting: give up on these
+            // ports at once and try others.
+            let log = gw.log();
+            if log.contains("is in use") || log.contains("Address already in use") {
+                let _ = gw.child.kill();
+                let _ = gw.child.wait();
+                return Err(Retry(log));
             }
             if gw.is_ready() {
                 return Ok(gw);

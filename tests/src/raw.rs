@@ -171,10 +171,8 @@ impl RawConn {
                 // Nothing complete: return what we know.
                 resp.closed = self.eof;
                 if !self.buf.is_empty() {
-                    resp.reason = format!(
-                        "incomplete head: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    );
+                    resp.reason =
+                        format!("incomplete head: {:?}", String::from_utf8_lossy(&self.buf));
                 }
                 return resp;
             };
@@ -188,7 +186,8 @@ impl RawConn {
                     break;
                 }
                 if let Some((n, v)) = line.split_once(':') {
-                    resp.headers.push((n.trim().to_string(), v.trim().to_string()));
+                    resp.headers
+                        .push((n.trim().to_string(), v.trim().to_string()));
                 }
             }
             if (100..200).contains(&resp.status) && resp.status != 101 {

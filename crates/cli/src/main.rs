@@ -117,7 +117,11 @@ struct ServeArgs {
 #[derive(Debug, Args)]
 struct ClientArgs {
     /// The admin service's URL.
-    #[arg(long, env = "TOLLGATE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     admin: String,
     /// Bearer token.
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
@@ -199,9 +203,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let gw = Gateway::new(Arc::new(NoSubscriptions));
     if let Some(file) = &args.config {
-        match load(file).map_err(|e| e.join("\n")).and_then(|c| {
-            gw.apply(c, None).map_err(|e| e.to_string())
-        }) {
+        match load(file)
+            .map_err(|e| e.join("\n"))
+            .and_then(|c| gw.apply(c, None).map_err(|e| e.to_string()))
+        {
             Ok(rev) => tracing::info!(revision = rev, file = %file.display(), "config loaded"),
             Err(e) => {
                 eprintln!("{}: the config was refused:\n{e}", file.display());
@@ -223,7 +228,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }) as server::Hook
     });
     let admin_addr = args.admin_listen.clone();
-    let admin_state = tollgate_admin_api::AdminState { gateway: gw.clone() };
+    let admin_state = tollgate_admin_api::AdminState {
+        gateway: gw.clone(),
+    };
     let admin = server::task_service(
         "tollgate admin",
         Box::new(move |mut shutdown| {
@@ -255,9 +262,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         )),
         _ => None,
     };
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     tracing::info!(listen = %args.listen, "proxy listening");
     let opts = ServeOptions {
         listen: args.listen,

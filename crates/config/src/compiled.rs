@@ -499,11 +499,9 @@ pub struct CorsDef {
     pub allowed_origins: Vec<String>,
     /// `*` was listed.
     pub any_origin: bool,
-    /// Allowed methods (default GET, POST, HEAD); `*` is not in it (see `any_method`).
+    /// Allowed methods (default GET, POST, HEAD; `*` stands for GET, HEAD, POST, PUT,
+    /// PATCH, DELETE, OPTIONS).
     pub allowed_methods: Vec<Method>,
-    /// `*` was listed: any method is allowed (`allowed_methods_value` is then `*`; with
-    /// credentials, echo the requested method instead).
-    pub any_method: bool,
     /// `Access-Control-Allow-Methods` value, precomputed.
     pub allowed_methods_value: HeaderValue,
     /// Allowed request headers, lowercase; empty with `any_header`.
@@ -627,7 +625,7 @@ mod tests {
         let prefixes: Vec<_> = c.prefixes().collect();
         assert_eq!(
             prefixes,
-            vec![("/other/deep", 2), ("/petstore/v2", 1), ("/petstore", 0)]
+            vec![("/petstore/v2", 1), ("/other/deep", 2), ("/petstore", 0)]
         );
     }
 
@@ -663,7 +661,7 @@ apis:
       - { id: head-explicit, method: HEAD, path: "/{z}" }
 "#;
 
-    fn found(api: &ApiDef, method: Method, rest: &str) -> (&str, Vec<(String, String)>) {
+    fn found<'a>(api: &'a ApiDef, method: Method, rest: &str) -> (&'a str, Vec<(String, String)>) {
         match api.match_operation(&method, rest) {
             OpMatch::Found { op, params } => (
                 &*api.operations[op].id,

@@ -5,11 +5,11 @@
 //! operations, policy sections) field by field, and each policy entry's fields through its
 //! own `model::kinds` struct, so that one bad piece never hides the next. Paths look like
 //! `apis[0].upstream.targets[1]` or `products[1].policies.inbound[2].rate-limit.calls`; the
-//! line and column come from [`crate::positions`] (the nearest existing ancestor when the
+//! line and column come from an index of the source text (the nearest existing ancestor when the
 //! path itself is not written, e.g. a missing field).
 //!
-//! While checking, the walk also builds the typed pieces ([`Checked`]) that
-//! [`crate::compile`] assembles when no error was found.
+//! While checking, the walk also builds the typed pieces that compilation
+//! assembles when no error was found.
 
 mod policy;
 #[cfg(test)]
@@ -28,8 +28,9 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-/// One problem found in a policy file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One problem found in a policy file. Serializes as
+/// `{"path", "line", "column", "message"}` (unknown positions are `null`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     /// YAML path of the offending piece (`apis[0].upstream.targets[1]`); empty for the
     /// document itself (syntax errors).

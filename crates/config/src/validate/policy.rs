@@ -656,9 +656,8 @@ pub(crate) fn parse_origin(origin: &str) -> Result<String, String> {
         return Err(bad("invalid host"));
     }
     if !port.is_empty() {
-        let digits = &port[1..];
-        if !port.starts_with(':')
-            || digits.is_empty()
+        let digits = port.strip_prefix(':').unwrap_or("");
+        if digits.is_empty()
             || !digits.bytes().all(|b| b.is_ascii_digit())
             || digits.parse::<u16>().map_or(true, |p| p == 0)
         {
@@ -692,32 +691,40 @@ fn cors(cx: &mut Cx<'_>, k: kinds::Cors, path: &str) -> Option<CorsDef> {
             );
         }
     }
-    let mut any_method = false;
     let mut allowed_methods: Vec<Method> = Vec::new();
     for (i, method) in k.allowed_methods.iter().enumerate() {
         let item = join_index(&join_key(path, "allowed_methods"), i);
-        match parse_method(method) {
-            Ok(None) => any_method = true,
-            Ok(Some(m)) => {
-                if !allowed_methods.contains(&m) {
-                    allowed_methods.push(m);
-                }
+        let methods = match parse_method(method) {
+            // `*`: the standard methods (a literal `*` would not work with credentials).
+            Ok(None) => vec![
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ],
+            Ok(Some(m)) => vec![m],
+            Err(message) => {
+                cx.error(&item, message);
+                continue;
             }
-            Err(message) => cx.error(&item, message),
+        };
+        for m in methods {
+            if !allowed_methods.contains(&m) {
+                allowed_methods.push(m);
+            }
         }
     }
     if k.allowed_methods.is_empty() {
         allowed_methods = vec![Method::GET, Method::POST, Method::HEAD];
     }
-    let methods_text = if any_method {
-        "*".to_string()
-    } else {
-        allowed_methods
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let methods_text = allowed_methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     let allowed_methods_value = HeaderValue::from_str(&methods_text).ok()?;
     let mut any_header = false;
     let mut allowed_headers = Vec::new();
@@ -762,7 +769,6 @@ fn cors(cx: &mut Cx<'_>, k: kinds::Cors, path: &str) -> Option<CorsDef> {
         allowed_origins,
         any_origin,
         allowed_methods,
-        any_method,
         allowed_methods_value,
         allowed_headers,
         any_header,

@@ -1,0 +1,247 @@
+//! Answers the gateway makes itself: problem+json, X-Request-Id, subscription keys, body
+//! and header limits, keep-alive after an early answer.
+#![allow(missing_docs)]
+
+use std::time::Duration;
+use tollgate_tests::*;
+
+fn keyed_config(target: &str) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: keyed
+    path: /keyed
+    upstream: {{ targets: ["{target}"] }}
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn subscription_required_without_key_is_401() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let a = get(&gw.url("/keyed/x")).await;
+    a.assert_problem(401);
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn subscription_required_with_unknown_key_is_401() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let c = client();
+    let a = fetch(
+        c.get(gw.url("/keyed/x"))
+            .header("Ocp-Apim-Subscription-Key", "0123456789abcdef"),
+    )
+    .await;
+    a.assert_problem(401);
+    let a = fetch(c.get(gw.url("/keyed/x?subscription-key=0123456789abcdef"))).await;
+    a.assert_problem(401);
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn subscription_key_is_removed_before_upstream() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x?a=1&subscription-key=secret-q&b=2"))
+            .header("Ocp-Apim-Subscription-Key", "secret-h"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.expect_last();
+    assert_eq!(
+        r.header("ocp-apim-subscription-key"),
+        None,
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.path(), "/x");
+    assert_eq!(
+        r.query_pairs(),
+        vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+        "upstream uri {}",
+        r.uri
+    );
+    assert!(!r.uri.contains("secret"), "{}", r.uri);
+}
+
+#[tokio::test]
+async fn custom_subscription_key_names_are_removed_too() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        r#"version: 1
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    subscription_key: {{ header: X-My-Key, query: mykey }}
+    upstream: {{ targets: ["{}"] }}
+"#,
+        up.url()
+    ));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x?mykey=s1&keep=1"))
+            .header("X-My-Key", "s2"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.expect_last();
+    assert_eq!(r.header("x-my-key"), None);
+    assert_eq!(r.uri, "/x?keep=1");
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let c = client();
+    let mut ids = Vec::new();
+    for (path, status) in [
+        ("/echo/x", 200),
+        ("/none", 404),
+        ("/keyed/x", 401),
+        ("/echo/y", 200),
+    ] {
+        let a = fetch(c.get(gw.url(path))).await;
+        assert_eq!(a.status, status, "{path}: {}", a.text());
+        let id = a
+            .header("x-request-id")
+            .unwrap_or_else(|| panic!("{path} ({status}) without X-Request-Id"));
+        assert!(!id.is_empty());
+        ids.push(id.to_string());
+    }
+    let mut dedup = ids.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), ids.len(), "request ids repeat: {ids:?}");
+}
+
+fn limits_config(target: &str) -> String {
+    format!(
+        r#"version: 1
+settings: {{ max_request_body: 1KiB, max_request_headers: 4KiB }}
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn body_over_limit_is_413_and_upstream_untouched() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&limits_config(&up.url()));
+    let body = "x".repeat(2000);
+    let req = format!(
+        "POST /echo/upload HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let r = send_raw(gw.addr(), req.as_bytes());
+    r.assert_problem(413);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(up.count(), 0, "the upstream was contacted");
+
+    // Under the limit it passes.
+    let a = fetch(client().post(gw.url("/echo/upload")).body("y".repeat(500))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.expect_last().body.len(), 500);
+}
+
+#[tokio::test]
+async fn default_body_limit_is_10_mib() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    // Only the head: the length alone must be refused, before any body is read.
+    let req = format!(
+        "POST /echo/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        10 * 1024 * 1024 + 1
+    );
+    let r = send_raw(gw.addr(), req.as_bytes());
+    r.assert_problem(413);
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn headers_over_limit_are_431() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&limits_config(&up.url()));
+    let c = client();
+    let a = fetch(c.get(gw.url("/echo/x")).header("X-Big", "b".repeat(6000))).await;
+    a.assert_problem(431);
+    assert_eq!(up.count(), 0);
+    let a = fetch(c.get(gw.url("/echo/x")).header("X-Big", "b".repeat(2000))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}
+
+#[tokio::test]
+async fn default_header_limit_is_32_kib() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let c = client();
+    let a = fetch(
+        c.get(gw.url("/echo/x"))
+            .header("X-Big", "b".repeat(40 * 1024)),
+    )
+    .await;
+    a.assert_problem(431);
+    assert_eq!(up.count(), 0);
+    let a = fetch(
+        c.get(gw.url("/echo/x"))
+            .header("X-Big", "b".repeat(20 * 1024)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}
+
+#[test]
+fn keep_alive_survives_401_and_404() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let mut conn = RawConn::connect(gw.addr());
+    let r = conn.request(b"GET /keyed/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(!r.closed, "connection closed after a 401");
+    let r = conn.request(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!r.closed, "connection closed after a 404");
+    let r = conn.request(b"GET /echo/ok HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.expect_last().uri, "/ok");
+    let r = conn.request(b"GET /keyed/y HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = conn.request(b"GET /echo/again HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn keep_alive_survives_405() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        r#"version: 1
+apis:
+  - id: ops
+    path: /ops
+    subscription_required: false
+    upstream: {{ targets: ["{}"] }}
+    operations:
+      - {{ id: get-it, method: GET, path: /it }}
+"#,
+        up.url()
+    ));
+    let mut conn = RawConn::connect(gw.addr());
+    let r = conn.request(b"DELETE /ops/it HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 405, "{r:?}");
+    let r = conn.request(b"GET /ops/it HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -1,0 +1,176 @@
+//! The command line: `tollgate validate`, and `serve` refusing a bad policy file.
+#![allow(missing_docs)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+/// Runs `tollgate args...` (bounded: killed after 20 s).
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(tollgate_bin())
+        .args(args)
+        .env_remove("TOLLGATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate");
+    let t0 = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("tollgate {args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+const GOOD: &str = r#"version: 1
+settings: { max_request_body: 1MiB }
+policies:
+  inbound:
+    - set-header: { name: X-Gw, value: "tollgate" }
+apis:
+  - id: petstore
+    path: /petstore
+    subscription_required: false
+    upstream:
+      targets: ["http://127.0.0.1:9000", "http://127.0.0.1:9001/base"]
+      health_check: { path: /health, interval: 5s }
+      timeout: 30s
+    policies:
+      inbound:
+        - base
+        - cors: { allowed_origins: ["*"] }
+    operations:
+      - id: get-pet
+        method: GET
+        path: /pets/{id}
+        policies:
+          inbound:
+            - base
+            - rewrite-uri: { template: "/v2/pets/{id}" }
+      - id: admin
+        method: POST
+        path: /admin
+        policies:
+          inbound:
+            - ip-filter: { action: allow, addresses: [10.0.0.0/8] }
+            - return-response: { status: 403 }
+"#;
+
+#[test]
+fn validate_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "good.yaml", GOOD);
+    let out = run(&["validate", &f]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout {}\nstderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_reports_every_mistake_with_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "bad.yaml",
+        r#"version: 1
+apis:
+  - id: Bad_Id
+    path: no-slash
+    upstream: { targets: ["http://127.0.0.1:9000"] }
+  - id: two
+    path: /two
+    upstream: { targets: ["http://127.0.0.1:9000"] }
+    policies:
+      inbound:
+        - rate-limit: { calls: 3 }
+        - no-such-policy: {}
+        - set-header: { name: X-A, value: "x", exists_action: sideways }
+"#,
+    );
+    let out = run(&["validate", &f]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("(line ") && l.contains(", column ") && l.contains("): "))
+        .collect();
+    assert!(
+        located.len() >= 4,
+        "expected at least 4 errors as `path (line L, column C): message`, got:\n{stderr}"
+    );
+    for want in ["apis[0]", "apis[1]"] {
+        assert!(stderr.contains(want), "no error names {want}:\n{stderr}");
+    }
+    // Lines point into the file: the policy errors are on lines 11-13.
+    for line in ["line 3", "line 4", "line 11", "line 12"] {
+        assert!(
+            stderr.contains(&format!("({line},")),
+            "no error on {line}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_reports_yaml_syntax_errors_with_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "broken.yaml",
+        "version: 1\napis:\n  - id: [unclosed\n",
+    );
+    let out = run(&["validate", &f]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("line "), "no line in:\n{stderr}");
+}
+
+#[test]
+fn validate_missing_file_fails() {
+    let out = run(&["validate", "/nonexistent/tollgate/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!out.stderr.is_empty());
+}
+
+#[test]
+fn serve_refuses_an_invalid_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "bad.yaml",
+        "version: 1\napis:\n  - id: x\n    path: nope\n",
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data").display().to_string();
+    let out = run(&[
+        "serve",
+        "--config",
+        &f,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--data-dir",
+        &data,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("apis[0]"),
+        "the error does not say where:\n{stderr}"
+    );
+}

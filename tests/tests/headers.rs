@@ -1,0 +1,209 @@
+//! Headers the gateway sets upstream: X-Forwarded-*, traceparent, X-Request-Id, Host.
+#![allow(missing_docs)]
+
+use tollgate_tests::*;
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Parses a W3C traceparent: (trace id, parent id, flags); panics when malformed.
+fn parse_traceparent(tp: &str) -> (String, String, String) {
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "traceparent {tp:?}");
+    assert_eq!(parts[0], "00", "traceparent version in {tp:?}");
+    assert!(is_lower_hex(parts[1], 32), "trace id in {tp:?}");
+    assert!(is_lower_hex(parts[2], 16), "parent id in {tp:?}");
+    assert!(is_lower_hex(parts[3], 2), "flags in {tp:?}");
+    assert_ne!(parts[1], "0".repeat(32), "all-zero trace id in {tp:?}");
+    assert_ne!(parts[2], "0".repeat(16), "all-zero parent id in {tp:?}");
+    (
+        parts[1].to_string(),
+        parts[2].to_string(),
+        parts[3].to_string(),
+    )
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_overwritten() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x"))
+            .header("X-Forwarded-For", "6.6.6.6"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.1"],
+        "{:?}",
+        r.headers
+    );
+    let a = get(&gw.url("/echo/y")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        up.expect_last().header_all("x-forwarded-for"),
+        vec!["127.0.0.1"]
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_proto_and_host() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x"))
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "evil.example"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(
+        r.header_all("x-forwarded-proto"),
+        vec!["http"],
+        "{:?}",
+        r.headers
+    );
+    let host = gw.addr().to_string();
+    assert_eq!(
+        r.header_all("x-forwarded-host"),
+        vec![host.as_str()],
+        "{:?}",
+        r.headers
+    );
+}
+
+#[test]
+fn forwarded_host_is_the_client_host_and_upstream_host_is_the_target() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let r = send_raw(
+        gw.addr(),
+        b"GET /echo/x HTTP/1.1\r\nHost: api.example.test:8443\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = up.expect_last();
+    assert_eq!(
+        rec.header("x-forwarded-host"),
+        Some("api.example.test:8443")
+    );
+    let target_host = up.addr().to_string();
+    assert_eq!(
+        rec.header_all("host"),
+        vec![target_host.as_str()],
+        "{:?}",
+        rec.headers
+    );
+}
+
+#[tokio::test]
+async fn traceparent_is_created_when_absent() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let c = client();
+    fetch(c.get(gw.url("/echo/1"))).await;
+    let tp1 = up.expect_last().header("traceparent").map(str::to_string);
+    fetch(c.get(gw.url("/echo/2"))).await;
+    let tp2 = up.expect_last().header("traceparent").map(str::to_string);
+    let tp1 = tp1.expect("no traceparent upstream");
+    let tp2 = tp2.expect("no traceparent upstream");
+    let (t1, _, _) = parse_traceparent(&tp1);
+    let (t2, _, _) = parse_traceparent(&tp2);
+    assert_ne!(t1, t2, "two requests share a trace id");
+}
+
+#[tokio::test]
+async fn traceparent_is_continued() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x"))
+            .header("traceparent", TRACEPARENT_SAMPLE),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(r.header_all("traceparent").len(), 1, "{:?}", r.headers);
+    let (trace, parent, _) = parse_traceparent(r.header("traceparent").unwrap());
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(parent, "00f067aa0ba902b7", "the parent id was not replaced");
+}
+
+#[tokio::test]
+async fn invalid_traceparent_is_replaced() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let c = client();
+    for bad in [
+        "garbage",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+    ] {
+        let a = fetch(c.get(gw.url("/echo/x")).header("traceparent", bad)).await;
+        assert_eq!(a.status, 200);
+        let r = up.expect_last();
+        let tps = r.header_all("traceparent");
+        assert_eq!(tps.len(), 1, "{bad}: {:?}", r.headers);
+        assert_ne!(tps[0], bad, "invalid traceparent {bad:?} went upstream");
+        parse_traceparent(tps[0]);
+    }
+}
+
+#[tokio::test]
+async fn request_id_upstream_matches_answer_and_is_not_client_chosen() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x"))
+            .header("X-Request-Id", "client-chosen-id"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let answer_ids = a.header_all("x-request-id");
+    assert_eq!(answer_ids.len(), 1, "{:?}", a.headers);
+    assert_ne!(
+        answer_ids[0], "client-chosen-id",
+        "the client's X-Request-Id was trusted"
+    );
+    let r = up.expect_last();
+    assert_eq!(
+        r.header_all("x-request-id"),
+        answer_ids,
+        "upstream {:?}",
+        r.headers
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_not_forwarded() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let a = fetch(
+        client()
+            .get(gw.url("/echo/x"))
+            .header("Connection", "keep-alive, X-Drop-Me")
+            .header("X-Drop-Me", "1")
+            .header("Keep-Alive", "timeout=5")
+            .header("X-Keep-Me", "2"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(r.header("x-keep-me"), Some("2"));
+    assert_eq!(
+        r.header("x-drop-me"),
+        None,
+        "a Connection-listed header went upstream"
+    );
+    assert_eq!(r.header("keep-alive"), None);
+}

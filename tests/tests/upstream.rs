@@ -1,0 +1,203 @@
+//! Upstream pools: errors (502/503/504), round robin, retry on a dead target, active health
+//! checks.
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+fn pool_config(targets: &[String], extra: &str) -> String {
+    let targets = targets
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"version: 1
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: [{targets}]{extra} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn connection_refused_is_502() {
+    let port = closed_port();
+    let gw = Gateway::start(&pool_config(&[format!("http://127.0.0.1:{port}")], ""));
+    let t0 = Instant::now();
+    let a = get(&gw.url("/echo/x")).await;
+    a.assert_problem(502);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let doc = a.json();
+    let detail = doc["detail"].as_str().unwrap_or("");
+    assert!(
+        !detail.contains(&port.to_string()),
+        "the problem leaks the internal address: {detail}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let hole = Blackhole::start();
+    let gw = Gateway::start(&pool_config(&[hole.url()], ", timeout: 1s"));
+    let t0 = Instant::now();
+    let a = get(&gw.url("/echo/x")).await;
+    let took = t0.elapsed();
+    a.assert_problem(504);
+    assert!(hole.accepted() >= 1, "the gateway never connected");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "504 after {took:?} (timeout 1s)"
+    );
+}
+
+#[tokio::test]
+async fn no_healthy_target_is_503() {
+    let up = Upstream::start("sick");
+    up.set_health(500);
+    let gw = Gateway::start(&pool_config(
+        &[up.url()],
+        ", health_check: { path: /health, interval: 1s }",
+    ));
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut last;
+    loop {
+        last = fetch(c.get(gw.url("/echo/x"))).await;
+        if last.status == 503 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last.assert_problem(503);
+    assert!(up.health_hits() >= 1, "no health check reached the target");
+}
+
+#[tokio::test]
+async fn upstream_error_statuses_pass_through() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&pool_config(&[up.url()], ""));
+    let a = get(&gw.url("/echo/x?status=500")).await;
+    assert_eq!(a.status, 500);
+    assert!(
+        a.from_upstream("a"),
+        "the upstream's own answer was replaced"
+    );
+    assert_eq!(a.json()["upstream"], "a");
+    assert!(a.header("x-request-id").is_some());
+    let a = get(&gw.url("/echo/x?status=404")).await;
+    assert_eq!(a.status, 404);
+    assert!(a.from_upstream("a"));
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests() {
+    let ups = [
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    ];
+    let gw = Gateway::start(&pool_config(
+        &ups.iter().map(Upstream::url).collect::<Vec<_>>(),
+        "",
+    ));
+    let c = client();
+    for i in 0..30 {
+        let a = fetch(c.get(gw.url(&format!("/echo/{i}")))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let counts: Vec<usize> = ups.iter().map(Upstream::count).collect();
+    eprintln!("round robin spread over a, b, c: {counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 30);
+    for (u, n) in ups.iter().zip(&counts) {
+        assert!(*n >= 5, "{} got {n} of 30 requests: {counts:?}", u.name());
+    }
+}
+
+#[tokio::test]
+async fn dead_target_is_skipped_for_idempotent_requests() {
+    let a_up = Upstream::start("a");
+    let b_up = Upstream::start("b");
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let gw = Gateway::start(&pool_config(&[a_up.url(), dead, b_up.url()], ""));
+    let c = client();
+    let mut failures = Vec::new();
+    for i in 0..30 {
+        let a = fetch(c.get(gw.url(&format!("/echo/{i}")))).await;
+        if a.status != 200 {
+            failures.push(format!("GET #{i}: {} {}", a.status, a.text()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "with one dead target of three: {failures:#?}"
+    );
+    eprintln!("a={}, b={}", a_up.count(), b_up.count());
+    assert!(a_up.count() >= 5 && b_up.count() >= 5);
+}
+
+#[tokio::test]
+async fn health_check_takes_a_failing_target_out() {
+    let ups = [
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    ];
+    let gw = Gateway::start(&pool_config(
+        &ups.iter().map(Upstream::url).collect::<Vec<_>>(),
+        ", health_check: { path: /health, interval: 1s }",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || ups
+            .iter()
+            .all(|u| u.health_hits() >= 1)),
+        "health checks did not start: {:?}",
+        ups.iter().map(Upstream::health_hits).collect::<Vec<_>>()
+    );
+    ups[1].set_health(500);
+    let c = client();
+    // Within a few seconds, b stops getting traffic.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut clean_streak = 0;
+    while clean_streak < 9 && Instant::now() < deadline {
+        let before = ups[1].count();
+        let a = fetch(c.get(gw.url("/echo/x"))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        if ups[1].count() == before {
+            clean_streak += 1;
+        } else {
+            clean_streak = 0;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        clean_streak >= 9,
+        "b (health 500) still gets traffic after 8 s"
+    );
+    let before = ups[1].count();
+    for _ in 0..30 {
+        let a = fetch(c.get(gw.url("/echo/x"))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!(ups[1].count(), before, "the unhealthy target got traffic");
+    assert!(ups[0].count() > 0 && ups[2].count() > 0);
+
+    // And it comes back once healthy again.
+    ups[1].set_health(200);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while ups[1].count() == before && Instant::now() < deadline {
+        let a = fetch(c.get(gw.url("/echo/x"))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ups[1].count() > before,
+        "b did not come back after its health recovered"
+    );
+}
