@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod deadline;
+pub mod keys;
 pub mod normalize;
 pub mod pool;
 mod proxy;

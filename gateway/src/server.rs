@@ -124,6 +124,15 @@ impl BackgroundService for Maintenance {
 
 /// Run the gateway until a shutdown signal; never returns.
 pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
+    // Pingora retries a busy address forever; an operator wants a clear failure instead.
+    let mut addrs = vec![opts.listen.as_str()];
+    if let Some((addr, _, _)) = &opts.tls {
+        addrs.push(addr);
+    }
+    for addr in addrs {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "proxy listening");
+    }
     let conf = ServerConf {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(opts.grace_period.as_secs() + 1),

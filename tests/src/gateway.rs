@@ -203,15 +203,16 @@ impl GatewayBuilder {
                 }
                 panic!("tollgate exited during start-up with {status}; log:\n{log}");
             }
-            // Pingora retries a busy listener address instead of exiting: give up on these
-            // ports at once and try others.
+            let ready = gw.is_ready();
+            // Pingora retries a busy listener address instead of exiting (and another
+            // process's listener may answer in its place): give up on these ports at once.
             let log = gw.log();
             if log.contains("is in use") || log.contains("Address already in use") {
                 let _ = gw.child.kill();
                 let _ = gw.child.wait();
                 return Err(Retry(log));
             }
-            if gw.is_ready() {
+            if ready {
                 return Ok(gw);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -51,7 +51,7 @@ async fn subscription_key_is_removed_before_upstream() {
     let gw = Gateway::start(&keyed_config(&up.url()));
     let a = fetch(
         client()
-            .get(gw.url("/echo/x?a=1&subscription-key=secret-q&b=2"))
+            .get(gw.url("/echo/x?a=1&subscription-key=secret-q&b=2&subscription-key=secret-q2"))
             .header("Ocp-Apim-Subscription-Key", "secret-h"),
     )
     .await;
@@ -222,6 +222,58 @@ fn keep_alive_survives_401_and_404() {
     assert_eq!(r.status, 401, "{r:?}");
     let r = conn.request(b"GET /echo/again HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn keep_alive_survives_a_policy_answer() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        r#"version: 1
+apis:
+  - id: denied
+    path: /denied
+    subscription_required: false
+    upstream: {{ targets: ["{0}"] }}
+    policies:
+      inbound:
+        - ip-filter: {{ action: forbid, addresses: [127.0.0.0/8] }}
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{0}"] }}
+"#,
+        up.url()
+    ));
+    let mut conn = RawConn::connect(gw.addr());
+    let r = conn.request(b"GET /denied/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = conn.request(b"GET /echo/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "after a 403 on the same connection: {r:?}");
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn chunked_body_over_limit_is_refused() {
+    // The limit holds for bodies without a Content-Length too.
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&limits_config(&up.url()));
+    let mut req = String::from(
+        "POST /echo/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..4 {
+        req.push_str(&format!("400\r\n{}\r\n", "z".repeat(1024)));
+    }
+    req.push_str("0\r\n\r\n");
+    let r = send_raw(gw.addr(), req.as_bytes());
+    r.assert_problem(413);
+    std::thread::sleep(Duration::from_millis(200));
+    for rec in up.requests() {
+        assert!(
+            rec.body.len() <= 1024,
+            "the upstream received a {}-byte body over the 1 KiB limit",
+            rec.body.len()
+        );
+    }
 }
 
 #[test]

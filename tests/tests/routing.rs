@@ -58,6 +58,18 @@ async fn methods_and_bodies_pass_through() {
 }
 
 #[tokio::test]
+async fn large_body_arrives_intact() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let body: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let a = fetch(client().put(gw.url("/echo/blob")).body(body.clone())).await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the body was altered on the way");
+}
+
+#[tokio::test]
 async fn longest_prefix_on_segment_boundaries() {
     let short = Upstream::start("short");
     let long = Upstream::start("long");

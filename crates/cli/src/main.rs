@@ -265,7 +265,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    tracing::info!(listen = %args.listen, "proxy listening");
     let opts = ServeOptions {
         listen: args.listen,
         tls,
