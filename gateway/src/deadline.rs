@@ -38,7 +38,12 @@ enum Phase {
     AfterHead,
     /// Our answer was written: the next byte starts a new head.
     Idle,
+    /// HTTP/2 (its frames have no heads to time): no deadline on this connection.
+    Off,
 }
+
+/// The HTTP/2 connection preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// A stream whose request heads must arrive within a time limit.
 #[derive(Debug)]
@@ -49,6 +54,8 @@ pub struct HeaderDeadline {
     sleep: Pin<Box<Sleep>>,
     /// Last bytes seen, to find a head end split across reads.
     tail: u32,
+    /// Nothing has been read yet.
+    fresh: bool,
 }
 
 impl HeaderDeadline {
@@ -60,6 +67,7 @@ impl HeaderDeadline {
             phase: Phase::InHead,
             sleep: Box::pin(tokio::time::sleep(limit)),
             tail: 0,
+            fresh: true,
         }
     }
 
@@ -93,6 +101,13 @@ impl AsyncRead for HeaderDeadline {
         if let Poll::Ready(Ok(())) = &res {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
+                // "PRI" is no HTTP/1 method: three bytes tell the two apart.
+                if std::mem::take(&mut this.fresh)
+                    && new.len() >= 3
+                    && H2_PREFACE.starts_with(&new[..new.len().min(H2_PREFACE.len())])
+                {
+                    this.phase = Phase::Off;
+                }
                 if this.phase == Phase::Idle {
                     this.phase = Phase::InHead;
                     this.tail = 0;
@@ -206,7 +221,18 @@ impl GetSocketDigest for HeaderDeadline {
 #[async_trait]
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.phase != Phase::InHead {
+            return self.inner.try_peek(buf).await;
+        }
+        // Pingora peeks for the h2c preface before reading: the head deadline holds here too.
+        let deadline = self.sleep.deadline();
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received in time",
+            )),
+        }
     }
 }
 

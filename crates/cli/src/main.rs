@@ -1,5 +1,6 @@
 //! The `tollgate` binary: one binary, several roles (contract §1).
 
+mod client;
 mod demo;
 
 use clap::{Args, Parser, Subcommand};
@@ -128,6 +129,12 @@ struct ClientArgs {
     token: Option<String>,
 }
 
+impl ClientArgs {
+    fn connect(&self) -> client::Client {
+        client::Client::new(&self.admin, self.token.clone())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -137,10 +144,14 @@ fn main() -> ExitCode {
         Command::DemoUpstream { listen } => demo::run(&listen),
         Command::Admin(_) => not_yet("admin"),
         Command::Gateway { .. } => not_yet("gateway"),
-        Command::Diff { .. } => not_yet("diff"),
-        Command::Apply { .. } => not_yet("apply"),
-        Command::Dump { .. } => not_yet("dump"),
-        Command::Rollback { .. } => not_yet("rollback"),
+        Command::Diff { file, client } => client::diff(&client.connect(), &file),
+        Command::Apply {
+            file,
+            dry_run,
+            client,
+        } => client::apply(&client.connect(), &file, dry_run),
+        Command::Dump { client } => client::dump(&client.connect()),
+        Command::Rollback { revision, client } => client::rollback(&client.connect(), revision),
     }
 }
 
@@ -163,6 +174,8 @@ fn not_yet(verb: &str) -> ExitCode {
 fn load(file: &Path) -> Result<tollgate_config::CompiledConfig, Vec<String>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![format!("{}: cannot read: {e}", file.display())])?;
+    let text = tollgate_config::substitute_env(&text)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let compiled = tollgate_config::parse_and_compile(&text)
         .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     // Policies this build cannot run are refused here too, so `validate` says what `serve`

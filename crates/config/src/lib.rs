@@ -7,6 +7,7 @@
 //! for an already parsed document, [`compile_file`] for a [`PolicyFile`].
 
 mod compile;
+pub mod env;
 pub mod compiled;
 pub mod duration;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod validate;
 pub use compiled::*;
 pub use model::PolicyFile;
 pub use template::{Part, Template, TemplateSource, Var};
+pub use env::substitute_env;
 pub use validate::ConfigError;
 
 use positions::PosIndex;

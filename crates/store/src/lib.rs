@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod sqlite;
+
+pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

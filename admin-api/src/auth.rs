@@ -1,0 +1,124 @@
+//! Admin authentication: `Authorization: Bearer TOKEN`, as extractors.
+//!
+//! A handler that reads takes [`Reader`] as its first argument, one that writes takes
+//! [`Writer`]: the check runs before any other extractor (so a request without a token gets
+//! 401 before its body is looked at). Tokens are compared through their SHA-256 digests in
+//! constant time, so neither the content nor the length of a configured token leaks through
+//! timing.
+
+use crate::problem::Problem;
+use crate::AdminState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The roles of contract §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Read and write.
+    Admin,
+    /// Read (and, in later parts, analytics and cache purge).
+    Operator,
+}
+
+impl Role {
+    /// The role name, used as the audit log's actor.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// Any valid token: the caller may read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reader(
+    /// The caller's role.
+    #[allow(dead_code)]
+    pub(crate) Role,
+);
+
+/// The admin token: the caller may write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writer;
+
+impl Writer {
+    /// The audit log's actor.
+    pub(crate) fn actor(self) -> &'static str {
+        Role::Admin.name()
+    }
+}
+
+fn token_matches(given: &[u8; 32], configured: &str) -> bool {
+    if configured.is_empty() {
+        return false;
+    }
+    let configured: [u8; 32] = Sha256::digest(configured.as_bytes()).into();
+    bool::from(given.ct_eq(&configured))
+}
+
+/// The role of the request's bearer token; 401 when there is none or it is unknown.
+pub(crate) fn role_of(parts: &Parts, state: &AdminState) -> Result<Role, Problem> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Err(Problem::unauthorized(
+            "this call needs `Authorization: Bearer TOKEN`",
+            false,
+        ));
+    };
+    let value = value.to_str().unwrap_or("");
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => {
+            return Err(Problem::unauthorized(
+                "the Authorization header must use the Bearer scheme",
+                false,
+            ))
+        }
+    };
+    let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // Both comparisons always run: the time taken does not tell which token matched.
+    let admin = token_matches(&given, &state.tokens.admin);
+    let operator = state
+        .tokens
+        .operator
+        .as_deref()
+        .is_some_and(|t| token_matches(&given, t));
+    if admin {
+        Ok(Role::Admin)
+    } else if operator {
+        Ok(Role::Operator)
+    } else {
+        Err(Problem::unauthorized("unknown token", true))
+    }
+}
+
+impl FromRequestParts<AdminState> for Reader {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        role_of(parts, state).map(Reader)
+    }
+}
+
+impl FromRequestParts<AdminState> for Writer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        match role_of(parts, state)? {
+            Role::Admin => Ok(Writer),
+            role => Err(Problem::forbidden(format!(
+                "the {} role may not make this change",
+                role.name()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Slow-loris: a request head trickled byte by byte is cut off after
+//! `--header-read-timeout`, while an idle keep-alive connection is not.
+#![allow(missing_docs)]
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+fn start() -> (Upstream, Gateway) {
+    let up = Upstream::start("a");
+    let gw = Gateway::builder(&echo_config(&up.url()))
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "1")
+        .start();
+    (up, gw)
+}
+
+#[test]
+fn a_trickled_head_is_cut_off() {
+    let (up, gw) = start();
+    let mut stream = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let started = Instant::now();
+    stream.write_all(b"GET /echo/slow HTTP/1.1\r\nHost: a\r\n").expect("write");
+    let mut closed = false;
+    // One byte every 150 ms: each read is quick, the head never ends. Bounded: 40 bytes.
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(150));
+        if stream.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "the connection stayed open for {took:?}");
+    assert!(took < Duration::from_secs(4), "closed only after {took:?}");
+    assert!(took >= Duration::from_millis(900), "closed too early: {took:?}");
+    assert_eq!(up.count(), 0, "the upstream saw the trickled request");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed() {
+    let (_up, gw) = start();
+    let mut conn = RawConn::connect(gw.addr());
+    assert!(conn.wait_closed(Duration::from_secs(4)), "an idle new connection stayed open");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_not_cut_and_prompt_heads_pass() {
+    let (up, gw) = start();
+    let mut conn = RawConn::connect(gw.addr());
+    let first = conn.request(b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(first.status, 200);
+    // Idle longer than the head timeout, between requests.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = conn.request(b"GET /echo/two HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(second.status, 200);
+    assert_eq!(up.count(), 2);
+}
