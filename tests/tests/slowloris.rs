@@ -71,3 +71,19 @@ fn an_idle_keep_alive_connection_is_not_cut_and_prompt_heads_pass() {
     assert_eq!(second.status, 200);
     assert_eq!(up.count(), 2);
 }
+
+#[tokio::test]
+async fn an_http2_connection_outlives_the_head_timeout() {
+    let (up, gw) = start();
+    let c = h2c_client();
+    for round in 0..2 {
+        let a = fetch(c.get(gw.url(&format!("/echo/h2-{round}")))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.version, http::Version::HTTP_2);
+        // Longer than the head timeout, on the same HTTP/2 connection.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let a = fetch(c.get(gw.url("/echo/h2-last"))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 3);
+}
