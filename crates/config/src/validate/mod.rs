@@ -171,14 +171,50 @@ impl<'s> Cx<'s> {
 
     /// Deserializes `value` (at `path`) into `T`, reporting a failure at the path of the
     /// part that failed.
+    ///
+    /// serde stops at the first problem; to report the others of the same mapping too, the
+    /// offending field is dropped and the rest deserialized again (a bounded number of
+    /// times), until it passes or a required field is what is missing.
     pub(crate) fn de<T: DeserializeOwned>(&mut self, value: &Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(err) => {
-                self.serde_error(path, &err);
-                None
+        let mut err = match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => return Some(v),
+            Err(err) => err,
+        };
+        self.serde_error(path, &err);
+        let Value::Mapping(map) = value else {
+            return None;
+        };
+        let mut rest = map.clone();
+        for _ in 0..map.len() {
+            let message = strip_location(err.inner());
+            let field = match err.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+                _ => named_field(&message)
+                    .filter(|_| message.starts_with("unknown field"))
+                    .map(str::to_owned),
+            };
+            let Some(field) = field.filter(|f| rest.contains_key(f.as_str())) else {
+                break;
+            };
+            rest.remove(field.as_str());
+            err = match serde_path_to_error::deserialize::<_, T>(Value::Mapping(rest.clone())) {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let next = strip_location(err.inner());
+            if named_field(&next).is_some_and(|f| !rest.contains_key(f))
+                && next.starts_with("missing field")
+            {
+                // A field we dropped (or one really missing, already reported) is required:
+                // nothing more can be learnt from this mapping.
+                if !map.contains_key(named_field(&next).unwrap_or_default()) {
+                    self.serde_error(path, &err);
+                }
+                break;
             }
+            self.serde_error(path, &err);
         }
+        None
     }
 
     /// Reports a serde error that happened inside the piece at `base`.
