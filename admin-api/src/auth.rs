@@ -35,11 +35,7 @@ impl Role {
 
 /// Any valid token: the caller may read.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Reader(
-    /// The caller's role.
-    #[allow(dead_code)]
-    pub(crate) Role,
-);
+pub(crate) struct Reader;
 
 /// The admin token: the caller may write.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +98,7 @@ impl FromRequestParts<AdminState> for Reader {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        role_of(parts, state).map(Reader)
+        role_of(parts, state).map(|_| Reader)
     }
 }
 

@@ -4,6 +4,10 @@
 
 #![allow(missing_docs)]
 
+/// The same allocator as the `tollgate` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Method;
 use tollgate_config::OpMatch;

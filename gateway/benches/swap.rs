@@ -3,6 +3,10 @@
 //! `cargo bench -p tollgate-gateway --bench swap`; results are in docs/benchmarks.md.
 #![allow(missing_docs)]
 
+/// The same allocator as the `tollgate` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +42,16 @@ fn bench(c: &mut Criterion) {
             let compiled = tollgate_config::parse_and_compile(&texts[i % 2]).expect("valid");
             gw.apply(compiled, None).expect("applies");
         })
+    });
+    group.bench_function("validate + compile only", |b| {
+        b.iter(|| tollgate_config::parse_and_compile(&texts[0]).expect("valid"))
+    });
+    group.bench_function("swap only (build policies, reuse pools, store)", |b| {
+        b.iter_batched(
+            || tollgate_config::parse_and_compile(&texts[0]).expect("valid"),
+            |compiled| gw.apply(compiled, None).expect("applies"),
+            criterion::BatchSize::PerIteration,
+        )
     });
     group.finish();
 }

@@ -1,5 +1,10 @@
 //! The `tollgate` binary: one binary, several roles (contract §1).
 
+/// mimalloc: glibc malloc/free showed up at ~9% of a bare Pingora proxy's profile and
+/// ~30% of config compilation; mimalloc is the faster general-purpose allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod demo;
 

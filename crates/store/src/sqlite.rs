@@ -1,16 +1,4 @@
 //! [`SqliteStore`]: the [`Store`] on an SQLite file in `--data-dir`.
-//!
-//! Layout and guarantees:
-//!
-//! * one file, `DIR/tollgate.db` (plus SQLite's `-wal`/`-shm` files), in WAL mode;
-//! * `PRAGMA synchronous=FULL`: a committed admin write is on disk before the call returns,
-//!   even across a power cut (see [`SqliteStore::open`]);
-//! * a versioned schema: `PRAGMA user_version` holds the number of migrations applied, each
-//!   migration runs in its own transaction, a newer file than this build knows is refused;
-//! * every write, together with the audit entry describing it, is one `BEGIN IMMEDIATE`
-//!   transaction, so the data and the audit log never disagree, whatever kills the process;
-//! * the audit log is append-only: nothing here updates or deletes its rows, and triggers make
-//!   SQLite refuse any `UPDATE` or `DELETE` on it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -90,7 +78,19 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes (the number of known migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// The [`Store`] on SQLite. See the [module documentation](self) for the guarantees.
+/// The [`Store`] on SQLite, in `DIR/tollgate.db`.
+///
+/// Layout and guarantees:
+///
+/// * one file, `DIR/tollgate.db` (plus SQLite's `-wal`/`-shm` files), in WAL mode;
+/// * `PRAGMA synchronous=FULL`: a committed admin write is on disk before the call returns,
+///   even across a power cut (see [`SqliteStore::open`]);
+/// * a versioned schema: `PRAGMA user_version` holds the number of migrations applied, each
+///   migration runs in its own transaction, a newer file than this build knows is refused;
+/// * every write, together with the audit entry describing it, is one `BEGIN IMMEDIATE`
+///   transaction, so the data and the audit log never disagree, whatever kills the process;
+/// * the audit log is append-only: nothing here updates or deletes its rows, and triggers make
+///   SQLite refuse any `UPDATE` or `DELETE` on it.
 ///
 /// One connection behind a mutex: admin writes are rare and the trait is synchronous, so
 /// the lock is only ever held for the duration of one statement or transaction.

@@ -581,7 +581,8 @@ fn crash_writer_child() {
         }
         if i == 0 {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{WRITER_READY}").unwrap();
+            // On its own line: the harness may have printed `test NAME ... ` without one.
+            writeln!(out, "\n{WRITER_READY}").unwrap();
             out.flush().unwrap();
         }
     }
@@ -766,7 +767,7 @@ fn sigkill_mid_write_leaves_a_consistent_store() {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.trim() == WRITER_READY {
+                if line.contains(WRITER_READY) {
                     let _ = ready_tx.send(());
                 }
             }
@@ -786,6 +787,7 @@ fn sigkill_mid_write_leaves_a_consistent_store() {
         reader.join().unwrap();
 
         let (revisions, created) = check_consistent(tmp.path());
+        println!("round {round}: {revisions} revisions, {created} subscriptions created");
         assert!(
             revisions > last_revisions + 1,
             "round {round}: the child wrote nothing ({revisions} revisions)"

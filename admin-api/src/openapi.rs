@@ -1,0 +1,131 @@
+//! The OpenAPI 3.1 description of the admin API, generated from the handlers'
+//! `#[utoipa::path]` attributes. A test checks that it lists exactly the router's routes.
+
+use crate::auth::Reader;
+use crate::problem::{ProblemDoc, PROBLEM_JSON};
+use crate::{config_api, resources, subscriptions};
+use axum::Json;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
+use utoipa::{Modify, OpenApi};
+
+/// The generated document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate admin API",
+        description = "The admin REST API of Tollgate (contract §4). Every call but `/healthz` \
+            and `/readyz` needs `Authorization: Bearer TOKEN`: the admin token reads and \
+            writes, the operator token reads. Every error is `application/problem+json` \
+            (RFC 9457); validation errors add `errors: [{path, message, line, column}]`. \
+            Lists take `limit` (1 to 1000, default 50) and an opaque `cursor`, and answer \
+            `{items, next}`."
+    ),
+    paths(
+        crate::healthz,
+        crate::readyz,
+        openapi_json,
+        config_api::get_config,
+        config_api::put_config,
+        config_api::list_revisions,
+        config_api::get_revision,
+        config_api::rollback,
+        config_api::effective,
+        resources::list_products,
+        resources::get_product,
+        resources::put_product,
+        resources::delete_product,
+        resources::list_apis,
+        resources::get_api,
+        resources::put_api,
+        resources::delete_api,
+        subscriptions::create_subscription,
+        subscriptions::list_subscriptions,
+        subscriptions::get_subscription,
+        subscriptions::patch_subscription,
+        subscriptions::regenerate_primary,
+        subscriptions::regenerate_secondary,
+        subscriptions::secrets,
+        subscriptions::delete_subscription,
+    ),
+    components(schemas(ProblemDoc, crate::problem::FieldError)),
+    modifiers(&Conventions),
+    security(("bearer" = [])),
+    tags(
+        (name = "probes", description = "Liveness and readiness (no token)."),
+        (name = "config", description = "The policy file, its revisions, rollback, effective chains."),
+        (name = "products", description = "Products of the live policy file."),
+        (name = "apis", description = "APIs of the live policy file."),
+        (name = "subscriptions", description = "Subscriptions and their keys."),
+        (name = "meta", description = "This description."),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// Adds what every operation shares: the bearer scheme, 401 on calls that need a token,
+/// 403 on writes, and the problem+json body of every error answer.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        for item in doc.paths.paths.values_mut() {
+            let ops: [(&mut Option<Operation>, bool); 5] = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (op, write) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                // An operation with its own (empty) security list needs no token.
+                let open = op.security.is_some();
+                let responses = &mut op.responses.responses;
+                if !open {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        RefOr::T(Response::new("No token, or an unknown one."))
+                    });
+                    if write {
+                        responses.entry("403".into()).or_insert_with(|| {
+                            RefOr::T(Response::new("The operator token may not write."))
+                        });
+                    }
+                }
+                for (status, response) in responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_error = status.starts_with('4') || status.starts_with('5');
+                    if is_error && response.content.is_empty() {
+                        response.content.insert(
+                            PROBLEM_JSON.to_owned(),
+                            Content::new(Some(Ref::from_schema_name("Problem"))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = serde_json::Value))
+)]
+pub(crate) async fn openapi_json(_: Reader) -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
