@@ -141,7 +141,7 @@ impl IfMatch {
             IfMatch::Any => true,
             IfMatch::Tags(tags) => {
                 let want = format!("\"{revision}\"");
-                tags.iter().any(|t| *t == want)
+                tags.contains(&want)
             }
         }
     }

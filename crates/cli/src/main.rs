@@ -6,15 +6,14 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
+mod control;
 mod demo;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 use tollgate_gateway::server::{self, ServeOptions};
-use tollgate_gateway::{Gateway, NoSubscriptions};
 
 /// Tollgate: an API management gateway.
 #[derive(Debug, Parser)]
@@ -147,7 +146,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Validate { file } => validate(&file),
         Command::DemoUpstream { listen } => demo::run(&listen),
-        Command::Admin(_) => not_yet("admin"),
+        Command::Admin(args) => admin_only(args),
         Command::Gateway { .. } => not_yet("gateway"),
         Command::Diff { file, client } => client::diff(&client.connect(), &file),
         Command::Apply {
@@ -215,45 +214,28 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.redis.is_some() {
         tracing::warn!("--redis is not used by this build yet: counters stay local");
     }
-    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
-        eprintln!("cannot create data dir {}: {e}", args.data_dir.display());
-        return ExitCode::from(1);
-    }
-    let gw = Gateway::new(Arc::new(NoSubscriptions));
-    if let Some(file) = &args.config {
-        match load(file)
-            .map_err(|e| e.join("\n"))
-            .and_then(|c| gw.apply(c, None).map_err(|e| e.to_string()))
-        {
-            Ok(rev) => tracing::info!(revision = rev, file = %file.display(), "config loaded"),
-            Err(e) => {
-                eprintln!("{}: the config was refused:\n{e}", file.display());
-                return ExitCode::from(1);
-            }
+    let state = match control::open(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
         }
-    }
+    };
+    let gw = state.gateway.clone();
     let on_reload: Option<server::Hook> = args.config.clone().map(|file| {
-        let gw = gw.clone();
-        Box::new(move || match load(&file) {
-            Ok(c) => match gw.apply(c, None) {
-                Ok(rev) => tracing::info!(revision = rev, "config reloaded"),
-                Err(e) => tracing::error!("reload refused, the live config keeps serving:\n{e}"),
-            },
-            Err(errs) => tracing::error!(
-                "reload refused, the live config keeps serving:\n{}",
-                errs.join("\n")
-            ),
+        let state = state.clone();
+        Box::new(move || {
+            if let Err(e) = control::apply_file(&state, &file) {
+                tracing::error!("reload refused, the live config keeps serving:\n{e}");
+            }
         }) as server::Hook
     });
     let admin_addr = args.admin_listen.clone();
-    let admin_state = tollgate_admin_api::AdminState {
-        gateway: gw.clone(),
-    };
     let admin = server::task_service(
         "tollgate admin",
         Box::new(move |mut shutdown| {
             let addr = admin_addr.clone();
-            let router = tollgate_admin_api::router(admin_state.clone());
+            let router = tollgate_admin_api::router(state.clone());
             Box::pin(async move {
                 let listener = match tokio::net::TcpListener::bind(&addr).await {
                     Ok(l) => l,
@@ -300,4 +282,54 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `tollgate admin`: the admin API and the store, no proxy.
+fn admin_only(args: ServeArgs) -> ExitCode {
+    let state = match control::open(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.admin_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on the admin address {}: {e}", args.admin_listen);
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(addr = %args.admin_listen, "admin API listening (control plane only)");
+        let stop = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        match tollgate_admin_api::serve(listener, tollgate_admin_api::router(state), stop).await {
+            Ok(()) => {
+                tracing::info!("shut down cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("admin API stopped: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
