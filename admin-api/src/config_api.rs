@@ -2,7 +2,7 @@
 
 use crate::apply::{write_config, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
 use crate::auth::{Reader, Writer};
-use crate::extract::{ConfigBody, JsonBody, Q, P};
+use crate::extract::{ConfigBody, JsonBody, P, Q};
 use crate::problem::{etag, store_problem, FieldError, Problem};
 use crate::{page_limit, AdminState, ListQuery};
 use axum::extract::State;
@@ -22,7 +22,13 @@ fn wants_yaml(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .any(|m| {
             matches!(
                 m.as_str(),
@@ -352,7 +358,11 @@ fn raw_entry<'f>(file: &'f PolicyFile, origin: &str) -> Option<&'f serde_yaml::V
             None => &file.apis.iter().find(|a| a.id == rest)?.policies,
             Some((api, op)) => {
                 let api = file.apis.iter().find(|a| a.id == api)?;
-                &api.operations.as_ref()?.iter().find(|o| o.id == op)?.policies
+                &api.operations
+                    .as_ref()?
+                    .iter()
+                    .find(|o| o.id == op)?
+                    .policies
             }
         }
     };
@@ -431,10 +441,7 @@ pub(crate) async fn effective(
                 .iter()
                 .position(|o| &*o.id == op_id)
                 .ok_or_else(|| {
-                    Problem::not_found(format!(
-                        "API `{}` has no operation `{op_id}`",
-                        q.api
-                    ))
+                    Problem::not_found(format!("API `{}` has no operation `{op_id}`", q.api))
                 })?,
         ),
     };
@@ -447,7 +454,10 @@ pub(crate) async fn effective(
             api.product_slot(pi).ok_or_else(|| {
                 Problem::invalid(
                     format!("product `{pid}` does not contain API `{}`", q.api),
-                    vec![FieldError::at("product", "the product does not contain the API")],
+                    vec![FieldError::at(
+                        "product",
+                        "the product does not contain the API",
+                    )],
                 )
             })?
         }

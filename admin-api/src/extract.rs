@@ -241,7 +241,10 @@ mod tests {
     #[test]
     fn media_types() {
         assert_eq!(format_of("application/json"), Some(Format::Json));
-        assert_eq!(format_of("application/merge-patch+json"), Some(Format::Json));
+        assert_eq!(
+            format_of("application/merge-patch+json"),
+            Some(Format::Json)
+        );
         assert_eq!(format_of("text/yaml"), Some(Format::Yaml));
         assert_eq!(format_of("application/x-yaml"), Some(Format::Yaml));
         assert_eq!(format_of("text/plain"), None);

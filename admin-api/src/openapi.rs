@@ -64,7 +64,8 @@ use utoipa::{Modify, OpenApi};
 pub(crate) struct ApiDoc;
 
 /// Adds what every operation shares: the bearer scheme, 401 on calls that need a token,
-/// 403 on writes, and the problem+json body of every error answer.
+/// 403 on writes, 400 and 415 on calls with a body, and the problem+json body of every
+/// error answer.
 struct Conventions;
 
 impl Modify for Conventions {
@@ -86,16 +87,27 @@ impl Modify for Conventions {
                 let Some(op) = op.as_mut() else { continue };
                 // An operation with its own (empty) security list needs no token.
                 let open = op.security.is_some();
+                let has_body = op.request_body.is_some();
                 let responses = &mut op.responses.responses;
                 if !open {
-                    responses.entry("401".into()).or_insert_with(|| {
-                        RefOr::T(Response::new("No token, or an unknown one."))
-                    });
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| RefOr::T(Response::new("No token, or an unknown one.")));
                     if write {
                         responses.entry("403".into()).or_insert_with(|| {
                             RefOr::T(Response::new("The operator token may not write."))
                         });
                     }
+                }
+                if has_body {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        RefOr::T(Response::new(
+                            "The body cannot be read (e.g. malformed JSON).",
+                        ))
+                    });
+                    responses.entry("415".into()).or_insert_with(|| {
+                        RefOr::T(Response::new("The body's media type is not accepted."))
+                    });
                 }
                 for (status, response) in responses.iter_mut() {
                     let RefOr::T(response) = response else {

@@ -279,7 +279,11 @@ pub(crate) async fn problem_safety_net(resp: Response) -> Response {
             "the body's media type is not accepted",
         ),
         s if s.is_server_error() => ("internal", "Internal error", "the request failed"),
-        _ => ("bad-request", "Bad request", "the request cannot be processed"),
+        _ => (
+            "bad-request",
+            "Bad request",
+            "the request cannot be processed",
+        ),
     };
     // Server-side texts are never shown: they may carry internal details.
     let detail = if text.is_empty() || status.is_server_error() {
@@ -289,10 +293,9 @@ pub(crate) async fn problem_safety_net(resp: Response) -> Response {
     };
     let fresh = Problem::new(status, slug, title, detail).into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_JSON),
-    );
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let (_, body) = fresh.into_parts();
     Response::from_parts(parts, Body::new(body))
 }
@@ -312,7 +315,9 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
         assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
-        let bytes = axum::body::to_bytes(resp.into_body(), 10_000).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 10_000)
+            .await
+            .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(doc["status"], 405);
         assert_eq!(doc["type"], "urn:tollgate:problem:method-not-allowed");

@@ -9,7 +9,7 @@
 use crate::apply::{write_config, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
 use crate::auth::{Reader, Writer};
 use crate::config_api::{outcome_response, WriteQuery};
-use crate::extract::{ConfigBody, Q, P};
+use crate::extract::{ConfigBody, P, Q};
 use crate::problem::{etag, FieldError, Problem};
 use crate::{page_limit, AdminState, ListQuery};
 use axum::extract::State;
@@ -166,7 +166,10 @@ fn item_from_body(body: &ConfigBody, id: &str) -> Result<Value, Problem> {
         Some(_) => {
             return Err(Problem::invalid(
                 "the body's id differs from the path's",
-                vec![FieldError::at("id", format!("must be `{id}` (the path's id)"))],
+                vec![FieldError::at(
+                    "id",
+                    format!("must be `{id}` (the path's id)"),
+                )],
             ))
         }
     }

@@ -10,7 +10,7 @@
 //! subscriptions in place; the proxy refuses them (403) until it exists again.
 
 use crate::auth::{Reader, Writer};
-use crate::extract::{JsonBody, Q, P};
+use crate::extract::{JsonBody, P, Q};
 use crate::problem::{store_problem, FieldError, Problem};
 use crate::{page_limit, AdminState, ListQuery};
 use axum::extract::State;
@@ -301,12 +301,7 @@ pub(crate) async fn create_subscription(
         primary_key: primary,
         secondary_key: secondary,
     };
-    Ok((
-        StatusCode::CREATED,
-        [(LOCATION, location(&id))],
-        Json(body),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(LOCATION, location(&id))], Json(body)).into_response())
 }
 
 /// A page of subscriptions.
@@ -599,7 +594,9 @@ pub(crate) async fn delete_subscription(
     let target = format!("subscription:{id}");
     write(&state, |store| {
         let audit = AuditEntry::new(writer.actor(), "subscription.delete", &target, "ok");
-        store.delete_subscription(&id, audit).map_err(not_found(&id))
+        store
+            .delete_subscription(&id, audit)
+            .map_err(not_found(&id))
     })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -104,6 +104,7 @@ pub struct Gateway {
     inflight: AtomicUsize,
     revisions: AtomicU64,
     apply_lock: Mutex<()>,
+    registries: Arc<tollgate_policies::Registries>,
 }
 
 impl Gateway {
@@ -116,6 +117,7 @@ impl Gateway {
             inflight: AtomicUsize::new(0),
             revisions: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
+            registries: Arc::new(tollgate_policies::Registries::default()),
         })
     }
 
@@ -130,7 +132,8 @@ impl Gateway {
         // One apply at a time, so pools and snapshot stay consistent. Never held across an
         // await: apply is synchronous.
         let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let chains = snapshot::build_chains(&config).map_err(|problems| ApplyError { problems })?;
+        let chains = snapshot::build_chains_with(&config, &self.registries)
+            .map_err(|problems| ApplyError { problems })?;
         let mut problems = Vec::new();
         let mut pools = Vec::with_capacity(config.apis.len());
         for api in &config.apis {
@@ -173,6 +176,11 @@ impl Gateway {
     /// Requests being processed right now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
+    }
+
+    /// The policies' long-lived registries.
+    pub fn registries(&self) -> &Arc<tollgate_policies::Registries> {
+        &self.registries
     }
 
     /// The pool registry (health checks run over it).

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_config::OpMatch;
-use tollgate_policies::{run_inbound, run_outbound, Answer, Flow, RequestCtx};
+use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -405,8 +405,28 @@ impl ProxyHttp for Proxy {
 
         // 7. Inbound, then backend.
         for section in [&chain.inbound, &chain.backend] {
-            if let Flow::Respond(a) = run_inbound(section, session.req_header_mut(), &mut ctx.req) {
-                return self.reject(session, ctx, a, false).await;
+            for policy in section.iter() {
+                let mut waited = false;
+                loop {
+                    match policy.inbound(session.req_header_mut(), &mut ctx.req) {
+                        Flow::Continue => break,
+                        Flow::Respond(a) => return self.reject(session, ctx, a, false).await,
+                        Flow::Wait(pending) if !waited => {
+                            waited = true;
+                            pending.await;
+                        }
+                        Flow::Wait(_) => {
+                            tracing::error!(?policy, "a policy asked to wait twice");
+                            let a = problem(
+                                500,
+                                "internal-error",
+                                "Internal Server Error",
+                                "the gateway failed to handle the request",
+                            );
+                            return self.reject(session, ctx, a, true).await;
+                        }
+                    }
+                }
             }
         }
         Ok(false)

@@ -6,7 +6,7 @@ use crate::pool::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tollgate_config::{CompiledConfig, EffectiveChain, PolicyInstance};
-use tollgate_policies::{Chain, Policy};
+use tollgate_policies::{Chain, Policy, Registries};
 
 /// The policies of one (product slot, operation), ready to run.
 #[derive(Debug)]
@@ -48,8 +48,18 @@ impl std::fmt::Display for BuildProblem {
 /// Chains of every API, before pools are attached.
 pub type BuiltChains = Vec<Vec<Arc<RuntimeChain>>>;
 
-/// Turn every effective chain into runtime policies. Pure; reports every problem.
+/// Turn every effective chain into runtime policies with throwaway registries: for checking a
+/// config (validate, dry runs). Reports every problem.
 pub fn build_chains(config: &CompiledConfig) -> Result<BuiltChains, Vec<BuildProblem>> {
+    build_chains_with(config, &Arc::new(Registries::default()))
+}
+
+/// Turn every effective chain into runtime policies sharing `registries`. Reports every
+/// problem.
+pub fn build_chains_with(
+    config: &CompiledConfig,
+    registries: &Arc<Registries>,
+) -> Result<BuiltChains, Vec<BuildProblem>> {
     let mut problems = Vec::new();
     // Chains shared between (product, operation) pairs stay shared.
     let mut seen: HashMap<*const EffectiveChain, Arc<RuntimeChain>> = HashMap::new();
@@ -63,10 +73,10 @@ pub fn build_chains(config: &CompiledConfig) -> Result<BuiltChains, Vec<BuildPro
                 continue;
             }
             let rt = Arc::new(RuntimeChain {
-                inbound: section(&chain.inbound, &mut problems),
-                backend: section(&chain.backend, &mut problems),
-                outbound: section(&chain.outbound, &mut problems),
-                on_error: section(&chain.on_error, &mut problems),
+                inbound: section(&chain.inbound, registries, &mut problems),
+                backend: section(&chain.backend, registries, &mut problems),
+                outbound: section(&chain.outbound, registries, &mut problems),
+                on_error: section(&chain.on_error, registries, &mut problems),
             });
             seen.insert(key, rt.clone());
             chains.push(rt);
@@ -82,10 +92,14 @@ pub fn build_chains(config: &CompiledConfig) -> Result<BuiltChains, Vec<BuildPro
     }
 }
 
-fn section(instances: &[PolicyInstance], problems: &mut Vec<BuildProblem>) -> Chain {
+fn section(
+    instances: &[PolicyInstance],
+    registries: &Arc<Registries>,
+    problems: &mut Vec<BuildProblem>,
+) -> Chain {
     let mut policies: Vec<Arc<dyn Policy>> = Vec::with_capacity(instances.len());
     for inst in instances {
-        match tollgate_policies::build(inst) {
+        match tollgate_policies::build(inst, registries) {
             Ok(p) => policies.push(p),
             Err(e) => problems.push(BuildProblem {
                 origin: inst.origin.to_string(),

@@ -95,6 +95,7 @@ mod tests {
         match p.inbound(&mut r, &mut ctx()) {
             Flow::Continue => None,
             Flow::Respond(a) => Some(a),
+            Flow::Wait(_) => panic!("check-header never waits"),
         }
     }
 

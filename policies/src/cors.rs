@@ -295,7 +295,7 @@ mod tests {
                 assert!(c.answer_headers.is_empty());
                 a
             }
-            (Flow::Continue, _) => panic!("preflight not answered"),
+            (Flow::Continue | Flow::Wait(_), _) => panic!("preflight not answered"),
         }
     }
 

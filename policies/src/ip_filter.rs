@@ -112,6 +112,7 @@ mod tests {
                 assert!(a.is_error);
                 false
             }
+            Flow::Wait(_) => panic!("ip-filter never waits"),
         }
     }
 

@@ -29,12 +29,30 @@ mod simple;
 pub use problem::{problem_body, Answer, PROBLEM_JSON};
 
 /// What a phase decided.
-#[derive(Debug)]
 pub enum Flow {
     /// Go on with the next policy, then the next phase.
     Continue,
     /// Stop here and send this answer instead (the gateway writes it).
     Respond(Answer),
+    /// The policy cannot decide yet (a JWKS refetch, a shared counter): the gateway awaits
+    /// the future, then calls the same phase of the same policy once more. The future owns
+    /// what it needs (it borrows neither the request nor the context); what it learns, it
+    /// leaves in the policy's long-lived state. A second `Wait` for the same request is
+    /// an internal error (500): policies decide on their second call.
+    Wait(Pending),
+}
+
+/// A wait asked for by [`Flow::Wait`].
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flow::Continue => f.write_str("Continue"),
+            Flow::Respond(a) => f.debug_tuple("Respond").field(a).finish(),
+            Flow::Wait(_) => f.write_str("Wait(..)"),
+        }
+    }
 }
 
 /// Per-request state shared by the gateway and the policies.
@@ -209,34 +227,32 @@ pub enum BuildError {
     NotAvailable(&'static str),
 }
 
+/// Long-lived state that policies share across config snapshots (counters, caches, key
+/// sets), keyed by stable ids. The gateway makes one at start and hands it to every build,
+/// so a config swap keeps it.
+#[derive(Debug, Default)]
+pub struct Registries {}
+
 /// Build the runtime policy for a compiled policy instance.
-pub fn build(instance: &PolicyInstance) -> Result<Arc<dyn Policy>, BuildError> {
+pub fn build(
+    instance: &PolicyInstance,
+    registries: &Arc<Registries>,
+) -> Result<Arc<dyn Policy>, BuildError> {
+    let _ = registries;
     simple::build(&instance.def).ok_or(BuildError::NotAvailable(instance.def.kind()))
 }
 
-/// Run `inbound` of every policy in `chain`; the first answer wins.
-pub fn run_inbound(
-    chain: &[Arc<dyn Policy>],
-    req: &mut RequestHeader,
-    ctx: &mut RequestCtx,
-) -> Flow {
-    for p in chain {
-        if let Flow::Respond(a) = p.inbound(req, ctx) {
-            return Flow::Respond(a);
-        }
-    }
-    Flow::Continue
-}
-
-/// Run `outbound` of every policy in `chain`; the first answer wins.
+/// Run `outbound` of every policy in `chain`; the first answer wins. (Outbound phases answer
+/// synchronously: the head is about to go out.)
 pub fn run_outbound(
     chain: &[Arc<dyn Policy>],
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Flow {
     for p in chain {
-        if let Flow::Respond(a) = p.outbound(resp, ctx) {
-            return Flow::Respond(a);
+        match p.outbound(resp, ctx) {
+            Flow::Continue | Flow::Wait(_) => {}
+            answer => return answer,
         }
     }
     Flow::Continue

@@ -123,7 +123,7 @@ mod tests {
         let mut r = req("GET", "/x", &[("X-In", "from-request")]);
         match p.inbound(&mut r, &mut ctx()) {
             Flow::Respond(a) => a,
-            Flow::Continue => panic!("no answer"),
+            Flow::Continue | Flow::Wait(_) => panic!("no answer"),
         }
     }
 

@@ -8,6 +8,11 @@
 //!
 //! Dropping a [`Gateway`] kills the process (SIGKILL) if it still runs; when the test is
 //! panicking, the log is printed first.
+//!
+//! Restarts on the same state: [`Gateway::shared_dir`] hands out the temporary directory
+//! (policy file, logs, `data/`), and [`GatewayBuilder::in_dir`] starts a new process in it;
+//! [`GatewayBuilder::without_config_flag`] leaves `--config` out, so only the stored
+//! revisions count. [`GatewayBuilder::admin_only`] runs `tollgate admin` (no proxy).
 
 use crate::raw::RawConn;
 use nix::sys::signal::{kill, Signal};
@@ -16,6 +21,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -52,6 +58,15 @@ pub fn tollgate_bin() -> PathBuf {
     bin
 }
 
+/// Which `tollgate` command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `tollgate serve`: proxy and admin API.
+    Serve,
+    /// `tollgate admin`: admin API and store only.
+    Admin,
+}
+
 /// Options of a gateway start; build with [`Gateway::builder`].
 #[derive(Debug, Clone)]
 pub struct GatewayBuilder {
@@ -60,9 +75,44 @@ pub struct GatewayBuilder {
     threads: usize,
     tls: bool,
     env: Vec<(String, String)>,
+    config_flag: bool,
+    dir: Option<Arc<TempDir>>,
+    role: Role,
 }
 
 impl GatewayBuilder {
+    /// `TOLLGATE_ADMIN_TOKEN` for the process (else it generates `DATA_DIR/admin-token`).
+    pub fn admin_token(self, token: &str) -> Self {
+        self.env("TOLLGATE_ADMIN_TOKEN", token)
+    }
+
+    /// `TOLLGATE_OPERATOR_TOKEN` for the process.
+    pub fn operator_token(self, token: &str) -> Self {
+        self.env("TOLLGATE_OPERATOR_TOKEN", token)
+    }
+
+    /// Starts without `--config` (the policy file is still written, but not named): the
+    /// process runs on what its data directory holds. It must hold a revision already, or
+    /// `/readyz` never answers 200 and the start fails.
+    pub fn without_config_flag(mut self) -> Self {
+        self.config_flag = false;
+        self
+    }
+
+    /// Runs in `dir` (from [`Gateway::shared_dir`] of an earlier process) instead of a fresh
+    /// temporary directory: same `data/`, same `policy.yaml` path (rewritten with this
+    /// builder's config), logs numbered on.
+    pub fn in_dir(mut self, dir: Arc<TempDir>) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Runs `tollgate admin` (admin API and store, no proxy) instead of `tollgate serve`.
+    pub fn admin_only(mut self) -> Self {
+        self.role = Role::Admin;
+        self
+    }
+
     /// `--grace-period SECS`.
     pub fn grace_period(mut self, secs: u64) -> Self {
         self.grace_period = Some(secs);
@@ -90,10 +140,15 @@ impl GatewayBuilder {
 
     /// Starts the process and waits until it is ready; panics with its log otherwise.
     pub fn start(self) -> Gateway {
-        let dir = tempfile::Builder::new()
-            .prefix("tollgate-e2e-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = match &self.dir {
+            Some(d) => d.clone(),
+            None => Arc::new(
+                tempfile::Builder::new()
+                    .prefix("tollgate-e2e-")
+                    .tempdir()
+                    .expect("temp dir"),
+            ),
+        };
         let config_path = dir.path().join("policy.yaml");
         std::fs::write(&config_path, &self.config).expect("write the policy file");
         let tls_files = if self.tls {
@@ -110,9 +165,13 @@ impl GatewayBuilder {
         } else {
             None
         };
+        // Every start in a directory gets its own logs: `tollgate-<start>-<attempt>.log`.
+        let seq = (0..10_000u32)
+            .find(|i| !dir.path().join(format!("tollgate-{i}-0.log")).exists())
+            .expect("fewer than 10000 starts in one directory");
         let mut last_log = String::new();
         for attempt in 0..2 {
-            match self.try_start(&dir, &config_path, tls_files.as_ref(), attempt) {
+            match self.try_start(&dir, &config_path, tls_files.as_ref(), seq, attempt) {
                 Ok(mut gw) => {
                     gw._dir = Some(dir);
                     return gw;
@@ -125,9 +184,10 @@ impl GatewayBuilder {
 
     fn try_start(
         &self,
-        dir: &TempDir,
+        dir: &Arc<TempDir>,
         config_path: &Path,
         tls_files: Option<&(PathBuf, PathBuf)>,
+        seq: u32,
         attempt: u32,
     ) -> Result<Gateway, Retry> {
         let listen: SocketAddr = format!("127.0.0.1:{}", crate::free_port())
@@ -141,14 +201,18 @@ impl GatewayBuilder {
                 .parse()
                 .expect("addr")
         });
-        let log_path = dir.path().join(format!("tollgate-{attempt}.log"));
+        let log_path = dir.path().join(format!("tollgate-{seq}-{attempt}.log"));
         let log = File::create(&log_path).expect("log file");
         let data_dir = dir.path().join("data");
         let mut cmd = Command::new(tollgate_bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config_path)
-            .arg("--listen")
+        cmd.arg(match self.role {
+            Role::Serve => "serve",
+            Role::Admin => "admin",
+        });
+        if self.config_flag {
+            cmd.arg("--config").arg(config_path);
+        }
+        cmd.arg("--listen")
             .arg(listen.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string())
@@ -191,6 +255,14 @@ impl GatewayBuilder {
             admin,
             tls,
             exit: None,
+            proxy: self.role == Role::Serve,
+            admin_token_env: self
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "TOLLGATE_ADMIN_TOKEN")
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty()),
             _dir: None,
         };
         for _ in 0..READY_TRIES {
@@ -237,8 +309,12 @@ pub struct Gateway {
     admin: SocketAddr,
     tls: Option<SocketAddr>,
     exit: Option<ExitStatus>,
-    /// Owns the temporary directory (set once the start succeeded).
-    _dir: Option<TempDir>,
+    /// Whether a proxy listener runs (`serve`), or only the admin API (`admin`).
+    proxy: bool,
+    /// `TOLLGATE_ADMIN_TOKEN` as given to the process, if any.
+    admin_token_env: Option<String>,
+    /// Owns (a share of) the temporary directory (set once the start succeeded).
+    _dir: Option<Arc<TempDir>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -277,6 +353,9 @@ impl Gateway {
             threads: 2,
             tls: false,
             env: Vec::new(),
+            config_flag: true,
+            dir: None,
+            role: Role::Serve,
         }
     }
 
@@ -287,7 +366,9 @@ impl Gateway {
         if status_of(self.admin, "/readyz") != Some(200) {
             return false;
         }
-        if TcpStream::connect_timeout(&self.listen, Duration::from_millis(500)).is_err() {
+        if self.proxy
+            && TcpStream::connect_timeout(&self.listen, Duration::from_millis(500)).is_err()
+        {
             return false;
         }
         if let Some(tls) = self.tls {
@@ -341,6 +422,49 @@ impl Gateway {
     /// The temporary directory holding the policy file, the log and the data directory.
     pub fn dir(&self) -> &Path {
         &self.dir_path
+    }
+
+    /// `DIR/data`, the process's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir_path.join("data")
+    }
+
+    /// A share of the temporary directory, to start another process in it
+    /// ([`GatewayBuilder::in_dir`]) or keep it after this one is dropped.
+    pub fn shared_dir(&self) -> Arc<TempDir> {
+        self._dir.clone().expect("a started gateway owns its directory")
+    }
+
+    /// The admin token: `TOLLGATE_ADMIN_TOKEN` as given to the process, else the content of
+    /// `DATA_DIR/admin-token` (trimmed); panics when neither exists.
+    pub fn admin_token(&self) -> String {
+        if let Some(t) = &self.admin_token_env {
+            return t.clone();
+        }
+        let path = self.data_dir().join("admin-token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// An admin API client with [`Gateway::admin_token`].
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin::new(&self.admin_url(""), Some(&self.admin_token()))
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for the exit; panics when it does not come.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit_blocking(timeout)
+            .unwrap_or_else(|| panic!("tollgate still runs {timeout:?} after SIGTERM"))
+    }
+
+    /// SIGKILL, then waits for the exit (bounded: 10 s).
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit_blocking(Duration::from_secs(10))
+            .expect("tollgate still runs 10 s after SIGKILL")
     }
 
     /// Replaces the policy file (written beside it, then renamed over it).
