@@ -219,7 +219,15 @@ pub(crate) fn write_config(
             });
         }
     }
-    let text = make_text(&live)?;
+    let text = match make_text(&live) {
+        Ok(text) => text,
+        Err(failure) => {
+            if !req.dry_run {
+                audit_refusal(state, &req, &format!("refused: {failure}"));
+            }
+            return Err(failure);
+        }
+    };
     let compiled = match tollgate_config::parse_and_compile(&text) {
         Ok(c) => c,
         Err(errors) => {

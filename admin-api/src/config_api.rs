@@ -121,9 +121,7 @@ pub(crate) async fn put_config(
     Q(query): Q<WriteQuery>,
     body: ConfigBody,
 ) -> Result<Response, Problem> {
-    if let Some(err) = body.json_syntax_error() {
-        return Err(ApplyFailure::Invalid(vec![err]).into());
-    }
+    let syntax = body.json_syntax_error();
     let req = WriteRequest {
         source: RevisionSource::Api,
         actor: writer.actor(),
@@ -134,7 +132,10 @@ pub(crate) async fn put_config(
         assembled: false,
     };
     let text = body.text;
-    let outcome = write_config(&state, req, move |_| Ok(text))?;
+    let outcome = write_config(&state, req, move |_| match syntax {
+        Some(err) => Err(ApplyFailure::Invalid(vec![err])),
+        None => Ok(text),
+    })?;
     Ok(outcome_response(outcome))
 }
 

@@ -13,8 +13,10 @@
 //!   `type: urn:tollgate:problem:<slug>`, including axum's own 404/405/413 (a response
 //!   layer rewrites any other error answer, keeping its headers such as `Allow`).
 //!   Malformed JSON → 400; JSON of the wrong shape (unknown field, missing field, wrong
-//!   type) → 422 with the field's path; a body that is neither JSON nor (where accepted)
-//!   YAML → 415; bad query or path parameters → 400. Bodies up to 16 MiB.
+//!   type) → 422 with the field's path. A policy file body (`PUT /config`) that is not
+//!   valid YAML or JSON is a policy file error: 422 with its line and column. A body that
+//!   is neither JSON nor (where accepted) YAML → 415; bad query or path parameters → 400;
+//!   503 from `/readyz` is a problem too. Bodies up to 16 MiB.
 //! - **Auth.** `Authorization: Bearer TOKEN`, scheme name case-insensitive. Tokens are
 //!   compared as SHA-256 digests in constant time. No token → 401 `WWW-Authenticate:
 //!   Bearer`; unknown token → 401 `WWW-Authenticate: Bearer error="invalid_token"`;
@@ -55,7 +57,8 @@
 //!   409, and so is regenerating a cancelled subscription's keys. `POST
 //!   /subscriptions/{id}/secrets` **rotates both keys** and answers the new ones: only key
 //!   digests are stored, so existing keys can never be shown again.
-//! - **Audit**: every write (actor = role name, `file` for `--config`) with its result.
+//! - **Audit**: every write (actor = role name, `file` for `--config`) with its result;
+//!   refused writes too (`refused: ...`). Dry runs are not audited.
 //! - **Readiness**: `/readyz` is 200 when a config revision is live and the store answers.
 
 use axum::extract::{DefaultBodyLimit, State};

@@ -195,6 +195,11 @@ impl Problem {
         self
     }
 
+    /// `STATUS: detail`, for the audit log.
+    pub(crate) fn summary(&self) -> String {
+        format!("{}: {}", self.status.as_u16(), self.detail)
+    }
+
     /// The status.
     #[cfg(test)]
     pub(crate) fn status(&self) -> StatusCode {

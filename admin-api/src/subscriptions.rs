@@ -91,9 +91,39 @@ pub fn refresh_keys(store: &dyn Store, keys: &KeyRing) -> Result<usize, StoreErr
     rebuild(store, keys)
 }
 
-/// Runs one subscription write (under the write lock), then rebuilds the key ring.
+/// Who does what to which subscription (the audit entry's fields).
+#[derive(Debug, Clone, Copy)]
+struct Act<'a> {
+    writer: Writer,
+    action: &'a str,
+    target: &'a str,
+}
+
+impl Act<'_> {
+    /// The audit entry of a successful change (the store writes it with the change).
+    fn ok(self) -> AuditEntry {
+        AuditEntry::new(self.writer.actor(), self.action, self.target, "ok")
+    }
+
+    /// Writes the audit entry of a refused change.
+    fn refused(self, state: &AdminState, problem: &Problem) {
+        let entry = AuditEntry::new(
+            self.writer.actor(),
+            self.action,
+            self.target,
+            &format!("refused: {}", problem.summary()),
+        );
+        if let Err(e) = state.store.append_audit(entry) {
+            tracing::error!(error = %e, "cannot write the audit entry of a refused change");
+        }
+    }
+}
+
+/// Runs one subscription write (under the write lock), then rebuilds the key ring. A
+/// refused write is audited.
 fn write<T>(
     state: &AdminState,
+    act: Act<'_>,
     f: impl FnOnce(&dyn Store) -> Result<T, Problem>,
 ) -> Result<T, Problem> {
     let _guard = SUBSCRIPTION_WRITES
@@ -103,6 +133,9 @@ fn write<T>(
     // Rebuild even after a failure: part of a change may have been stored.
     if let Err(e) = rebuild(state.store.as_ref(), &state.keys) {
         tracing::error!(error = %e, "cannot rebuild the subscription key ring");
+    }
+    if let Err(p) = &result {
+        act.refused(state, p);
     }
     result
 }
@@ -272,8 +305,16 @@ pub(crate) async fn create_subscription(
         }
         Some(_) => {}
     }
+    let target = format!("subscription:{id}");
+    let act = Act {
+        writer,
+        action: "subscription.create",
+        target: &target,
+    };
     if !errors.is_empty() {
-        return Err(Problem::invalid("the subscription is invalid", errors));
+        let problem = Problem::invalid("the subscription is invalid", errors);
+        act.refused(&state, &problem);
+        return Err(problem);
     }
     let (primary, secondary) = (generate_key(), generate_key());
     let record = SubscriptionRecord {
@@ -288,11 +329,9 @@ pub(crate) async fn create_subscription(
         primary_digest: state.keys.digest(&primary),
         secondary_digest: state.keys.digest(&secondary),
     };
-    let target = format!("subscription:{id}");
-    let stored = write(&state, |store| {
-        let audit = AuditEntry::new(writer.actor(), "subscription.create", &target, "ok");
+    let stored = write(&state, act, |store| {
         store
-            .create_subscription(&record, audit)
+            .create_subscription(&record, act.ok())
             .map_err(not_found(&id))?;
         store.subscription(&id).map_err(not_found(&id))
     })?;
@@ -398,7 +437,16 @@ pub(crate) async fn patch_subscription(
     JsonBody(body): JsonBody<PatchSubscription>,
 ) -> Result<Json<SubscriptionView>, Problem> {
     let target = format!("subscription:{id}");
-    let updated = write(&state, |store| {
+    let act = Act {
+        writer,
+        action: match body.state {
+            StateView::Active => "subscription.activate",
+            StateView::Suspended => "subscription.suspend",
+            StateView::Cancelled => "subscription.cancel",
+        },
+        target: &target,
+    };
+    let updated = write(&state, act, |store| {
         let current = store.subscription(&id).map_err(not_found(&id))?;
         if current.state == tollgate_store::SubscriptionState::Cancelled
             && body.state != StateView::Cancelled
@@ -407,14 +455,8 @@ pub(crate) async fn patch_subscription(
                 "subscription `{id}` is cancelled: cancelling is final"
             )));
         }
-        let action = match body.state {
-            StateView::Active => "subscription.activate",
-            StateView::Suspended => "subscription.suspend",
-            StateView::Cancelled => "subscription.cancel",
-        };
-        let audit = AuditEntry::new(writer.actor(), action, &target, "ok");
         store
-            .set_subscription_state(&id, body.state.into(), audit)
+            .set_subscription_state(&id, body.state.into(), act.ok())
             .map_err(not_found(&id))
     })?;
     Ok(Json(updated.into()))
@@ -443,7 +485,12 @@ fn rotate(
     action: &str,
 ) -> Result<(SubscriptionRecord, Vec<String>), Problem> {
     let target = format!("subscription:{id}");
-    write(state, |store| {
+    let act = Act {
+        writer,
+        action,
+        target: &target,
+    };
+    write(state, act, |store| {
         let current = store.subscription(id).map_err(not_found(id))?;
         if current.state == tollgate_store::SubscriptionState::Cancelled {
             return Err(Problem::conflict(format!(
@@ -454,9 +501,8 @@ fn rotate(
         let mut record = current;
         for &slot in slots {
             let key = generate_key();
-            let audit = AuditEntry::new(writer.actor(), action, &target, "ok");
             record = store
-                .set_subscription_key(id, slot, state.keys.digest(&key), audit)
+                .set_subscription_key(id, slot, state.keys.digest(&key), act.ok())
                 .map_err(not_found(id))?;
             keys.push(key);
         }
@@ -592,10 +638,14 @@ pub(crate) async fn delete_subscription(
     P(id): P<String>,
 ) -> Result<StatusCode, Problem> {
     let target = format!("subscription:{id}");
-    write(&state, |store| {
-        let audit = AuditEntry::new(writer.actor(), "subscription.delete", &target, "ok");
+    let act = Act {
+        writer,
+        action: "subscription.delete",
+        target: &target,
+    };
+    write(&state, act, |store| {
         store
-            .delete_subscription(&id, audit)
+            .delete_subscription(&id, act.ok())
             .map_err(not_found(&id))
     })?;
     Ok(StatusCode::NO_CONTENT)

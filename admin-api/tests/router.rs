@@ -1142,6 +1142,14 @@ async fn subscription_errors() {
     .await
     .problem(StatusCode::CONFLICT);
     assert_eq!(h.state.keys.len(), 2);
+    // Refused changes are audited too.
+    let audit = h.state.store.list_audit(None, 100).unwrap();
+    assert!(audit.iter().any(|e| e.action == "subscription.create"
+        && e.target == "subscription:one"
+        && e.result.starts_with("refused: 409")));
+    assert!(audit.iter().any(|e| e.action == "subscription.delete"
+        && e.target == "subscription:ghost"
+        && e.result.starts_with("refused: 404")));
 }
 
 #[tokio::test]
