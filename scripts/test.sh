@@ -13,4 +13,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The end-to-end tests run the real binary: build it first.
 cargo build -p tollgate
-cargo test --workspace
+cargo test --workspace --no-fail-fast

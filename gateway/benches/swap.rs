@@ -34,15 +34,20 @@ fn bench(c: &mut Criterion) {
     let texts = [config(1000, 10, 1), config(1000, 10, 2)];
     let gw = Gateway::new(Arc::new(NoSubscriptions));
     let mut group = c.benchmark_group("swap");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     let mut i = 0usize;
-    group.bench_function("validate + compile + swap, 1000 APIs x 10 operations", |b| {
-        b.iter(|| {
-            i += 1;
-            let compiled = tollgate_config::parse_and_compile(&texts[i % 2]).expect("valid");
-            gw.apply(compiled, None).expect("applies");
-        })
-    });
+    group.bench_function(
+        "validate + compile + swap, 1000 APIs x 10 operations",
+        |b| {
+            b.iter(|| {
+                i += 1;
+                let compiled = tollgate_config::parse_and_compile(&texts[i % 2]).expect("valid");
+                gw.apply(compiled, None).expect("applies");
+            })
+        },
+    );
     group.bench_function("validate + compile only", |b| {
         b.iter(|| tollgate_config::parse_and_compile(&texts[0]).expect("valid"))
     });

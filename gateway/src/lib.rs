@@ -6,6 +6,7 @@
 //! in one store; each request pins the snapshot it started with until it ends. On any error
 //! the old snapshot keeps serving.
 
+mod buffered;
 pub mod checks;
 pub mod deadline;
 pub mod keys;

@@ -36,15 +36,27 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The proxy service.
-#[derive(Debug, Clone)]
 pub struct Proxy {
     gw: Arc<Gateway>,
+    /// Upstream connections of the buffered path (see [`crate::buffered`]).
+    pub(crate) connector: pingora_core::connectors::http::Connector,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("gw", &self.gw)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
     /// A proxy serving `gw`'s live config.
     pub fn new(gw: Arc<Gateway>) -> Proxy {
-        Proxy { gw }
+        Proxy {
+            gw,
+            connector: pingora_core::connectors::http::Connector::new(None),
+        }
     }
 }
 
@@ -52,28 +64,28 @@ impl Proxy {
 #[derive(Debug)]
 pub struct Ctx {
     _inflight: InflightGuard,
-    snap: Option<Arc<Snapshot>>,
-    chain: Option<Arc<RuntimeChain>>,
-    pool: Option<Arc<Pool>>,
+    pub(crate) snap: Option<Arc<Snapshot>>,
+    pub(crate) chain: Option<Arc<RuntimeChain>>,
+    pub(crate) pool: Option<Arc<Pool>>,
     /// State shared with the policies.
-    req: RequestCtx,
+    pub(crate) req: RequestCtx,
     /// Bit set of target indexes already tried.
-    tried: u64,
-    attempts: u32,
-    target: Option<usize>,
-    body_limit: u64,
-    body_seen: u64,
+    pub(crate) tried: u64,
+    pub(crate) attempts: u32,
+    pub(crate) target: Option<usize>,
+    pub(crate) body_limit: u64,
+    pub(crate) body_seen: u64,
     /// Status of the answer Tollgate made itself, if any.
-    answered: Option<u16>,
+    pub(crate) answered: Option<u16>,
     /// An outbound policy replaced the upstream's answer with this body.
-    replace_body: Option<Bytes>,
-    orig_host: Option<HeaderValue>,
-    incoming_traceparent: Option<HeaderValue>,
-    start: Instant,
+    pub(crate) replace_body: Option<Bytes>,
+    pub(crate) orig_host: Option<HeaderValue>,
+    pub(crate) incoming_traceparent: Option<HeaderValue>,
+    pub(crate) start: Instant,
 }
 
 /// An answer the core makes, before `X-Request-Id` and friends are added.
-fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Answer {
+pub(crate) fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Answer {
     Answer::problem(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         slug,
@@ -87,6 +99,23 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// Put the context's answer headers on an answer: a name listed there replaces the answer's
+/// own header of that name, except `Vary`, which is appended.
+fn add_answer_headers(
+    resp: &mut ResponseHeader,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    for (i, (name, value)) in headers.iter().enumerate() {
+        let first = !headers[..i].iter().any(|(n, _)| n == name);
+        if first && *name != http::header::VARY {
+            resp.insert_header(name.clone(), value.clone())?;
+        } else {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// Remove query parameter `name` (its encoded form as written) from a raw query.
@@ -108,7 +137,7 @@ fn strip_query_param(query: &str, name: &str) -> Option<String> {
 
 impl Proxy {
     /// Write an answer Tollgate made. The only place that does.
-    async fn write_answer(
+    pub(crate) async fn write_answer(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -132,9 +161,7 @@ impl Proxy {
         for (name, value) in answer.headers.drain(..) {
             resp.append_header(name, value)?;
         }
-        for (name, value) in ctx.req.answer_headers.iter() {
-            resp.append_header(name.clone(), value.clone())?;
-        }
+        add_answer_headers(&mut resp, &ctx.req.answer_headers)?;
         resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
         resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
         if close {
@@ -152,6 +179,73 @@ impl Proxy {
         if !no_body {
             session.write_response_body(Some(answer.body), true).await?;
         }
+        Ok(())
+    }
+
+    /// What the upstream sees: the path the policies saw (target base path + rest), `Host`
+    /// of the target, `X-Forwarded-*`, `traceparent`, `X-Request-Id`; client-sent values of
+    /// these headers are overwritten; hop-by-hop headers are dropped. Shared by the streaming
+    /// and the buffered paths.
+    pub(crate) fn prepare_upstream(
+        &self,
+        upstream: &mut RequestHeader,
+        ctx: &Ctx,
+        target: &tollgate_config::Target,
+        https: bool,
+    ) -> Result<()> {
+        let mut uri = String::with_capacity(
+            target.base_path.len()
+                + ctx.req.upstream_path.len()
+                + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
+        );
+        uri.push_str(&target.base_path);
+        if ctx.req.upstream_path != "/" || target.base_path.is_empty() {
+            uri.push_str(&ctx.req.upstream_path);
+        }
+        if let Some(q) = &ctx.req.upstream_query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        upstream.set_raw_path(uri.as_bytes())?;
+        upstream.insert_header(HOST, target.authority())?;
+        // Hop-by-hop headers named by the client's Connection header go no further.
+        if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
+            if let Ok(list) = conn.to_str() {
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    if !name.eq_ignore_ascii_case("keep-alive")
+                        && !name.eq_ignore_ascii_case("close")
+                    {
+                        upstream.remove_header(name);
+                    }
+                }
+            }
+        }
+        upstream.remove_header("proxy-connection");
+        upstream.remove_header("keep-alive");
+        match ctx.req.client_ip {
+            Some(ip) => upstream.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
+            None => {
+                upstream.remove_header(&X_FORWARDED_FOR);
+            }
+        }
+        upstream.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            if https { "https" } else { "http" },
+        )?;
+        match &ctx.orig_host {
+            Some(h) => upstream.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
+            None => {
+                upstream.remove_header(&X_FORWARDED_HOST);
+            }
+        }
+        let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
+        let tp = next_traceparent(incoming);
+        let continued = incoming.is_some_and(|i| i.len() >= 36 && tp.as_bytes()[..36] == i[..36]);
+        if !continued {
+            upstream.remove_header(&TRACESTATE);
+        }
+        upstream.insert_header(TRACEPARENT.clone(), tp)?;
+        upstream.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
         Ok(())
     }
 
@@ -315,6 +409,7 @@ impl ProxyHttp for Proxy {
         });
         ctx.incoming_traceparent = req.headers.get(&TRACEPARENT).cloned();
         ctx.req.origin = req.headers.get(http::header::ORIGIN).cloned();
+        ctx.req.accept = req.headers.get(http::header::ACCEPT).cloned();
 
         // 5. The subscription key: read, then removed before anything goes upstream.
         let header_key = req
@@ -429,6 +524,10 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        if chain.buffered {
+            let pool = runtime.pool.clone();
+            return self.proxy_buffered(session, ctx, &pool).await;
+        }
         Ok(false)
     }
 
@@ -501,61 +600,8 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         let target = pool.target(t);
-        let mut uri = String::with_capacity(
-            target.base_path.len()
-                + ctx.req.upstream_path.len()
-                + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
-        );
-        uri.push_str(&target.base_path);
-        if ctx.req.upstream_path != "/" || target.base_path.is_empty() {
-            uri.push_str(&ctx.req.upstream_path);
-        }
-        if let Some(q) = &ctx.req.upstream_query {
-            uri.push('?');
-            uri.push_str(q);
-        }
-        upstream.set_raw_path(uri.as_bytes())?;
-        upstream.insert_header(HOST, target.authority())?;
-        // Hop-by-hop headers named by the client's Connection header go no further.
-        if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
-            if let Ok(list) = conn.to_str() {
-                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    if !name.eq_ignore_ascii_case("keep-alive")
-                        && !name.eq_ignore_ascii_case("close")
-                    {
-                        upstream.remove_header(name);
-                    }
-                }
-            }
-        }
-        upstream.remove_header("proxy-connection");
-        upstream.remove_header("keep-alive");
-        match ctx.req.client_ip {
-            Some(ip) => upstream.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
-            None => {
-                upstream.remove_header(&X_FORWARDED_FOR);
-            }
-        }
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header(
-            X_FORWARDED_PROTO.clone(),
-            if https { "https" } else { "http" },
-        )?;
-        match &ctx.orig_host {
-            Some(h) => upstream.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
-            None => {
-                upstream.remove_header(&X_FORWARDED_HOST);
-            }
-        }
-        let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
-        let tp = next_traceparent(incoming);
-        let continued = incoming.is_some_and(|i| i.len() >= 36 && tp.as_bytes()[..36] == i[..36]);
-        if !continued {
-            upstream.remove_header(&TRACESTATE);
-        }
-        upstream.insert_header(TRACEPARENT.clone(), tp)?;
-        upstream.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
-        Ok(())
+        self.prepare_upstream(upstream, ctx, target, https)
     }
 
     /// Runs the outbound section on the upstream's answer and adds `X-Request-Id` and the
@@ -580,9 +626,7 @@ impl ProxyHttp for Proxy {
                 ctx.replace_body = Some(a.body);
             }
         }
-        for (name, value) in ctx.req.answer_headers.iter() {
-            resp.append_header(name.clone(), value.clone())?;
-        }
+        add_answer_headers(resp, &ctx.req.answer_headers)?;
         resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
         Ok(())
     }

@@ -19,6 +19,8 @@ pub struct RuntimeChain {
     pub outbound: Chain,
     /// On-error section.
     pub on_error: Chain,
+    /// Some policy transforms whole bodies: requests on this chain take the buffered path.
+    pub buffered: bool,
 }
 
 /// Runtime parts of one API (parallel to `CompiledConfig::apis`).
@@ -72,11 +74,20 @@ pub fn build_chains_with(
                 chains.push(rt.clone());
                 continue;
             }
+            let inbound = section(&chain.inbound, registries, &mut problems);
+            let backend = section(&chain.backend, registries, &mut problems);
+            let outbound = section(&chain.outbound, registries, &mut problems);
+            let buffered = inbound
+                .iter()
+                .chain(backend.iter())
+                .chain(outbound.iter())
+                .any(|p| p.transforms_bodies());
             let rt = Arc::new(RuntimeChain {
-                inbound: section(&chain.inbound, registries, &mut problems),
-                backend: section(&chain.backend, registries, &mut problems),
-                outbound: section(&chain.outbound, registries, &mut problems),
+                inbound,
+                backend,
+                outbound,
                 on_error: section(&chain.on_error, registries, &mut problems),
+                buffered,
             });
             seen.insert(key, rt.clone());
             chains.push(rt);

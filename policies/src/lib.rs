@@ -90,6 +90,8 @@ pub struct RequestCtx {
     /// replaces the answer's own header of that name (so an upstream's CORS headers are not
     /// doubled), except `Vary`, which is appended.
     pub answer_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The client's `Accept` header (content negotiation of body transforms).
+    pub accept: Option<HeaderValue>,
     /// The request's `Origin` header, if any. The gateway copies it here (a cheap
     /// `HeaderValue` clone) before `inbound` runs, because `outbound` no longer sees the
     /// request head and the `cors` policy placed in `outbound` needs it.
@@ -213,6 +215,39 @@ pub trait Policy: Send + Sync + Debug {
     /// through the context, or replace it. Default: continue.
     fn on_error(&self, _answer: &Answer, _ctx: &mut RequestCtx) -> Flow {
         Flow::Continue
+    }
+
+    /// Whether this policy transforms whole bodies (`xml-to-json`, `json-to-xml`). The
+    /// gateway then buffers the request and the answer of every route that runs it, so a
+    /// transform can fix `Content-Type`/`Content-Length` and answer with an error status
+    /// after seeing the whole body. Default: false.
+    fn transforms_bodies(&self) -> bool {
+        false
+    }
+
+    /// Inbound, after every `inbound` phase ran: transform the whole request body. `Ok(None)`
+    /// leaves it; `Ok(Some(new))` replaces it (the policy fixes `Content-Type` on `req`, the
+    /// gateway `Content-Length`); `Err(answer)` refuses the request (e.g. 400 for a
+    /// malformed body). Only called when [`Policy::transforms_bodies`] is true.
+    fn transform_request_body(
+        &self,
+        _req: &mut RequestHeader,
+        _body: &[u8],
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>, Answer> {
+        Ok(None)
+    }
+
+    /// Outbound, after every `outbound` phase ran: transform the whole (decoded) answer
+    /// body, as [`Policy::transform_request_body`] does for requests; `Err(answer)` replaces
+    /// the upstream's answer (e.g. 502 for a malformed upstream body).
+    fn transform_response_body(
+        &self,
+        _resp: &mut ResponseHeader,
+        _body: &[u8],
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<Vec<u8>>, Answer> {
+        Ok(None)
     }
 }
 
