@@ -342,7 +342,10 @@ impl Proxy {
             is_error: false,
         };
         let keep = answer.status != StatusCode::SWITCHING_PROTOCOLS;
-        self.finish(session, ctx, answer, !keep).await
+        let done = self.finish(session, ctx, answer, !keep).await;
+        // The upstream made this answer (the gateway only re-framed it).
+        ctx.answered = None;
+        done
     }
 
     async fn finish(

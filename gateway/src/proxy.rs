@@ -738,6 +738,22 @@ impl ProxyHttp for Proxy {
         let status = session
             .response_written()
             .map_or(ctx.answered.unwrap_or(0), |r| r.status.as_u16());
+        if let Some(chain) = ctx.chain.clone() {
+            let done = tollgate_policies::Completed {
+                status,
+                bytes_in: session.body_bytes_read() as u64,
+                bytes_out: session.body_bytes_sent() as u64,
+                answered_by_gateway: ctx.answered.is_some(),
+            };
+            for p in chain
+                .inbound
+                .iter()
+                .chain(chain.backend.iter())
+                .chain(chain.outbound.iter())
+            {
+                p.on_complete(&done, &ctx.req);
+            }
+        }
         let req = session.req_header();
         tracing::info!(
             target: "tollgate::access",

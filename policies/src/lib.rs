@@ -217,6 +217,12 @@ pub trait Policy: Send + Sync + Debug {
         Flow::Continue
     }
 
+    /// Runs once when the request is over (always, whoever answered), for every policy of
+    /// the chain's inbound, backend and outbound sections: what it needs to account for it
+    /// (counters that count only successes, bandwidth quotas). Must not block. Default:
+    /// nothing.
+    fn on_complete(&self, _done: &Completed, _ctx: &RequestCtx) {}
+
     /// Whether this policy transforms whole bodies (`xml-to-json`, `json-to-xml`). The
     /// gateway then buffers the request and the answer of every route that runs it, so a
     /// transform can fix `Content-Type`/`Content-Length` and answer with an error status
@@ -249,6 +255,20 @@ pub trait Policy: Send + Sync + Debug {
     ) -> Result<Option<Vec<u8>>, Answer> {
         Ok(None)
     }
+}
+
+/// How a request ended, for [`Policy::on_complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    /// The status the client got (0 when no answer could be sent).
+    pub status: u16,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Answer body bytes sent to the client.
+    pub bytes_out: u64,
+    /// True when Tollgate (a policy or the core) made the answer, false when it came from the
+    /// upstream.
+    pub answered_by_gateway: bool,
 }
 
 /// The policies of one section, ready to run.

@@ -162,11 +162,19 @@ impl Admin {
                 &serde_json::json!({"id": id, "display_name": format!("Test {id}"), "scope": scope}),
             )
             .await;
-        assert_eq!(a.status, 201, "POST /subscriptions {id} {scope}: {}", a.text());
+        assert_eq!(
+            a.status,
+            201,
+            "POST /subscriptions {id} {scope}: {}",
+            a.text()
+        );
         let doc = a.json();
         Sub {
             id: doc["id"].as_str().expect("id").to_string(),
-            primary: doc["primary_key"].as_str().expect("primary_key").to_string(),
+            primary: doc["primary_key"]
+                .as_str()
+                .expect("primary_key")
+                .to_string(),
             secondary: doc["secondary_key"]
                 .as_str()
                 .expect("secondary_key")

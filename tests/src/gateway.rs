@@ -432,7 +432,9 @@ impl Gateway {
     /// A share of the temporary directory, to start another process in it
     /// ([`GatewayBuilder::in_dir`]) or keep it after this one is dropped.
     pub fn shared_dir(&self) -> Arc<TempDir> {
-        self._dir.clone().expect("a started gateway owns its directory")
+        self._dir
+            .clone()
+            .expect("a started gateway owns its directory")
     }
 
     /// The admin token: `TOLLGATE_ADMIN_TOKEN` as given to the process, else the content of

@@ -116,7 +116,10 @@ async fn missing_or_unknown_token_is_401_with_a_challenge() {
     assert_admin_problem(&a, 401);
     assert!(a.header("www-authenticate").is_some());
     let a = wrong
-        .post_json("/subscriptions", &json!({"display_name": "x", "scope": "all"}))
+        .post_json(
+            "/subscriptions",
+            &json!({"display_name": "x", "scope": "all"}),
+        )
         .await;
     assert_admin_problem(&a, 401);
     // Another scheme is no token.
@@ -207,7 +210,10 @@ async fn operator_reads_but_may_not_write() {
                 .await,
         ),
         ("secrets", op.post_empty("/subscriptions/s1/secrets").await),
-        ("DELETE /subscriptions/s1", op.delete("/subscriptions/s1").await),
+        (
+            "DELETE /subscriptions/s1",
+            op.delete("/subscriptions/s1").await,
+        ),
     ];
     for (what, a) in &writes {
         assert_eq!(a.status, 403, "operator {what}: {}", a.text());
@@ -259,8 +265,7 @@ async fn config_get_put_if_match_dry_run_revisions_and_rollback() {
     .await;
     assert_eq!(a.status, 200);
     assert!(
-        a.header("content-type")
-            .is_some_and(|c| c.contains("yaml")),
+        a.header("content-type").is_some_and(|c| c.contains("yaml")),
         "{:?}",
         a.headers
     );
@@ -284,11 +289,13 @@ async fn config_get_put_if_match_dry_run_revisions_and_rollback() {
     assert_eq!(doc["revision"], 2, "{doc}");
     let changes = doc["changes"].as_array().expect("changes").clone();
     assert!(
-        changes.contains(&json!({"action": "changed", "kind": "policies", "id": "api:pets/outbound"})),
+        changes
+            .contains(&json!({"action": "changed", "kind": "policies", "id": "api:pets/outbound"})),
         "{doc}"
     );
     assert!(
-        changes.contains(&json!({"action": "changed", "kind": "policies", "id": "api:open/outbound"})),
+        changes
+            .contains(&json!({"action": "changed", "kind": "policies", "id": "api:open/outbound"})),
         "{doc}"
     );
     assert_eq!(served_gen(&gw).await, "2", "the PUT is not live at once");
@@ -332,7 +339,11 @@ async fn config_get_put_if_match_dry_run_revisions_and_rollback() {
     assert_eq!(doc["revision"], 3, "{doc}");
     assert!(!doc["changes"].as_array().unwrap().is_empty(), "{doc}");
     assert_eq!(admin.live_revision().await, 3);
-    assert_eq!(admin.revisions().await.len(), 3, "a dry run stored a revision");
+    assert_eq!(
+        admin.revisions().await.len(),
+        3,
+        "a dry run stored a revision"
+    );
     assert_eq!(served_gen(&gw).await, "3");
 
     // The same text again: nothing stored.
@@ -345,7 +356,10 @@ async fn config_get_put_if_match_dry_run_revisions_and_rollback() {
 
     // Revisions: newest first, with their metadata; one with its text as submitted.
     let revs = admin.revisions().await;
-    let numbers: Vec<u64> = revs.iter().map(|r| r["revision"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = revs
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![4, 3, 2, 1]);
     let sources: Vec<&str> = revs.iter().map(|r| r["source"].as_str().unwrap()).collect();
     assert_eq!(sources, vec!["api", "api", "api", "file"]);
@@ -380,7 +394,10 @@ async fn config_get_put_if_match_dry_run_revisions_and_rollback() {
     assert_eq!(r2.status, 200);
     let r2 = r2.json();
     assert_eq!(r2["revision"], 2);
-    assert_eq!(r2["text"], rev2_text, "revision 2's text is not the one submitted");
+    assert_eq!(
+        r2["text"], rev2_text,
+        "revision 2's text is not the one submitted"
+    );
     assert_eq!(r2["source"], "api");
     let r1 = admin.get("/config/revisions/1").await.json();
     assert_eq!(r1["text"], rev1_text);
@@ -467,7 +484,9 @@ apis:
         "no error about apis[1]: {paths:?}"
     );
     // A YAML syntax error and a JSON syntax error are 422 too, with a line.
-    let a = admin.put_yaml("/config", "version: 1\napis: [ {id: x\n").await;
+    let a = admin
+        .put_yaml("/config", "version: 1\napis: [ {id: x\n")
+        .await;
     let doc = assert_admin_problem(&a, 422);
     assert!(
         doc["errors"][0]["line"].is_u64(),
@@ -527,7 +546,10 @@ async fn effective_policy_chain() {
     assert_eq!(
         outbound,
         vec![
-            ("set-header".to_string(), "product:gold/outbound/0".to_string()),
+            (
+                "set-header".to_string(),
+                "product:gold/outbound/0".to_string()
+            ),
             ("set-header".to_string(), "api:pets/outbound/1".to_string()),
         ],
         "{doc}"
@@ -540,9 +562,7 @@ async fn effective_policy_chain() {
     // Errors.
     assert_admin_problem(&admin.get("/config/effective?api=nope").await, 404);
     assert_admin_problem(
-        &admin
-            .get("/config/effective?api=pets&operation=nope")
-            .await,
+        &admin.get("/config/effective?api=pets&operation=nope").await,
         404,
     );
     assert_admin_problem(
@@ -769,7 +789,10 @@ async fn subscriptions_crud_and_errors() {
     let s = a.json();
     assert_eq!(s["id"], "acme");
     assert_eq!(s["display_name"], "Acme");
-    assert!(s.get("primary_key").is_none() && s.get("secondary_key").is_none(), "{s}");
+    assert!(
+        s.get("primary_key").is_none() && s.get("secondary_key").is_none(),
+        "{s}"
+    );
     assert!(!a.text().contains(&k1) && !a.text().contains(&k2));
     // List: ordered by id, paginated, no keys.
     let page = admin.get("/subscriptions?limit=2").await;
@@ -797,18 +820,25 @@ async fn subscriptions_crud_and_errors() {
         .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["state"], "suspended");
-    assert_eq!(admin.get("/subscriptions/acme").await.json()["state"], "suspended");
+    assert_eq!(
+        admin.get("/subscriptions/acme").await.json()["state"],
+        "suspended"
+    );
     let a = admin
         .patch_json("/subscriptions/acme", &json!({"state": "active"}))
         .await;
     assert_eq!(a.json()["state"], "active");
 
     // Key rotation.
-    let a = admin.post_empty("/subscriptions/acme/regenerate-primary-key").await;
+    let a = admin
+        .post_empty("/subscriptions/acme/regenerate-primary-key")
+        .await;
     assert_eq!(a.status, 200, "{}", a.text());
     let p2 = a.json()["primary_key"].as_str().unwrap().to_string();
     assert!(p2.len() == 43 && p2 != k1);
-    let a = admin.post_empty("/subscriptions/acme/regenerate-secondary-key").await;
+    let a = admin
+        .post_empty("/subscriptions/acme/regenerate-secondary-key")
+        .await;
     assert_eq!(a.status, 200, "{}", a.text());
     let s2 = a.json()["secondary_key"].as_str().unwrap().to_string();
     assert!(s2.len() == 43 && s2 != k2);
@@ -909,10 +939,16 @@ async fn subscriptions_crud_and_errors() {
     );
     assert!(doc["errors"].is_array(), "{doc}");
     for (body, field) in [
-        (json!({"display_name": "x", "scope": "product:nope"}), "scope"),
+        (
+            json!({"display_name": "x", "scope": "product:nope"}),
+            "scope",
+        ),
         (json!({"display_name": "x", "scope": "api:nope"}), "scope"),
         (json!({"display_name": "x", "scope": "everything"}), "scope"),
-        (json!({"id": "Bad Id", "display_name": "x", "scope": "all"}), "id"),
+        (
+            json!({"id": "Bad Id", "display_name": "x", "scope": "all"}),
+            "id",
+        ),
         (json!({"display_name": "", "scope": "all"}), "display_name"),
     ] {
         let a = admin.post_json("/subscriptions", &body).await;
@@ -987,7 +1023,11 @@ async fn unknown_routes_and_methods_are_problems() {
     assert_admin_problem(&admin.get("/no/such/thing").await, 404);
     let a = admin.delete("/config").await;
     assert_admin_problem(&a, 405);
-    assert!(a.header("allow").is_some(), "405 without Allow: {:?}", a.headers);
+    assert!(
+        a.header("allow").is_some(),
+        "405 without Allow: {:?}",
+        a.headers
+    );
 }
 
 #[tokio::test]

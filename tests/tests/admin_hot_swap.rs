@@ -69,7 +69,7 @@ async fn fifty_puts_under_load_lose_no_request() {
                 {
                     Ok(resp) => {
                         let a = Answer::read(resp).await;
-                        let mut fail = |m: String| failures.lock().unwrap().push(m);
+                        let fail = |m: String| failures.lock().unwrap().push(m);
                         if a.status != 200 || !a.from_upstream("a") {
                             fail(format!("task {task}: {} {}", a.status, a.text()));
                             continue;
@@ -103,11 +103,7 @@ async fn fifty_puts_under_load_lose_no_request() {
         assert_eq!(doc["revision"], u64::from(n) + 1, "{doc}");
         committed.store(n as usize, Ordering::SeqCst);
         // The very next request sees it.
-        let a = fetch(
-            c.get(&url)
-                .header("Ocp-Apim-Subscription-Key", &key),
-        )
-        .await;
+        let a = fetch(c.get(&url).header("Ocp-Apim-Subscription-Key", &key)).await;
         assert_eq!(a.status, 200, "{}", a.text());
         assert_eq!(
             generation_of(&a),
@@ -136,11 +132,7 @@ async fn fifty_puts_under_load_lose_no_request() {
     assert!(total > 100, "the load tasks barely ran ({total})");
     // At the end the last config is served.
     for _ in 0..5 {
-        let a = fetch(
-            c.get(&url)
-                .header("Ocp-Apim-Subscription-Key", &key),
-        )
-        .await;
+        let a = fetch(c.get(&url).header("Ocp-Apim-Subscription-Key", &key)).await;
         assert_eq!(generation_of(&a), Some(PUTS));
     }
     assert_eq!(admin.live_revision().await, u64::from(PUTS) + 1);

@@ -50,7 +50,11 @@ async fn state_survives_a_clean_restart() {
     // No TOLLGATE_ADMIN_TOKEN: the first start generates DATA_DIR/admin-token.
     let mut gw = Gateway::start(&config(&up.url(), 1));
     let token = gw.admin_token();
-    assert!(token.len() >= 20, "a short admin token: {} chars", token.len());
+    assert!(
+        token.len() >= 20,
+        "a short admin token: {} chars",
+        token.len()
+    );
     assert_eq!(token_file_mode(&gw), 0o600, "DATA_DIR/admin-token mode");
     let admin = gw.admin();
     assert_eq!(admin.live_revision().await, 1);
@@ -93,7 +97,11 @@ async fn state_survives_a_clean_restart() {
         .without_config_flag()
         .in_dir(gw.shared_dir())
         .start();
-    assert_eq!(gw2.admin_token(), token, "the admin token file was rewritten");
+    assert_eq!(
+        gw2.admin_token(),
+        token,
+        "the admin token file was rewritten"
+    );
     assert_eq!(token_file_mode(&gw2), 0o600);
     let admin2 = gw2.admin();
     let live_after = admin2.get("/config").await;
@@ -146,10 +154,6 @@ async fn state_survives_a_clean_restart() {
             "the {which} process logged the admin token"
         );
     }
-    assert!(
-        gw2.log().is_empty() || !gw2.log().contains(&token),
-        "the admin token is in the log"
-    );
 }
 
 #[tokio::test]
@@ -348,7 +352,11 @@ async fn sigkill_in_the_middle_of_writes_loses_nothing_answered() {
 
     // The live config is the newest revision.
     let live = admin.get("/config").await;
-    assert_eq!(etag_revision(&live), n, "the live revision is not the newest");
+    assert_eq!(
+        etag_revision(&live),
+        n,
+        "the live revision is not the newest"
+    );
     let newest = admin.get(&format!("/config/revisions/{n}")).await.json();
     let newest_text = newest["text"].as_str().expect("text").to_string();
     let plan = admin.put_yaml("/config?dry_run=true", &newest_text).await;
@@ -380,11 +388,19 @@ async fn sigkill_in_the_middle_of_writes_loses_nothing_answered() {
     let live_gen: String = newest_text
         .lines()
         .find_map(|l| l.split("value: \"").nth(1))
-        .map(|v| v.trim_end_matches(|c| c == '"' || c == ' ' || c == '}').to_string())
+        .map(|v| {
+            v.trim_end_matches(|c| c == '"' || c == ' ' || c == '}')
+                .to_string()
+        })
         .unwrap_or_default();
     for (id, key) in answered.subscriptions.iter().rev().take(10) {
         let a = call(&gw2, key).await;
-        assert_eq!(a.status, 200, "subscription {id} after the restart: {}", a.text());
+        assert_eq!(
+            a.status,
+            200,
+            "subscription {id} after the restart: {}",
+            a.text()
+        );
         assert_eq!(a.header("x-gen"), Some(live_gen.as_str()));
     }
 }

@@ -22,7 +22,9 @@ fn a_trickled_head_is_cut_off() {
         .set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
     let started = Instant::now();
-    stream.write_all(b"GET /echo/slow HTTP/1.1\r\nHost: a\r\n").expect("write");
+    stream
+        .write_all(b"GET /echo/slow HTTP/1.1\r\nHost: a\r\n")
+        .expect("write");
     let mut closed = false;
     // One byte every 150 ms: each read is quick, the head never ends. Bounded: 40 bytes.
     for _ in 0..40 {
@@ -38,7 +40,9 @@ fn a_trickled_head_is_cut_off() {
                 break;
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => {
                 closed = true;
                 break;
@@ -48,7 +52,10 @@ fn a_trickled_head_is_cut_off() {
     let took = started.elapsed();
     assert!(closed, "the connection stayed open for {took:?}");
     assert!(took < Duration::from_secs(4), "closed only after {took:?}");
-    assert!(took >= Duration::from_millis(900), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
     assert_eq!(up.count(), 0, "the upstream saw the trickled request");
 }
 
@@ -56,7 +63,10 @@ fn a_trickled_head_is_cut_off() {
 fn a_connection_that_sends_nothing_is_closed() {
     let (_up, gw) = start();
     let mut conn = RawConn::connect(gw.addr());
-    assert!(conn.wait_closed(Duration::from_secs(4)), "an idle new connection stayed open");
+    assert!(
+        conn.wait_closed(Duration::from_secs(4)),
+        "an idle new connection stayed open"
+    );
 }
 
 #[test]

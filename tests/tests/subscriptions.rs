@@ -187,7 +187,10 @@ async fn scopes_api_product_and_all() {
             .header("X-Api-Key", key.to_string())
     };
     // api:pets.
-    assert_eq!(with_header(&gw, "/pets/x", &api_pets.primary).await.status, 200);
+    assert_eq!(
+        with_header(&gw, "/pets/x", &api_pets.primary).await.status,
+        200
+    );
     fetch(orders(&api_pets.primary)).await.assert_problem(403);
     // product:gold holds pets only.
     assert_eq!(with_header(&gw, "/pets/x", &gold.primary).await.status, 200);
