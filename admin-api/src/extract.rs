@@ -76,25 +76,19 @@ impl<T: DeserializeOwned> FromRequest<AdminState> for JsonBody<T> {
 
 /// Deserializes a JSON body: syntax errors → 400, shape errors → 422 with the path.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let path = if path == "." { String::new() } else { path };
-                let message = strip_position(&inner.to_string());
-                Problem::invalid(
-                    "the body does not have the expected shape",
-                    vec![FieldError::at(path, message)],
-                )
-            }
-            _ => Problem::bad_request(format!("the body is not valid JSON: {inner}")),
-        }
-    })?;
-    de.end()
+    // Syntax first (400), shape second (422): a body that is not JSON at all is a bad
+    // request whatever fields it starts with.
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
-    Ok(value)
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = strip_position(&err.into_inner().to_string());
+        Problem::invalid(
+            "the body does not have the expected shape",
+            vec![FieldError::at(path, message)],
+        )
+    })
 }
 
 /// `"... at line 1 column 5"` → `"..."` (positions of a JSON body are not interesting

@@ -99,6 +99,8 @@ impl BackgroundService for Maintenance {
                     }
                 }
                 _ = tick.tick() => {
+                    // Starts due JWKS fetches as their own tasks (returns at once).
+                    self.gw.registries().tick().await;
                     for pool in self.gw.pools().all() {
                         pool.health_check_if_due().await;
                     }

@@ -20,6 +20,7 @@ mod check_header;
 mod cors;
 mod headers;
 mod ip_filter;
+pub mod jwt;
 mod problem;
 mod query;
 mod return_response;
@@ -286,14 +287,28 @@ pub enum BuildError {
 /// sets), keyed by stable ids. The gateway makes one at start and hands it to every build,
 /// so a config swap keeps it.
 #[derive(Debug, Default)]
-pub struct Registries {}
+pub struct Registries {
+    /// `validate-jwt`: JWKS sources and shared verifiers (warm token caches).
+    pub jwt: jwt::JwtRegistry,
+}
+
+impl Registries {
+    /// Periodic maintenance of the registries; the gateway calls it every 500 ms from a
+    /// background task (inside a tokio runtime). Starts due JWKS fetches without waiting
+    /// for them.
+    pub async fn tick(&self) {
+        self.jwt.tick().await;
+    }
+}
 
 /// Build the runtime policy for a compiled policy instance.
 pub fn build(
     instance: &PolicyInstance,
     registries: &Arc<Registries>,
 ) -> Result<Arc<dyn Policy>, BuildError> {
-    let _ = registries;
+    if let PolicyDef::ValidateJwt(def) = &instance.def {
+        return Ok(jwt::build(def, registries));
+    }
     simple::build(&instance.def).ok_or(BuildError::NotAvailable(instance.def.kind()))
 }
 
@@ -315,7 +330,7 @@ pub fn run_outbound(
 
 /// Whether `def` is a kind this build can run.
 pub fn is_available(def: &PolicyDef) -> bool {
-    simple::build(def).is_some()
+    matches!(def, PolicyDef::ValidateJwt(_)) || simple::build(def).is_some()
 }
 
 /// A status code from a policy field that validation already checked.

@@ -1,0 +1,307 @@
+//! Counters in Redis, shared by every node that names the same server.
+//!
+//! Every operation is one Lua script run ([`SCRIPT`], `EVALSHA` with a fall-back to `EVAL`),
+//! so a check-and-increment is atomic across nodes. Windows are bucketed by Redis's own
+//! clock (`TIME`), never the node's: the node proposes the window it believes is current
+//! (its clock plus the offset to Redis's clock learnt from earlier replies), the script
+//! checks that Redis's `TIME` falls inside it, and when it does not (a node with a wrong
+//! clock, a call right at a boundary) answers with Redis's time so the node retries with the
+//! right window. Every counter key names its window's start and expires at the window's end
+//! (`PEXPIREAT`), so Redis holds only live windows.
+//!
+//! The connection is a [`ConnectionManager`], created lazily inside the runtime that first
+//! uses it; after a failure it reconnects by itself (one attempt per failed call, with short
+//! timeouts, so a dead Redis costs a request at most [`RedisCounters::timeout`]).
+
+use crate::clock::Clock;
+use crate::local::{Outcome, Refusal, TableKind, Take};
+use crate::window::{CachedPeriod, Window};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+/// The one script: `KEYS[1]` the counter (window included), `ARGV` = op (`take`, `refund`,
+/// `bytes`, `get`), window start and end (ms), calls limit or bytes to add (-1: none),
+/// bytes limit (-1: none). Answers `{code, calls, bytes, redis_now_ms}`: code 1 done, 0
+/// refused (calls), 2 refused (bandwidth), -1 Redis's clock is outside the proposed window.
+pub const SCRIPT_SOURCE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local start = tonumber(ARGV[2])
+local stop = tonumber(ARGV[3])
+if now < start or now >= stop then
+  return {-1, 0, 0, now}
+end
+local key = KEYS[1]
+local op = ARGV[1]
+local calls = tonumber(redis.call('HGET', key, 'c') or '0')
+local bytes = tonumber(redis.call('HGET', key, 'b') or '0')
+local code = 1
+if op == 'take' then
+  local calls_limit = tonumber(ARGV[4])
+  local bytes_limit = tonumber(ARGV[5])
+  if calls_limit >= 0 and calls >= calls_limit then
+    code = 0
+  elseif bytes_limit >= 0 and bytes >= bytes_limit then
+    code = 2
+  else
+    calls = redis.call('HINCRBY', key, 'c', 1)
+    redis.call('PEXPIREAT', key, stop)
+  end
+elseif op == 'refund' then
+  if calls > 0 then
+    calls = redis.call('HINCRBY', key, 'c', -1)
+  end
+elseif op == 'bytes' then
+  bytes = redis.call('HINCRBY', key, 'b', tonumber(ARGV[4]))
+  redis.call('PEXPIREAT', key, stop)
+end
+return {code, calls, bytes, now}
+"#;
+
+/// The compiled script (its SHA-1 is computed once).
+pub static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SCRIPT_SOURCE));
+
+/// What to do in Redis.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    /// Check-and-increment (see [`Take`]).
+    Take {
+        /// Calls limit.
+        calls_limit: Option<u64>,
+        /// Bytes limit.
+        bytes_limit: Option<u64>,
+    },
+    /// Give one call back.
+    Refund,
+    /// Count bytes.
+    Bytes(u64),
+    /// Read the counts.
+    Get,
+}
+
+impl Op {
+    fn args(&self) -> (&'static str, i64, i64) {
+        let limit = |l: Option<u64>| l.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        match *self {
+            Op::Take {
+                calls_limit,
+                bytes_limit,
+            } => ("take", limit(calls_limit), limit(bytes_limit)),
+            Op::Refund => ("refund", -1, -1),
+            Op::Bytes(n) => ("bytes", n.min(i64::MAX as u64) as i64, -1),
+            Op::Get => ("get", -1, -1),
+        }
+    }
+}
+
+/// Which window an operation is for.
+#[derive(Debug, Clone)]
+pub enum At {
+    /// The window current by Redis's clock.
+    Now(Arc<CachedPeriod>),
+    /// This window exactly (refunds and bytes of a call counted earlier); nothing is done
+    /// when it is over.
+    Window(Window),
+}
+
+/// The answer of a shared counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// The counts and decision.
+    pub outcome: Outcome,
+    /// The window the operation applied to.
+    pub window: Window,
+    /// Redis's clock when it ran (ms).
+    pub now_ms: i64,
+    /// False when the requested window was over and nothing was done.
+    pub applied: bool,
+}
+
+/// Why a shared counter failed.
+#[derive(Debug)]
+pub enum SharedError {
+    /// Redis failed or could not be reached.
+    Redis(redis::RedisError),
+    /// Redis did not answer in time.
+    Timeout,
+}
+
+impl std::error::Error for SharedError {}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SharedError::Redis(e) => write!(f, "redis: {e}"),
+            SharedError::Timeout => f.write_str("redis did not answer in time"),
+        }
+    }
+}
+
+/// Counters in one Redis server.
+pub struct RedisCounters {
+    client: redis::Client,
+    manager: OnceLock<ConnectionManager>,
+    clock: Arc<dyn Clock>,
+    /// Redis's clock minus ours, learnt from every reply (ms).
+    offset_ms: AtomicI64,
+    timeout: Duration,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only its host part.
+        f.debug_struct("RedisCounters")
+            .field("addr", &self.client.get_connection_info().addr().to_string())
+            .field("offset_ms", &self.offset_ms.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCounters {
+    /// Counters in the Redis at `url` (`redis://host:port/db`); nothing connects yet.
+    pub fn new(url: &str, clock: Arc<dyn Clock>) -> Result<RedisCounters, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+        Ok(RedisCounters {
+            client,
+            manager: OnceLock::new(),
+            clock,
+            offset_ms: AtomicI64::new(0),
+            timeout: Duration::from_millis(1000),
+            prefix: "tollgate:".to_owned(),
+        })
+    }
+
+    /// The longest a counter operation waits for Redis (1 s) before it fails.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Redis's clock as this node estimates it (ms).
+    pub fn now_estimate(&self) -> i64 {
+        self.clock.now_ms() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, SharedError> {
+        if let Some(m) = self.manager.get() {
+            return Ok(m.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let m = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(SharedError::Redis)?;
+        Ok(self.manager.get_or_init(|| m).clone())
+    }
+
+    /// The Redis key of a counter.
+    pub fn key(&self, kind: TableKind, origin: &str, key: &str, window: Window) -> String {
+        let kind = match kind {
+            TableKind::Rate => "rl",
+            TableKind::Quota => "q",
+        };
+        format!(
+            "{}{kind}:{origin}|{key}|{}",
+            self.prefix, window.start_ms
+        )
+    }
+
+    /// Run `op` on counter (`kind`, `origin`, `key`) in the window `at` names. Must be
+    /// awaited inside a Tokio runtime.
+    pub async fn run(
+        &self,
+        kind: TableKind,
+        origin: &str,
+        key: &str,
+        at: At,
+        op: Op,
+    ) -> Result<Remote, SharedError> {
+        let mut conn = self.connection()?;
+        let (name, a4, a5) = op.args();
+        let mut last_now = None;
+        for _ in 0..3 {
+            let window = match &at {
+                At::Window(w) => *w,
+                At::Now(p) => p.window_at(last_now.unwrap_or_else(|| self.now_estimate())),
+            };
+            let rkey = self.key(kind, origin, key, window);
+            let mut call = SCRIPT.prepare_invoke();
+            call.key(&rkey)
+                .arg(name)
+                .arg(window.start_ms)
+                .arg(window.end_ms)
+                .arg(a4)
+                .arg(a5);
+            let reply: (i64, i64, i64, i64) =
+                match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return Err(SharedError::Redis(e)),
+                    Err(_) => return Err(SharedError::Timeout),
+                };
+            let (code, calls, bytes, now) = reply;
+            self.offset_ms
+                .store(now - self.clock.now_ms(), Ordering::Relaxed);
+            let outcome = Outcome {
+                refused: match code {
+                    0 => Some(Refusal::Calls),
+                    2 => Some(Refusal::Bandwidth),
+                    _ => None,
+                },
+                calls: calls.max(0) as u64,
+                bytes: bytes.max(0) as u64,
+            };
+            if code == -1 {
+                if let At::Window(_) = at {
+                    return Ok(Remote {
+                        outcome,
+                        window,
+                        now_ms: now,
+                        applied: false,
+                    });
+                }
+                last_now = Some(now);
+                continue;
+            }
+            return Ok(Remote {
+                outcome,
+                window,
+                now_ms: now,
+                applied: true,
+            });
+        }
+        Err(SharedError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the window moved three times in a row",
+        ))))
+    }
+
+    /// Delete counters (usage reset).
+    pub async fn delete(&self, keys: Vec<String>) -> Result<(), SharedError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection()?;
+        let mut cmd = redis::cmd("DEL");
+        for k in &keys {
+            cmd.arg(k);
+        }
+        match tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout),
+        }
+    }
+}
+
+/// A [`Take`] without the borrowed subscription, for futures that must own their inputs.
+pub(crate) fn op_of(take: &Take<'_>) -> Op {
+    Op::Take {
+        calls_limit: take.calls_limit,
+        bytes_limit: take.bytes_limit,
+    }
+}
