@@ -26,6 +26,7 @@ mod query;
 mod return_response;
 mod rewrite;
 mod simple;
+mod transform;
 
 pub use problem::{problem_body, Answer, PROBLEM_JSON};
 

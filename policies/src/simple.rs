@@ -20,15 +20,15 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         PolicyDef::IpFilter(d) => Arc::new(crate::ip_filter::IpFilter::new(d)),
         PolicyDef::Cors(d) => Arc::new(crate::cors::Cors::new(d)),
         PolicyDef::ReturnResponse(d) => Arc::new(crate::return_response::ReturnResponse::new(d)),
+        PolicyDef::XmlToJson(d) => Arc::new(crate::transform::Transform::xml_to_json(d)),
+        PolicyDef::JsonToXml(d) => Arc::new(crate::transform::Transform::json_to_xml(d)),
         PolicyDef::ValidateJwt(_)
         | PolicyDef::RateLimit(_)
         | PolicyDef::RateLimitByKey(_)
         | PolicyDef::Quota(_)
         | PolicyDef::QuotaByKey(_)
         | PolicyDef::CacheLookup(_)
-        | PolicyDef::CacheStore { .. }
-        | PolicyDef::XmlToJson(_)
-        | PolicyDef::JsonToXml(_) => return None,
+        | PolicyDef::CacheStore { .. } => return None,
     })
 }
 

@@ -94,6 +94,8 @@ struct Shared {
     health_status: AtomicU16,
     status: AtomicU16,
     delay_ms: AtomicU64,
+    /// A fixed answer (content type, body, content encoding) instead of the echo.
+    canned: Mutex<Option<(String, Vec<u8>, Option<String>)>>,
 }
 
 /// A real HTTP/1.1 upstream server on an ephemeral port; see the module docs.
@@ -126,6 +128,7 @@ impl Upstream {
             health_status: AtomicU16::new(200),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
+            canned: Mutex::new(None),
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let sh = shared.clone();
@@ -216,6 +219,13 @@ impl Upstream {
     /// Waits (bounded) until at least `n` requests were recorded; returns whether they were.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         crate::wait_until(timeout, Duration::from_millis(10), || self.count() >= n)
+    }
+
+    /// Answer every request from now on with this body and content type (and
+    /// `Content-Encoding`, when given) instead of the JSON echo.
+    pub fn set_answer(&self, content_type: &str, body: &[u8], encoding: Option<&str>) {
+        *self.shared.canned.lock().expect("lock") =
+            Some((content_type.to_string(), body.to_vec(), encoding.map(str::to_string)));
     }
 
     /// Status of every answer from now on (default 200); `status=N` in a query wins.
@@ -320,6 +330,17 @@ async fn handle(
     if !delay.is_zero() {
         let until = Instant::now() + delay;
         tokio::time::sleep_until(until.into()).await;
+    }
+    let canned = sh.canned.lock().expect("lock").clone();
+    if let Some((content_type, body, encoding)) = canned {
+        let mut b = Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("x-upstream", sh.name.as_str());
+        if let Some(enc) = encoding {
+            b = b.header("content-encoding", enc);
+        }
+        return Ok(b.body(Full::new(Bytes::from(body))).expect("response"));
     }
     let echo = serde_json::json!({
         "upstream": sh.name,

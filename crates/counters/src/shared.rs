@@ -14,7 +14,7 @@
 //! timeouts, so a dead Redis costs a request at most [`RedisCounters::timeout`]).
 
 use crate::clock::Clock;
-use crate::local::{Outcome, Refusal, TableKind, Take};
+use crate::local::{Outcome, Refusal, TableKind};
 use crate::window::{CachedPeriod, Window};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -66,7 +66,7 @@ pub static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new
 /// What to do in Redis.
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
-    /// Check-and-increment (see [`Take`]).
+    /// Check-and-increment (see [`crate::Take`]).
     Take {
         /// Calls limit.
         calls_limit: Option<u64>,
@@ -295,13 +295,5 @@ impl RedisCounters {
             Ok(Err(e)) => Err(SharedError::Redis(e)),
             Err(_) => Err(SharedError::Timeout),
         }
-    }
-}
-
-/// A [`Take`] without the borrowed subscription, for futures that must own their inputs.
-pub(crate) fn op_of(take: &Take<'_>) -> Op {
-    Op::Take {
-        calls_limit: take.calls_limit,
-        bytes_limit: take.bytes_limit,
     }
 }

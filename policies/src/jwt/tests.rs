@@ -12,6 +12,7 @@ use std::time::Duration;
 pub(super) const RSA_A_PRIVATE: &str = include_str!("testdata/rsa_a_private.pem");
 pub(super) const RSA_A_PUBLIC: &str = include_str!("testdata/rsa_a_public.pem");
 pub(super) const RSA_B_PRIVATE: &str = include_str!("testdata/rsa_b_private.pem");
+pub(super) const RSA_B_PUBLIC: &str = include_str!("testdata/rsa_b_public.pem");
 pub(super) const EC256_A_PRIVATE: &str = include_str!("testdata/ec256_a_private.pem");
 pub(super) const EC256_A_PUBLIC: &str = include_str!("testdata/ec256_a_public.pem");
 pub(super) const EC256_B_PRIVATE: &str = include_str!("testdata/ec256_b_private.pem");
@@ -144,8 +145,8 @@ fn every_algorithm_with_static_keys() {
         let p = policy(json!({ "keys": [key] }));
         assert_eq!(p.verifier().broken_keys(), 0, "{alg:?}");
         let token = sign(*alg, private, None, &claims());
-        let claims = run(&p, &token).unwrap_or_else(|a| panic!("{alg:?}: {:?}", a.body));
-        assert_eq!(claims["sub"], "user-1", "{alg:?}");
+        let got = run(&p, &token).unwrap_or_else(|a| panic!("{alg:?}: {:?}", a.body));
+        assert_eq!(got["sub"], "user-1", "{alg:?}");
         // The same family's other key does not verify it.
         let forged = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {

@@ -1,0 +1,153 @@
+//! xml-to-json and json-to-xml through the gateway: requests (inbound) and answers
+//! (outbound), content negotiation, lengths, compressed upstream bodies, and refusals (400
+//! for a client's malformed or hostile body, 502 for an upstream's).
+#![allow(missing_docs)]
+
+use std::io::Write;
+use tollgate_tests::*;
+
+fn config(target: &str, inbound: &str, outbound: &str) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: conv
+    path: /conv
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound: [ {inbound} ]
+      outbound: [ {outbound} ]
+"#
+    )
+}
+
+async fn post(url: &str, content_type: &str, body: &[u8], accept: Option<&str>) -> Answer {
+    let mut req = client()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.to_vec());
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    fetch(req).await
+}
+
+#[tokio::test]
+async fn request_xml_becomes_json_with_its_length() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(&up.url(), "{ xml-to-json: {} }", ""));
+    let xml = br#"<?xml version="1.0"?><order id="7"><item>a</item><item>b</item><note/></order>"#;
+    let a = post(&gw.url("/conv/orders"), "application/xml", xml, None).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.expect_last();
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(r.header("content-length").map(|l| l.parse::<usize>().unwrap()), Some(r.body.len()));
+    assert!(r.header("transfer-encoding").is_none());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"order": {"@id": "7", "item": ["a", "b"], "note": null}})
+    );
+}
+
+#[tokio::test]
+async fn hostile_or_malformed_request_bodies_are_400_and_never_reach_the_upstream() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(&up.url(), "{ xml-to-json: {} }", ""));
+    let laughs = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><lolz>&lol2;</lolz>"#;
+    let xxe = br#"<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><foo>&xxe;</foo>"#;
+    let deep = {
+        let mut s = String::new();
+        for _ in 0..100_000 {
+            s.push_str("<a>");
+        }
+        for _ in 0..100_000 {
+            s.push_str("</a>");
+        }
+        s.into_bytes()
+    };
+    for body in [&laughs[..], &xxe[..], b"<a><b></a>", b"not xml at all <", &deep[..]] {
+        let a = post(&gw.url("/conv/x"), "application/xml", body, None).await;
+        a.assert_problem(400);
+        assert!(!a.text().contains("passwd"));
+    }
+    assert_eq!(up.count(), 0, "a refused body reached the upstream");
+    // The gateway keeps serving.
+    let a = post(&gw.url("/conv/x"), "application/xml", b"<ok/>", None).await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn other_content_types_pass_untouched() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(&up.url(), "{ xml-to-json: {} }", ""));
+    let a = post(&gw.url("/conv/x"), "text/plain", b"<a/>", None).await;
+    assert_eq!(a.status, 200);
+    let r = up.expect_last();
+    assert_eq!(r.body, b"<a/>");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+}
+
+#[tokio::test]
+async fn answer_xml_becomes_json_by_accept() {
+    let up = Upstream::start("a");
+    up.set_answer("application/xml", b"<r><v>1</v><v>2</v></r>", None);
+    let gw = Gateway::start(&config(&up.url(), "base", "{ xml-to-json: {} }"));
+    let a = fetch(client().get(gw.url("/conv/r")).header("accept", "application/json")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(a.json(), serde_json::json!({"r": {"v": ["1", "2"]}}));
+    assert_eq!(a.header("content-length").map(|l| l.parse::<usize>().unwrap()), Some(a.body.len()));
+    assert!(a.header("x-request-id").is_some());
+    // A client that asks for XML only keeps XML.
+    let a = fetch(client().get(gw.url("/conv/r")).header("accept", "application/xml")).await;
+    assert_eq!(a.header("content-type"), Some("application/xml"));
+    assert_eq!(&a.body[..], b"<r><v>1</v><v>2</v></r>");
+}
+
+#[tokio::test]
+async fn a_gzip_upstream_body_is_decoded_first() {
+    let up = Upstream::start("a");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"<r><v>zipped</v></r>").unwrap();
+    up.set_answer("text/xml", &gz.finish().unwrap(), Some("gzip"));
+    let gw = Gateway::start(&config(&up.url(), "base", "{ xml-to-json: {} }"));
+    let a = get(&gw.url("/conv/r")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.header("content-encoding").is_none());
+    assert_eq!(a.json(), serde_json::json!({"r": {"v": "zipped"}}));
+}
+
+#[tokio::test]
+async fn a_malformed_upstream_body_is_502() {
+    let up = Upstream::start("a");
+    up.set_answer("application/xml", b"<r><unclosed></r>", None);
+    let gw = Gateway::start(&config(&up.url(), "base", "{ xml-to-json: {} }"));
+    let a = get(&gw.url("/conv/r")).await;
+    a.assert_problem(502);
+    up.set_answer("application/xml", br#"<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]><r>&e;</r>"#, None);
+    let a = get(&gw.url("/conv/r")).await;
+    a.assert_problem(502);
+    assert!(!a.text().contains("root:"));
+}
+
+#[tokio::test]
+async fn json_to_xml_in_both_directions() {
+    let up = Upstream::start("a");
+    up.set_answer("application/json", br#"{"a":1,"b":[true,null],"c":"x<y"}"#, None);
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "{ json-to-xml: { root_element: doc } }",
+        "{ json-to-xml: { root_element: answer, consider_accept_header: false } }",
+    ));
+    let a = post(&gw.url("/conv/d"), "application/json", br##"{"item": {"@id": "3", "#text": "t"}}"##, None).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = String::from_utf8(up.expect_last().body).unwrap();
+    assert!(sent.contains(r#"<item id="3">t</item>"#), "{sent}");
+    assert_eq!(a.header("content-type"), Some("application/xml; charset=utf-8"));
+    let text = a.text();
+    assert!(text.contains("<answer>") && text.contains("<c>x&lt;y</c>") && text.contains("<b>true</b><b/>"), "{text}");
+    // Malformed JSON from the client: 400.
+    let a = post(&gw.url("/conv/d"), "application/json", b"{\"a\": ", None).await;
+    a.assert_problem(400);
+}
