@@ -473,6 +473,17 @@ pub struct RateLimitDef {
     pub counter_key: Option<Template>,
     /// Count only 2xx/3xx answers.
     pub count_success_only: bool,
+    /// When the shared counter store fails (default: allow).
+    pub on_store_error: OnStoreError,
+}
+
+/// What a limit does when its shared counter store (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Let the call through (uncounted).
+    Allow,
+    /// Refuse the call (503).
+    Deny,
 }
 
 /// `quota` / `quota-by-key`.
@@ -490,6 +501,8 @@ pub struct QuotaDef {
     pub counter_key: Option<Template>,
     /// Count only 2xx/3xx answers.
     pub count_success_only: bool,
+    /// When the shared counter store fails (default: deny).
+    pub on_store_error: OnStoreError,
 }
 
 /// `cors`.

@@ -315,6 +315,10 @@ pub mod kinds {
         /// `any` (default) or `success` (`rate-limit-by-key` only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub increment_condition: Option<String>,
+        /// What to do when the shared counter store (Redis) cannot be reached: `allow`
+        /// (default for rate limits) or `deny`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub on_store_error: Option<String>,
     }
 
     /// `quota` and `quota-by-key`.
@@ -338,6 +342,10 @@ pub mod kinds {
         /// `any` (default) or `success` (`quota-by-key` only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub increment_condition: Option<String>,
+        /// What to do when the shared counter store (Redis) cannot be reached: `allow` or
+        /// `deny` (default for quotas).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub on_store_error: Option<String>,
     }
 
     /// `cache-lookup`.

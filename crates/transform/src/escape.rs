@@ -15,6 +15,8 @@ static JSON_ESC: [u8; 256] = {
     t[b'\r' as usize] = b'r';
     t[b'"' as usize] = b'"';
     t[b'\\' as usize] = b'\\';
+    // First byte of U+FFFE / U+FFFF (EF BF BE / EF BF BF), which are not XML characters.
+    t[0xEF] = b'x';
     t
 };
 
@@ -36,6 +38,15 @@ pub(crate) fn write_json_str(
         let b = bytes[i];
         let e = JSON_ESC[b as usize];
         if e == 0 {
+            i += 1;
+            continue;
+        }
+        if e == b'x' {
+            if bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)) {
+                return Err(TransformError::Malformed(
+                    "character U+FFFE or U+FFFF not allowed in XML".into(),
+                ));
+            }
             i += 1;
             continue;
         }
@@ -167,6 +178,8 @@ mod tests {
         assert_eq!(json("a\r\nb\rc", false), r#""a\r\nb\rc""#);
         assert_eq!(json("é😀", true), "\"é😀\"");
         assert!(write_json_str(&mut Vec::new(), b"a\x01", true).is_err());
+        assert!(write_json_str(&mut Vec::new(), "a\u{FFFE}".as_bytes(), true).is_err());
+        assert_eq!(json("\u{FFFD}\u{FF21}\u{F900}", true), "\"\u{FFFD}\u{FF21}\u{F900}\"");
     }
 
     #[test]

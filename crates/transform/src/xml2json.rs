@@ -846,7 +846,8 @@ impl DirectSink {
             return Ok(());
         };
         let ws_only = bytes.iter().all(|&b| is_xml_ws(b));
-        if ws_only && !(at_end && !top.has_elem) {
+        let whole_content = at_end && !top.has_elem;
+        if ws_only && !whole_content {
             return Ok(());
         }
         if top.wrote {

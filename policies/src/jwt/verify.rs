@@ -477,7 +477,7 @@ fn claim_allows(name: &str, value: &Value, allowed: &[String]) -> bool {
         Value::String(s) => allowed.iter().any(|a| a == s),
         Value::Number(_) | Value::Bool(_) => {
             let text = v.to_string();
-            allowed.iter().any(|a| *a == text)
+            allowed.contains(&text)
         }
         _ => false,
     };

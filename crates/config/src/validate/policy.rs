@@ -4,7 +4,8 @@
 
 use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
-    CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, Period, PolicyDef, QuotaDef, RateLimitDef,
+    CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, OnStoreError, Period, PolicyDef, QuotaDef,
+    RateLimitDef,
     ReturnResponseDef, RewriteUriDef, SetDef,
 };
 use crate::duration::{parse_byte_size, parse_duration, parse_period, parse_positive_duration};
@@ -410,6 +411,7 @@ fn rate_limit(
         by_key,
         "rate-limit",
     );
+    let on_store_error = on_store_error(cx, k.on_store_error.as_deref(), path, OnStoreError::Allow);
     let Some(Period::Fixed(period)) = period else {
         return None;
     };
@@ -421,6 +423,7 @@ fn rate_limit(
         remaining_calls_header,
         counter_key,
         count_success_only,
+        on_store_error,
     })
 }
 
@@ -468,6 +471,7 @@ fn quota(cx: &mut Cx<'_>, k: kinds::Quota, path: &str, by_key: bool) -> Option<Q
         by_key,
         "quota",
     );
+    let on_store_error = on_store_error(cx, k.on_store_error.as_deref(), path, OnStoreError::Deny);
     Some(QuotaDef {
         calls: k.calls,
         bandwidth,
@@ -475,11 +479,39 @@ fn quota(cx: &mut Cx<'_>, k: kinds::Quota, path: &str, by_key: bool) -> Option<Q
         timezone,
         counter_key,
         count_success_only,
+        on_store_error,
     })
 }
 
-/// Letters, digits, `/`, `_`, `-`, `+`; starts with a letter; no empty part.
+/// `on_store_error`: `allow` or `deny`, `default` when absent.
+fn on_store_error(
+    cx: &mut Cx<'_>,
+    value: Option<&str>,
+    path: &str,
+    default: OnStoreError,
+) -> OnStoreError {
+    match value {
+        None => default,
+        Some("allow") => OnStoreError::Allow,
+        Some("deny") => OnStoreError::Deny,
+        Some(other) => {
+            cx.error(
+                &join_key(path, "on_store_error"),
+                format!("invalid value `{other}`, expected `allow` or `deny`"),
+            );
+            default
+        }
+    }
+}
+
+/// Letters, digits, `/`, `_`, `-`, `+`; starts with a letter; no empty part; and a zone of
+/// the IANA time zone database bundled with this build (no file is read: the same answer on
+/// every machine).
 pub(crate) fn is_plausible_timezone(name: &str) -> bool {
+    is_plausible_timezone_name(name) && jiff::tz::TimeZone::get(name).is_ok()
+}
+
+fn is_plausible_timezone_name(name: &str) -> bool {
     name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.split('/').all(|part| !part.is_empty())
