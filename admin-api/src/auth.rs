@@ -48,6 +48,18 @@ impl Writer {
     }
 }
 
+/// The admin or the operator token: the caller may purge the response cache (contract
+/// §1: the operator role reads, sees analytics and purges the cache).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Purger(Role);
+
+impl Purger {
+    /// The audit log's actor.
+    pub(crate) fn actor(self) -> &'static str {
+        self.0.name()
+    }
+}
+
 fn token_matches(given: &[u8; 32], configured: &str) -> bool {
     if configured.is_empty() {
         return false;
@@ -115,6 +127,19 @@ impl FromRequestParts<AdminState> for Writer {
                 "the {} role may not make this change",
                 role.name()
             ))),
+        }
+    }
+}
+
+impl FromRequestParts<AdminState> for Purger {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        match role_of(parts, state)? {
+            role @ (Role::Admin | Role::Operator) => Ok(Purger(role)),
         }
     }
 }

@@ -75,6 +75,7 @@ use utoipa::IntoParams;
 
 mod apply;
 mod auth;
+mod cache_api;
 mod config_api;
 mod extract;
 mod openapi;
@@ -82,6 +83,7 @@ mod plan;
 mod problem;
 mod resources;
 mod subscriptions;
+mod usage;
 
 pub use apply::{apply_text, load_latest, ApplyFailure, ApplyOutcome};
 pub use openapi::openapi;
@@ -159,6 +161,8 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
         (Method::GET, "/healthz", get(healthz)),
         (Method::GET, "/readyz", get(readyz)),
         (Method::GET, "/openapi.json", get(openapi::openapi_json)),
+        (Method::POST, "/cache/purge", post(cache_api::purge)),
+        (Method::GET, "/cache/stats", get(cache_api::stats)),
         (Method::GET, "/config", get(c::get_config)),
         (Method::PUT, "/config", put(c::put_config)),
         (Method::GET, "/config/revisions", get(c::list_revisions)),
@@ -200,6 +204,16 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
             Method::POST,
             "/subscriptions/{id}/secrets",
             post(s::secrets),
+        ),
+        (
+            Method::GET,
+            "/subscriptions/{id}/usage",
+            get(usage::get_usage),
+        ),
+        (
+            Method::POST,
+            "/subscriptions/{id}/usage/reset",
+            post(usage::reset_usage),
         ),
     ]
 }

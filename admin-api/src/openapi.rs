@@ -3,7 +3,7 @@
 
 use crate::auth::Reader;
 use crate::problem::{ProblemDoc, PROBLEM_JSON};
-use crate::{config_api, resources, subscriptions};
+use crate::{config_api, resources, subscriptions, usage};
 use axum::Json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -17,7 +17,8 @@ use utoipa::{Modify, OpenApi};
         title = "Tollgate admin API",
         description = "The admin REST API of Tollgate (contract §4). Every call but `/healthz` \
             and `/readyz` needs `Authorization: Bearer TOKEN`: the admin token reads and \
-            writes, the operator token reads. Every error is `application/problem+json` \
+            writes, the operator token reads and purges the cache. Every error is \
+            `application/problem+json` \
             (RFC 9457); validation errors add `errors: [{path, message, line, column}]`. \
             Lists take `limit` (1 to 1000, default 50) and an opaque `cursor`, and answer \
             `{items, next}`."
@@ -26,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         crate::healthz,
         crate::readyz,
         openapi_json,
+        crate::cache_api::purge,
+        crate::cache_api::stats,
         config_api::get_config,
         config_api::put_config,
         config_api::list_revisions,
@@ -48,6 +51,8 @@ use utoipa::{Modify, OpenApi};
         subscriptions::regenerate_secondary,
         subscriptions::secrets,
         subscriptions::delete_subscription,
+        usage::get_usage,
+        usage::reset_usage,
     ),
     components(schemas(ProblemDoc, crate::problem::FieldError)),
     modifiers(&Conventions),
@@ -58,6 +63,7 @@ use utoipa::{Modify, OpenApi};
         (name = "products", description = "Products of the live policy file."),
         (name = "apis", description = "APIs of the live policy file."),
         (name = "subscriptions", description = "Subscriptions and their keys."),
+        (name = "cache", description = "The response cache: purge (admin or operator) and counters."),
         (name = "meta", description = "This description."),
     )
 )]
@@ -75,7 +81,9 @@ impl Modify for Conventions {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            // The operator may purge the cache: that write has no 403.
+            let operator_writes = path == "/cache/purge";
             let ops: [(&mut Option<Operation>, bool); 5] = [
                 (&mut item.get, false),
                 (&mut item.put, true),
@@ -93,7 +101,7 @@ impl Modify for Conventions {
                     responses
                         .entry("401".into())
                         .or_insert_with(|| RefOr::T(Response::new("No token, or an unknown one.")));
-                    if write {
+                    if write && !operator_writes {
                         responses.entry("403".into()).or_insert_with(|| {
                             RefOr::T(Response::new("The operator token may not write."))
                         });

@@ -1277,3 +1277,67 @@ async fn openapi_document_is_served() {
         .await
         .problem(StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn cache_purge_and_stats() {
+    let h = Harness::with_config();
+    // Admin and operator may purge; each purge is audited.
+    for token in [ADMIN, OPERATOR] {
+        let a = h
+            .call(
+                Call::new(Method::POST, "/cache/purge")
+                    .token(Some(token))
+                    .json(json!({"api": "pets", "operation": "get-pet"})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert_eq!(a.json(), json!({"purged": 0}));
+    }
+    // No body at all, or `{}`: everything.
+    let a = h
+        .call(Call::new(Method::POST, "/cache/purge").token(Some(OPERATOR)))
+        .await;
+    assert_eq!(a.json(), json!({"purged": 0}));
+    let a = h
+        .call(
+            Call::new(Method::POST, "/cache/purge")
+                .token(Some(ADMIN))
+                .json(json!({})),
+        )
+        .await;
+    assert_eq!(a.json(), json!({"purged": 0}));
+    // Bad bodies and no token.
+    let a = h
+        .call(
+            Call::new(Method::POST, "/cache/purge")
+                .token(Some(ADMIN))
+                .json(json!({"apis": "x"})),
+        )
+        .await;
+    a.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let a = h
+        .call(
+            Call::new(Method::POST, "/cache/purge")
+                .token(Some(ADMIN))
+                .raw("text/plain", "api=x"),
+        )
+        .await;
+    a.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let a = h
+        .call(Call::new(Method::POST, "/cache/purge").token(None))
+        .await;
+    a.problem(StatusCode::UNAUTHORIZED);
+    let audit = h.state.store.list_audit(None, 100).unwrap();
+    let purges: Vec<_> = audit.iter().filter(|e| e.action == "cache.purge").collect();
+    assert_eq!(purges.len(), 4, "{purges:?}");
+    assert!(purges
+        .iter()
+        .any(|e| e.actor == "operator" && e.target == "cache api=pets operation=get-pet"));
+    // The counters, for any token.
+    let a = h
+        .call(Call::new(Method::GET, "/cache/stats").token(Some(OPERATOR)))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["max_bytes"], 256 << 20);
+    assert_eq!(a.json()["entries"], 0);
+}

@@ -222,8 +222,14 @@ impl Proxy {
             } else {
                 head.insert_header(CONTENT_LENGTH, body.len())?;
             }
+            ctx.upstream_start.get_or_insert_with(std::time::Instant::now);
             match self.exchange(&picked.peer, head, &body).await {
-                Ok(r) => break r,
+                Ok(r) => {
+                    if let Some(t) = ctx.upstream_start {
+                        ctx.upstream_us = Some(t.elapsed().as_micros() as u64);
+                    }
+                    break r;
+                }
                 Err(ExchangeError::Connect(e)) => {
                     pool.eject(picked.index);
                     let more = (ctx.tried.count_ones() as usize) < pool.def.targets.len();
@@ -313,9 +319,16 @@ impl Proxy {
             resp.remove_header(&n);
         }
 
-        // 5. Outbound phases, then the answer transforms.
+        // 5. Outbound phases, then the answer transforms. The response cache keeps the
+        // decoded answer as the upstream sent it (hits run outbound and transforms again).
+        ctx.req.cache.capture_head(&resp);
         if let Flow::Respond(a) = run_outbound(&chain.outbound, &mut resp, &mut ctx.req) {
             return self.finish(session, ctx, a, false).await;
+        }
+        ctx.req.cache.after_outbound(session.req_header(), false);
+        if ctx.req.cache.filling() {
+            let copy = Bytes::copy_from_slice(&answer_body);
+            tollgate_policies::cache::on_body(&mut ctx.req, Some(&copy), true);
         }
         let undecodable = resp.headers.contains_key(CONTENT_ENCODING);
         for p in chain.outbound.iter() {

@@ -12,7 +12,8 @@ use crate::checks::check_h1_head;
 use crate::normalize::normalize_path;
 use crate::pool::Pool;
 use crate::snapshot::{RuntimeChain, Snapshot};
-use crate::trace::{new_request_id, next_traceparent};
+use crate::telemetry::{export_span, unix_ms, SpanInfo};
+use crate::trace::{new_request_id, next_traceparent, TraceIds};
 use crate::{Gateway, InflightGuard, SubscriptionScope, SubscriptionState};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,7 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+use tollgate_analytics::{classify, AccessFields, Event};
 use tollgate_config::OpMatch;
 use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx};
 
@@ -82,6 +84,14 @@ pub struct Ctx {
     pub(crate) orig_host: Option<HeaderValue>,
     pub(crate) incoming_traceparent: Option<HeaderValue>,
     pub(crate) start: Instant,
+    /// What refused the call (policy kind, or `subscription`), for analytics.
+    pub(crate) blocked_by: Option<&'static str>,
+    /// When the first upstream target was picked.
+    pub(crate) upstream_start: Option<Instant>,
+    /// From picking the first target to the upstream answer's head, microseconds.
+    pub(crate) upstream_us: Option<u64>,
+    /// This request's trace identity (set once it is routed; see [`TraceIds`]).
+    pub(crate) trace: Option<TraceIds>,
 }
 
 /// An answer the core makes, before `X-Request-Id` and friends are added.
@@ -161,23 +171,42 @@ impl Proxy {
         for (name, value) in answer.headers.drain(..) {
             resp.append_header(name, value)?;
         }
+        self.write_head_and_body(session, ctx, resp, answer.body, close)
+            .await
+    }
+
+    /// The second half of [`Proxy::write_answer`], also used for cache hits (whose head is
+    /// ready): adds the context's answer headers, `Content-Length` (not on a 304, which
+    /// stands for a body it does not carry), `X-Request-Id` and the keep-alive decision,
+    /// then writes head and body (no body for `HEAD`, 204 and 304).
+    pub(crate) async fn write_head_and_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut resp: ResponseHeader,
+        body: Bytes,
+        close: bool,
+    ) -> Result<()> {
+        let status = resp.status;
         add_answer_headers(&mut resp, &ctx.req.answer_headers)?;
-        resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
+        if status != StatusCode::NOT_MODIFIED {
+            resp.insert_header(CONTENT_LENGTH, body.len())?;
+        }
         resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
         if close {
             resp.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
         }
-        let no_body = answer.body.is_empty()
+        let no_body = body.is_empty()
             || session.req_header().method == Method::HEAD
-            || answer.status == StatusCode::NO_CONTENT
-            || answer.status == StatusCode::NOT_MODIFIED;
-        ctx.answered = Some(answer.status.as_u16());
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        ctx.answered = Some(status.as_u16());
         session
             .write_response_header(Box::new(resp), no_body)
             .await?;
         if !no_body {
-            session.write_response_body(Some(answer.body), true).await?;
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }
@@ -239,7 +268,10 @@ impl Proxy {
             }
         }
         let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
-        let tp = next_traceparent(incoming);
+        let tp = match &ctx.trace {
+            Some(ids) => ids.traceparent(),
+            None => next_traceparent(incoming),
+        };
         let continued = incoming.is_some_and(|i| i.len() >= 36 && tp.as_bytes()[..36] == i[..36]);
         if !continued {
             upstream.remove_header(&TRACESTATE);
@@ -283,6 +315,10 @@ impl ProxyHttp for Proxy {
             orig_host: None,
             incoming_traceparent: None,
             start: Instant::now(),
+            blocked_by: None,
+            upstream_start: None,
+            upstream_us: None,
+            trace: None,
         }
     }
 
@@ -408,6 +444,9 @@ impl ProxyHttp for Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         ctx.incoming_traceparent = req.headers.get(&TRACEPARENT).cloned();
+        ctx.trace = Some(TraceIds::from_incoming(
+            ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes()),
+        ));
         ctx.req.origin = req.headers.get(http::header::ORIGIN).cloned();
         ctx.req.accept = req.headers.get(http::header::ACCEPT).cloned();
 
@@ -442,6 +481,7 @@ impl ProxyHttp for Proxy {
                     "a subscription key is required"
                 };
                 let a = problem(401, "unauthorized", "Unauthorized", detail);
+                ctx.blocked_by = Some("subscription");
                 return self.reject(session, ctx, a, false).await;
             };
             if sub.state != SubscriptionState::Active {
@@ -451,6 +491,7 @@ impl ProxyHttp for Proxy {
                     "Forbidden",
                     "the subscription is not active",
                 );
+                ctx.blocked_by = Some("subscription");
                 return self.reject(session, ctx, a, false).await;
             }
         }
@@ -480,6 +521,7 @@ impl ProxyHttp for Proxy {
                     "Forbidden",
                     "the subscription does not give access to this API",
                 );
+                ctx.blocked_by = Some("subscription");
                 return self.reject(session, ctx, a, false).await;
             }
             if allowed {
@@ -490,6 +532,8 @@ impl ProxyHttp for Proxy {
         // 6. The effective chain of (product, operation).
         let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
         ctx.pool = Some(runtime.pool.clone());
+        let up = &runtime.pool.def;
+        ctx.req.cache.set_wait_limit(up.timeout + up.connect_timeout);
         ctx.req.upstream_path = if rest.is_empty() {
             "/".to_owned()
         } else {
@@ -499,13 +543,22 @@ impl ProxyHttp for Proxy {
         ctx.chain = Some(chain.clone());
 
         // 7. Inbound, then backend.
-        for section in [&chain.inbound, &chain.backend] {
-            for policy in section.iter() {
+        for (s, section) in [&chain.inbound, &chain.backend].into_iter().enumerate() {
+            for (i, policy) in section.iter().enumerate() {
                 let mut waited = false;
                 loop {
                     match policy.inbound(session.req_header_mut(), &mut ctx.req) {
                         Flow::Continue => break,
-                        Flow::Respond(a) => return self.reject(session, ctx, a, false).await,
+                        Flow::Respond(a) => {
+                            if a.is_error {
+                                // Analytics: which kind of policy refused the call.
+                                let eff = &api.chains[api.chain_index(product_slot, op)];
+                                let list = if s == 0 { &eff.inbound } else { &eff.backend };
+                                ctx.blocked_by =
+                                    Some(list.get(i).map_or("policy", |p| p.def.kind()));
+                            }
+                            return self.reject(session, ctx, a, false).await;
+                        }
                         Flow::Wait(pending) if !waited => {
                             waited = true;
                             pending.await;
@@ -521,6 +574,9 @@ impl ProxyHttp for Proxy {
                             return self.reject(session, ctx, a, true).await;
                         }
                     }
+                }
+                if ctx.req.cache.has_hit() {
+                    return self.serve_hit(session, ctx).await;
                 }
             }
         }
@@ -554,6 +610,7 @@ impl ProxyHttp for Proxy {
             .pool
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool for this request"))?;
+        ctx.upstream_start.get_or_insert_with(Instant::now);
         match pool.pick(ctx.tried) {
             Ok(p) => {
                 if p.index < 64 {
@@ -608,10 +665,15 @@ impl ProxyHttp for Proxy {
     /// context's answer headers.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(t) = ctx.upstream_start {
+            ctx.upstream_us.get_or_insert(t.elapsed().as_micros() as u64);
+        }
+        // The response cache keeps the upstream's own head (see `crate::cache`).
+        ctx.req.cache.capture_head(resp);
         if let Some(chain) = ctx.chain.clone() {
             if let Flow::Respond(a) = run_outbound(&chain.outbound, resp, &mut ctx.req) {
                 let mut replaced = ResponseHeader::build(a.status, Some(a.headers.len() + 2))?;
@@ -626,19 +688,24 @@ impl ProxyHttp for Proxy {
                 ctx.replace_body = Some(a.body);
             }
         }
+        ctx.req
+            .cache
+            .after_outbound(session.req_header(), ctx.replace_body.is_some());
         add_answer_headers(resp, &ctx.req.answer_headers)?;
         resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
         Ok(())
     }
 
-    /// Swaps the body when an outbound policy replaced the answer.
+    /// Copies the body of an answer being cached; swaps the body when an outbound policy
+    /// replaced the answer.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        tollgate_policies::cache::on_body(&mut ctx.req, body.as_ref(), end_of_stream);
         if let Some(replacement) = ctx.replace_body.as_mut() {
             *body = if replacement.is_empty() {
                 None
@@ -755,7 +822,9 @@ impl ProxyHttp for Proxy {
             }
         }
         let req = session.req_header();
-        tracing::info!(
+        // The structured access log is the JSON one (`--access-log`); this line is for
+        // debugging (`RUST_LOG=tollgate::access=debug`).
+        tracing::debug!(
             target: "tollgate::access",
             request_id = %ctx.req.request_id,
             method = %req.method,
@@ -764,8 +833,94 @@ impl ProxyHttp for Proxy {
             status,
             upstream_target = ctx.target.map_or(-1, |t| t as i64),
             attempts = ctx.attempts,
+            cache = ctx.req.cache.outcome().as_str(),
             duration_ms = ctx.start.elapsed().as_millis() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
+        self.meter_and_trace(session, e, ctx, status);
+    }
+}
+
+impl Proxy {
+    /// The end of every request: one analytics event (without blocking) and, when traces
+    /// are exported, one server span. Nothing is built when both are off.
+    fn meter_and_trace(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx, status: u16) {
+        let telemetry = self.gw.telemetry();
+        let meter = telemetry.meter();
+        let tracer = telemetry.tracer();
+        if !meter.is_on() && tracer.is_none() {
+            return;
+        }
+        let req = session.req_header();
+        let latency = ctx.start.elapsed();
+        let end = SystemTime::now();
+        let upstream_error = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
+        let outcome = classify(status, ctx.blocked_by.is_some(), upstream_error);
+        let upstream = match (ctx.pool.as_ref(), ctx.target) {
+            (Some(pool), Some(t)) => Some(pool.target(t).authority()),
+            _ => None,
+        };
+        let ids = *ctx.trace.get_or_insert_with(|| {
+            TraceIds::from_incoming(req.headers.get(&TRACEPARENT).map(|v| v.as_bytes()))
+        });
+        if let Some(tracer) = tracer {
+            export_span(
+                tracer,
+                &SpanInfo {
+                    ids,
+                    start: end.checked_sub(latency).unwrap_or(end),
+                    end,
+                    method: req.method.as_str(),
+                    path: req.uri.path(),
+                    status,
+                    outcome,
+                    blocked_by: ctx.blocked_by,
+                    api: ctx.req.api_id.as_deref(),
+                    operation: ctx.req.operation_id.as_deref(),
+                    product: ctx.req.product_id.as_deref(),
+                    subscription: ctx.req.subscription_id.as_deref(),
+                    request_id: &ctx.req.request_id,
+                    upstream: upstream.clone(),
+                    client_ip: ctx.req.client_ip,
+                    error: e.map(|e| e.etype().as_str()),
+                },
+            );
+        }
+        if !meter.is_on() {
+            return;
+        }
+        let access = meter.access_log().then(|| {
+            Box::new(AccessFields {
+                request_id: std::mem::take(&mut ctx.req.request_id),
+                method: req.method.as_str().to_owned(),
+                path: req.uri.path().to_owned(),
+                trace_id: Some(ids.trace_id_hex()),
+                upstream,
+                attempts: ctx.attempts,
+                error: e.map(|e| e.etype().as_str()),
+            })
+        });
+        use tollgate_policies::cache::CacheOutcome;
+        meter.record(Event {
+            at_ms: unix_ms(end),
+            product: ctx.req.product_id.take(),
+            api: ctx.req.api_id.take(),
+            operation: ctx.req.operation_id.take(),
+            subscription: ctx.req.subscription_id.take(),
+            status,
+            outcome,
+            blocked_by: ctx.blocked_by,
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            latency_us: latency.as_micros() as u64,
+            upstream_latency_us: ctx.upstream_us,
+            cache_hit: match ctx.req.cache.outcome() {
+                CacheOutcome::Hit => Some(true),
+                CacheOutcome::Miss => Some(false),
+                CacheOutcome::None => None,
+            },
+            client_ip: ctx.req.client_ip,
+            access,
+        });
     }
 }

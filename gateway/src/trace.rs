@@ -18,28 +18,89 @@ fn hex128(v: u128) -> String {
     s
 }
 
-/// The `traceparent` to send upstream, given the incoming one (if any).
-pub fn next_traceparent(incoming: Option<&[u8]>) -> String {
-    let span = loop {
+/// The trace identity of one request: the trace it belongs to, the span the gateway makes
+/// for it (the parent id the upstream sees), and the caller's span when the request came
+/// with a valid `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace id (never 0).
+    pub trace_id: u128,
+    /// The gateway's span for this request (never 0).
+    pub span_id: u64,
+    /// The caller's span, when the incoming `traceparent` was valid.
+    pub parent_span_id: Option<u64>,
+    /// Trace flags (bit 0: sampled); new traces are sampled.
+    pub flags: u8,
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
         let s = rand::random::<u64>();
         if s != 0 {
-            break s;
+            return s;
         }
-    };
-    if let Some((trace_id, flags)) = incoming.and_then(parse_traceparent) {
-        let mut s = String::with_capacity(55);
-        let _ = write!(s, "00-{trace_id}-{span:016x}-{flags}");
-        return s;
     }
-    let trace = loop {
-        let t = rand::random::<u128>();
-        if t != 0 {
-            break t;
+}
+
+impl TraceIds {
+    /// Continue the incoming `traceparent` when it is valid (same trace id and flags, a new
+    /// span id); otherwise start a new sampled trace.
+    pub fn from_incoming(incoming: Option<&[u8]>) -> TraceIds {
+        let span_id = nonzero_u64();
+        if let Some((trace_id, parent, flags)) = incoming.and_then(parse_ids) {
+            return TraceIds {
+                trace_id,
+                span_id,
+                parent_span_id: Some(parent),
+                flags,
+            };
         }
-    };
-    let mut s = String::with_capacity(55);
-    let _ = write!(s, "00-{trace:032x}-{span:016x}-01");
-    s
+        let trace_id = loop {
+            let t = rand::random::<u128>();
+            if t != 0 {
+                break t;
+            }
+        };
+        TraceIds {
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            flags: 1,
+        }
+    }
+
+    /// `00-TRACE-SPAN-FLAGS`: the `traceparent` sent upstream.
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        let _ = write!(
+            s,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        );
+        s
+    }
+
+    /// The trace id in hex (32 digits).
+    pub fn trace_id_hex(&self) -> String {
+        hex128(self.trace_id)
+    }
+}
+
+/// The `traceparent` to send upstream, given the incoming one (if any).
+pub fn next_traceparent(incoming: Option<&[u8]>) -> String {
+    TraceIds::from_incoming(incoming).traceparent()
+}
+
+/// `(trace id, parent span id, flags)` of a valid `traceparent`.
+fn parse_ids(v: &[u8]) -> Option<(u128, u64, u8)> {
+    let (trace_id, flags) = parse_traceparent(v)?;
+    let v = std::str::from_utf8(v).ok()?.trim();
+    let parent = v.split('-').nth(2)?;
+    Some((
+        u128::from_str_radix(trace_id, 16).ok()?,
+        u64::from_str_radix(parent, 16).ok()?,
+        u8::from_str_radix(flags, 16).ok()?,
+    ))
 }
 
 /// `(trace id, flags)` of a valid `traceparent`.

@@ -16,10 +16,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tollgate_config::{PolicyDef, PolicyInstance, TemplateSource, Var};
 
+pub mod cache;
 mod check_header;
 mod cors;
 mod headers;
 mod ip_filter;
+mod limits;
 pub mod jwt;
 mod problem;
 mod query;
@@ -28,6 +30,7 @@ mod rewrite;
 mod simple;
 mod transform;
 
+pub use limits::{quota_period, LimitTicket};
 pub use problem::{problem_body, Answer, PROBLEM_JSON};
 
 /// What a phase decided.
@@ -98,6 +101,13 @@ pub struct RequestCtx {
     /// `HeaderValue` clone) before `inbound` runs, because `outbound` no longer sees the
     /// request head and the `cors` policy placed in `outbound` needs it.
     pub origin: Option<HeaderValue>,
+    /// The response cache's state for this request (`cache-lookup`, `cache-store`): its
+    /// key, hit or miss, and the answer being copied for storing.
+    pub cache: cache::CacheCtx,
+    /// What the limit policies (rate limits, quotas) counted for this request: the window
+    /// of each counted call (refunds and bandwidth at completion) and pending answers of
+    /// shared counters (see [`Flow::Wait`]).
+    pub limits: Vec<LimitTicket>,
 }
 
 impl RequestCtx {
@@ -291,14 +301,20 @@ pub enum BuildError {
 pub struct Registries {
     /// `validate-jwt`: JWKS sources and shared verifiers (warm token caches).
     pub jwt: jwt::JwtRegistry,
+    /// `cache-lookup` / `cache-store`: the response cache (bounded in bytes).
+    pub cache: Arc<cache::ResponseCache>,
+    /// Rate-limit and quota counters (local, or shared through Redis).
+    pub counters: Arc<tollgate_counters::Counters>,
 }
 
 impl Registries {
     /// Periodic maintenance of the registries; the gateway calls it every 500 ms from a
     /// background task (inside a tokio runtime). Starts due JWKS fetches without waiting
-    /// for them.
+    /// for them; evicts rate-limit and quota counters whose window is over.
     pub async fn tick(&self) {
         self.jwt.tick().await;
+        // Evict counters whose window is over (at most once a second).
+        self.counters.sweep();
     }
 }
 
@@ -309,6 +325,12 @@ pub fn build(
 ) -> Result<Arc<dyn Policy>, BuildError> {
     if let PolicyDef::ValidateJwt(def) = &instance.def {
         return Ok(jwt::build(def, registries));
+    }
+    if let Some(p) = cache::build(&instance.def, &registries.cache) {
+        return Ok(p);
+    }
+    if let Some(limit) = limits::build(instance, &registries.counters) {
+        return Ok(limit);
     }
     simple::build(&instance.def).ok_or(BuildError::NotAvailable(instance.def.kind()))
 }
@@ -331,7 +353,10 @@ pub fn run_outbound(
 
 /// Whether `def` is a kind this build can run.
 pub fn is_available(def: &PolicyDef) -> bool {
-    matches!(def, PolicyDef::ValidateJwt(_)) || simple::build(def).is_some()
+    matches!(
+        def,
+        PolicyDef::ValidateJwt(_) | PolicyDef::CacheLookup(_) | PolicyDef::CacheStore { .. }
+    ) || limits::handles(def) || simple::build(def).is_some()
 }
 
 /// A status code from a policy field that validation already checked.

@@ -36,7 +36,12 @@ impl Format {
         let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
             return false;
         };
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match self {
             Format::Xml => {
                 essence == "application/xml" || essence == "text/xml" || essence.ends_with("+xml")
@@ -56,14 +61,18 @@ impl Format {
             // `q=0` means "not acceptable".
             let refused = parts.any(|p| {
                 let p = p.trim();
-                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
             });
             if refused {
                 return false;
             }
             match self {
                 Format::Json => {
-                    range == "*/*" || range == "application/*" || range == "application/json" || range.ends_with("+json")
+                    range == "*/*"
+                        || range == "application/*"
+                        || range == "application/json"
+                        || range.ends_with("+json")
                 }
                 Format::Xml => {
                     range == "*/*"
@@ -117,7 +126,10 @@ impl Transform {
     pub(crate) fn json_to_xml(def: &kinds::JsonToXml) -> Transform {
         Transform {
             direction: Direction::JsonToXml {
-                root: def.root_element.clone().unwrap_or_else(|| "root".to_owned()),
+                root: def
+                    .root_element
+                    .clone()
+                    .unwrap_or_else(|| "root".to_owned()),
             },
             always: def.apply.as_deref() == Some("always"),
             consider_accept: def.consider_accept_header.unwrap_or(true),
@@ -150,7 +162,12 @@ impl Transform {
         }
     }
 
-    fn failure(&self, status: StatusCode, from: &str, err: &tollgate_transform::TransformError) -> Answer {
+    fn failure(
+        &self,
+        status: StatusCode,
+        from: &str,
+        err: &tollgate_transform::TransformError,
+    ) -> Answer {
         let what = match self.source() {
             Format::Xml => "XML",
             Format::Json => "JSON",
@@ -160,7 +177,12 @@ impl Transform {
         } else {
             ("bad-upstream-body", "Bad Gateway")
         };
-        Answer::problem(status, slug, title, &format!("the {from} {what} body cannot be converted: {err}"))
+        Answer::problem(
+            status,
+            slug,
+            title,
+            &format!("the {from} {what} body cannot be converted: {err}"),
+        )
     }
 }
 
@@ -247,7 +269,8 @@ mod tests {
     fn request_bodies_are_converted_or_refused_with_400() {
         let p = x2j(None, None);
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
-        req.insert_header("Content-Type", "application/xml").unwrap();
+        req.insert_header("Content-Type", "application/xml")
+            .unwrap();
         let mut ctx = RequestCtx::default();
         let out = p
             .transform_request_body(&mut req, b"<a><b>1</b></a>", &mut ctx)
@@ -255,9 +278,13 @@ mod tests {
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, serde_json::json!({"a": {"b": "1"}}));
-        assert_eq!(req.headers["content-type"], "application/json; charset=utf-8");
+        assert_eq!(
+            req.headers["content-type"],
+            "application/json; charset=utf-8"
+        );
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
-        req.insert_header("Content-Type", "application/xml").unwrap();
+        req.insert_header("Content-Type", "application/xml")
+            .unwrap();
         let err = p
             .transform_request_body(&mut req, b"<a><b></a>", &mut ctx)
             .unwrap_err();
@@ -265,9 +292,15 @@ mod tests {
         // Not XML by its type: left alone (unless apply: always).
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
         req.insert_header("Content-Type", "text/plain").unwrap();
-        assert!(p.transform_request_body(&mut req, b"<a/>", &mut ctx).unwrap().is_none());
+        assert!(p
+            .transform_request_body(&mut req, b"<a/>", &mut ctx)
+            .unwrap()
+            .is_none());
         let always = x2j(Some("always"), None);
-        assert!(always.transform_request_body(&mut req, b"<a/>", &mut ctx).unwrap().is_some());
+        assert!(always
+            .transform_request_body(&mut req, b"<a/>", &mut ctx)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -279,9 +312,15 @@ mod tests {
         };
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Content-Type", "text/xml").unwrap();
-        assert!(p.transform_response_body(&mut resp, b"<a/>", &mut ctx).unwrap().is_none());
+        assert!(p
+            .transform_response_body(&mut resp, b"<a/>", &mut ctx)
+            .unwrap()
+            .is_none());
         ctx.accept = Some(hv("application/json"));
-        assert!(p.transform_response_body(&mut resp, b"<a/>", &mut ctx).unwrap().is_some());
+        assert!(p
+            .transform_response_body(&mut resp, b"<a/>", &mut ctx)
+            .unwrap()
+            .is_some());
         let ignoring = x2j(None, Some(false));
         let mut ctx = RequestCtx {
             accept: Some(hv("application/xml")),
@@ -289,11 +328,18 @@ mod tests {
         };
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Content-Type", "text/xml").unwrap();
-        assert!(ignoring.transform_response_body(&mut resp, b"<a/>", &mut ctx).unwrap().is_some());
+        assert!(ignoring
+            .transform_response_body(&mut resp, b"<a/>", &mut ctx)
+            .unwrap()
+            .is_some());
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Content-Type", "text/xml").unwrap();
         let err = ignoring
-            .transform_response_body(&mut resp, b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>", &mut ctx)
+            .transform_response_body(
+                &mut resp,
+                b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>",
+                &mut ctx,
+            )
             .unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
     }
@@ -306,13 +352,26 @@ mod tests {
             root_element: Some("doc".into()),
         });
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.insert_header("Content-Type", "application/json").unwrap();
+        resp.insert_header("Content-Type", "application/json")
+            .unwrap();
         let out = p
-            .transform_response_body(&mut resp, br#"{"a":1,"b":[true,false]}"#, &mut RequestCtx::default())
+            .transform_response_body(
+                &mut resp,
+                br#"{"a":1,"b":[true,false]}"#,
+                &mut RequestCtx::default(),
+            )
             .unwrap()
             .unwrap();
         let xml = String::from_utf8(out).unwrap();
-        assert!(xml.contains("<doc>") && xml.contains("<a>1</a>") && xml.contains("<b>true</b><b>false</b>"), "{xml}");
-        assert_eq!(resp.headers["content-type"], "application/xml; charset=utf-8");
+        assert!(
+            xml.contains("<doc>")
+                && xml.contains("<a>1</a>")
+                && xml.contains("<b>true</b><b>false</b>"),
+            "{xml}"
+        );
+        assert_eq!(
+            resp.headers["content-type"],
+            "application/xml; charset=utf-8"
+        );
     }
 }

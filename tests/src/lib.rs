@@ -15,6 +15,7 @@ pub mod admin;
 pub mod client;
 pub mod gateway;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 
 pub use admin::{assert_admin_problem, etag_revision, run_tollgate, Admin, CliRun, Sub};
@@ -24,6 +25,7 @@ pub use client::{
 pub use gateway::{tollgate_bin, Gateway, GatewayBuilder};
 pub use nix::sys::signal::Signal;
 pub use raw::{raw_get, send_raw, RawConn, RawResponse};
+pub use redis::RedisServer;
 pub use upstream::{Blackhole, Recorded, Upstream};
 
 use std::net::TcpListener;

@@ -224,8 +224,11 @@ impl Upstream {
     /// Answer every request from now on with this body and content type (and
     /// `Content-Encoding`, when given) instead of the JSON echo.
     pub fn set_answer(&self, content_type: &str, body: &[u8], encoding: Option<&str>) {
-        *self.shared.canned.lock().expect("lock") =
-            Some((content_type.to_string(), body.to_vec(), encoding.map(str::to_string)));
+        *self.shared.canned.lock().expect("lock") = Some((
+            content_type.to_string(),
+            body.to_vec(),
+            encoding.map(str::to_string),
+        ));
     }
 
     /// Status of every answer from now on (default 200); `status=N` in a query wins.

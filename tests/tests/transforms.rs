@@ -40,8 +40,15 @@ async fn request_xml_becomes_json_with_its_length() {
     let a = post(&gw.url("/conv/orders"), "application/xml", xml, None).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let r = up.expect_last();
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
-    assert_eq!(r.header("content-length").map(|l| l.parse::<usize>().unwrap()), Some(r.body.len()));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(
+        r.header("content-length")
+            .map(|l| l.parse::<usize>().unwrap()),
+        Some(r.body.len())
+    );
     assert!(r.header("transfer-encoding").is_none());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(
@@ -66,7 +73,13 @@ async fn hostile_or_malformed_request_bodies_are_400_and_never_reach_the_upstrea
         }
         s.into_bytes()
     };
-    for body in [&laughs[..], &xxe[..], b"<a><b></a>", b"not xml at all <", &deep[..]] {
+    for body in [
+        &laughs[..],
+        &xxe[..],
+        b"<a><b></a>",
+        b"not xml at all <",
+        &deep[..],
+    ] {
         let a = post(&gw.url("/conv/x"), "application/xml", body, None).await;
         a.assert_problem(400);
         assert!(!a.text().contains("passwd"));
@@ -93,14 +106,31 @@ async fn answer_xml_becomes_json_by_accept() {
     let up = Upstream::start("a");
     up.set_answer("application/xml", b"<r><v>1</v><v>2</v></r>", None);
     let gw = Gateway::start(&config(&up.url(), "base", "{ xml-to-json: {} }"));
-    let a = fetch(client().get(gw.url("/conv/r")).header("accept", "application/json")).await;
+    let a = fetch(
+        client()
+            .get(gw.url("/conv/r"))
+            .header("accept", "application/json"),
+    )
+    .await;
     assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(a.json(), serde_json::json!({"r": {"v": ["1", "2"]}}));
-    assert_eq!(a.header("content-length").map(|l| l.parse::<usize>().unwrap()), Some(a.body.len()));
+    assert_eq!(
+        a.header("content-length")
+            .map(|l| l.parse::<usize>().unwrap()),
+        Some(a.body.len())
+    );
     assert!(a.header("x-request-id").is_some());
     // A client that asks for XML only keeps XML.
-    let a = fetch(client().get(gw.url("/conv/r")).header("accept", "application/xml")).await;
+    let a = fetch(
+        client()
+            .get(gw.url("/conv/r"))
+            .header("accept", "application/xml"),
+    )
+    .await;
     assert_eq!(a.header("content-type"), Some("application/xml"));
     assert_eq!(&a.body[..], b"<r><v>1</v><v>2</v></r>");
 }
@@ -125,7 +155,11 @@ async fn a_malformed_upstream_body_is_502() {
     let gw = Gateway::start(&config(&up.url(), "base", "{ xml-to-json: {} }"));
     let a = get(&gw.url("/conv/r")).await;
     a.assert_problem(502);
-    up.set_answer("application/xml", br#"<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]><r>&e;</r>"#, None);
+    up.set_answer(
+        "application/xml",
+        br#"<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]><r>&e;</r>"#,
+        None,
+    );
     let a = get(&gw.url("/conv/r")).await;
     a.assert_problem(502);
     assert!(!a.text().contains("root:"));
@@ -134,19 +168,37 @@ async fn a_malformed_upstream_body_is_502() {
 #[tokio::test]
 async fn json_to_xml_in_both_directions() {
     let up = Upstream::start("a");
-    up.set_answer("application/json", br#"{"a":1,"b":[true,null],"c":"x<y"}"#, None);
+    up.set_answer(
+        "application/json",
+        br#"{"a":1,"b":[true,null],"c":"x<y"}"#,
+        None,
+    );
     let gw = Gateway::start(&config(
         &up.url(),
         "{ json-to-xml: { root_element: doc } }",
         "{ json-to-xml: { root_element: answer, consider_accept_header: false } }",
     ));
-    let a = post(&gw.url("/conv/d"), "application/json", br##"{"item": {"@id": "3", "#text": "t"}}"##, None).await;
+    let a = post(
+        &gw.url("/conv/d"),
+        "application/json",
+        br##"{"item": {"@id": "3", "#text": "t"}}"##,
+        None,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = String::from_utf8(up.expect_last().body).unwrap();
     assert!(sent.contains(r#"<item id="3">t</item>"#), "{sent}");
-    assert_eq!(a.header("content-type"), Some("application/xml; charset=utf-8"));
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/xml; charset=utf-8")
+    );
     let text = a.text();
-    assert!(text.contains("<answer>") && text.contains("<c>x&lt;y</c>") && text.contains("<b>true</b><b/>"), "{text}");
+    assert!(
+        text.contains("<answer>")
+            && text.contains("<c>x&lt;y</c>")
+            && text.contains("<b>true</b><b/>"),
+        "{text}"
+    );
     // Malformed JSON from the client: 400.
     let a = post(&gw.url("/conv/d"), "application/json", b"{\"a\": ", None).await;
     a.assert_problem(400);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tollgate_admin_api::{AdminState, Tokens};
 use tollgate_gateway::keys::{generate_key, KeyRing};
 use tollgate_gateway::Gateway;
-use tollgate_store::{RevisionSource, SqliteStore, Store};
+use tollgate_counters::{Counters, PersistedCounter, SystemClock, Window};
+use tollgate_policies::Registries;
+use tollgate_store::{QuotaCounterRecord, RevisionSource, SqliteStore, Store};
 
 /// Open the store and everything that hangs off it; apply the newest stored revision and
 /// then `--config` (as a new revision only when it differs from the newest stored one).
@@ -18,7 +20,12 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
         .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let keys = Arc::new(KeyRing::new(store.installation_secret()));
-    let gateway = Gateway::new(keys.clone());
+    let counters = open_counters(args, &*store)?;
+    let registries = Registries {
+        counters,
+        ..Registries::default()
+    };
+    let gateway = Gateway::with_registries(keys.clone(), Arc::new(registries));
     let tokens = Tokens {
         admin: admin_token(&args.data_dir)?,
         operator: std::env::var("TOLLGATE_OPERATOR_TOKEN")
@@ -43,6 +50,66 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
         apply_file(&state, file).map_err(|e| format!("{}: the config was refused:\n{e}", file.display()))?;
     }
     Ok(state)
+}
+
+/// The rate-limit and quota counters: in Redis with `--redis URL` (nothing connects before
+/// the first check), else in process; the stored quota counters are loaded either way.
+fn open_counters(args: &ServeArgs, store: &dyn Store) -> Result<Arc<Counters>, String> {
+    let clock: Arc<dyn tollgate_counters::Clock> = Arc::new(SystemClock);
+    let counters = match &args.redis {
+        Some(url) => {
+            let c = Counters::redis(url, clock)?;
+            tracing::info!(redis = ?c.shared(), "rate-limit and quota counters are shared through Redis");
+            c
+        }
+        None => Counters::local(clock),
+    };
+    let rows = store
+        .quota_counters(counters.now_ms())
+        .map_err(|e| format!("cannot load the quota counters: {e}"))?;
+    let n = counters.load(
+        rows.into_iter()
+            .map(|r| PersistedCounter {
+                origin: r.origin,
+                key: r.counter_key,
+                subscription: r.subscription_id,
+                window: Window {
+                    start_ms: r.period_start_ms,
+                    end_ms: r.period_end_ms,
+                },
+                calls: r.calls,
+                bytes: r.bytes,
+            })
+            .collect(),
+    );
+    tracing::info!(counters = n, "quota counters loaded");
+    Ok(Arc::new(counters))
+}
+
+/// Write the quota counters that changed since the last flush to the store.
+pub(crate) fn flush_counters(state: &AdminState) {
+    let counters = &state.gateway.registries().counters;
+    let store = &state.store;
+    let result = counters.flush(|rows, now_ms| {
+        let records: Vec<QuotaCounterRecord> = rows
+            .iter()
+            .map(|r| QuotaCounterRecord {
+                origin: r.origin.clone(),
+                counter_key: r.key.clone(),
+                subscription_id: r.subscription.clone(),
+                period_start_ms: r.window.start_ms,
+                period_end_ms: r.window.end_ms,
+                calls: r.calls,
+                bytes: r.bytes,
+            })
+            .collect();
+        store.save_quota_counters(&records, now_ms)
+    });
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(counters = n, "quota counters written"),
+        Err(e) => tracing::error!("cannot write the quota counters (retried at the next flush): {e}"),
+    }
 }
 
 /// Read `file` (with `${env:NAME}` substitution) and apply it as a `file` revision, unless it

@@ -211,9 +211,6 @@ fn validate(file: &Path) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if args.redis.is_some() {
-        tracing::warn!("--redis is not used by this build yet: counters stay local");
-    }
     let state = match control::open(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -230,6 +227,31 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }) as server::Hook
     });
+    // Quota counters go to the store at most every second, and once more at shutdown (after
+    // the in-flight requests finished).
+    let flush_state = state.clone();
+    let counters = server::task_service(
+        "tollgate counters",
+        Box::new(move |mut shutdown| {
+            let state = flush_state.clone();
+            Box::pin(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tick.tick() => {
+                            let state = state.clone();
+                            let _ = tokio::task::spawn_blocking(move || control::flush_counters(&state)).await;
+                        }
+                    }
+                }
+            })
+        }),
+    );
+    let shutdown_state = state.clone();
+    let on_shutdown: Vec<server::Hook> =
+        vec![Box::new(move || control::flush_counters(&shutdown_state))];
     let admin_addr = args.admin_listen.clone();
     let admin = server::task_service(
         "tollgate admin",
@@ -272,8 +294,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         on_reload,
-        on_shutdown: Vec::new(),
-        extra_services: vec![admin],
+        on_shutdown,
+        extra_services: vec![admin, counters],
     };
     match server::run(gw, opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,6 +74,8 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Largest request head in bytes (default 32 KiB).
     pub max_request_headers: usize,
+    /// Memory of the response cache in bytes (default 256 MiB).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +83,7 @@ impl Default for Limits {
         Self {
             max_request_body: 10 * 1024 * 1024,
             max_request_headers: 32 * 1024,
+            cache_max_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Settings {
     /// Largest request head (request line + headers) accepted; default 32 KiB. Over it: 431.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_headers: Option<ByteSize>,
+    /// Memory of the response cache (`cache-store`), bodies and heads; default 256 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_bytes: Option<ByteSize>,
 }
 
 impl Settings {

@@ -273,6 +273,15 @@ impl Counters {
         }
     }
 
+    /// Record a failure of a background counter update (a refund, bytes at completion):
+    /// counted as an error, logged at most every 10 s.
+    pub fn record_background_error(&self, err: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if self.warn_limiter.check().is_ok() {
+            tracing::warn!(error = %err, "a counter update could not reach the counter store");
+        }
+    }
+
     /// Counter-store failures so far (the `tollgate_counter_store_errors_total` metric).
     pub fn store_errors(&self) -> StoreErrorCounts {
         StoreErrorCounts {

@@ -1,4 +1,5 @@
-//! Tollgate's embedded store: config revisions, subscriptions and the audit log.
+//! Tollgate's embedded store: config revisions, subscriptions, quota counters and the audit
+//! log.
 //!
 //! The admin service depends on the [`Store`] trait; [`SqliteStore`] implements it on
 //! SQLite in `--data-dir` (WAL mode, versioned migrations, every write in a transaction so
@@ -6,6 +7,7 @@
 //! only their HMAC-SHA256 digests under a per-installation secret.
 
 use serde::{Deserialize, Serialize};
+pub use tollgate_analytics::{Resolution, UsageFilter, UsageRow};
 
 mod sqlite;
 
@@ -130,6 +132,27 @@ pub struct AuditEntry {
     pub result: String,
 }
 
+/// A quota counter as stored: the counts of its current period. The gateway writes the
+/// counters that changed at most every second and at shutdown, and loads them at start, so
+/// a restart keeps quota usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCounterRecord {
+    /// The quota's policy position (`product:gold/inbound/1`).
+    pub origin: String,
+    /// The counter key (the subscription id, or the rendered `counter_key`).
+    pub counter_key: String,
+    /// The subscription the counter is listed under (usage calls), if any.
+    pub subscription_id: Option<String>,
+    /// Start of the period, Unix milliseconds.
+    pub period_start_ms: i64,
+    /// End of the period (exclusive), Unix milliseconds.
+    pub period_end_ms: i64,
+    /// Calls counted in the period.
+    pub calls: u64,
+    /// Bytes (request + response bodies) counted in the period.
+    pub bytes: u64,
+}
+
 /// The store the admin service works on.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// The per-installation secret keys are hashed under (32 random bytes made at first
@@ -181,6 +204,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<SubscriptionRecord>;
     /// Delete; `NotFound` when absent.
     fn delete_subscription(&self, id: &str, audit: AuditEntry) -> Result<()>;
+
+    /// Write quota counters (insert or replace each by `(origin, counter_key)`) and delete
+    /// every stored counter whose period ended at or before `now_ms`, in one transaction.
+    fn save_quota_counters(&self, counters: &[QuotaCounterRecord], now_ms: i64) -> Result<()>;
+    /// Every stored quota counter whose period ends after `now_ms`.
+    fn quota_counters(&self, now_ms: i64) -> Result<Vec<QuotaCounterRecord>>;
+    /// Delete the quota counters of a subscription and write the audit entry, in one
+    /// transaction. Returns how many were deleted.
+    fn reset_quota_counters(&self, subscription_id: &str, audit: AuditEntry) -> Result<u64>;
+
+    /// Add analytics deltas: each row (a minute's counts for one key) is merged into its
+    /// stored minute row and into the hour row holding that minute (counts added, latency
+    /// sketches merged), every row of the call in one transaction.
+    fn add_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// Stored rollup rows of `resolution` whose bucket overlaps `[from, to)` (Unix seconds)
+    /// and that match `filter`, oldest first.
+    fn usage(
+        &self,
+        resolution: Resolution,
+        from: i64,
+        to: i64,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageRow>>;
+    /// The start of the oldest stored minute row, if any (queries older than it read hours).
+    fn oldest_usage_minute(&self) -> Result<Option<i64>>;
+    /// Delete minute rows whose bucket starts before `minutes_before` and hour rows whose
+    /// bucket starts before `hours_before` (Unix seconds), in one transaction. Returns how
+    /// many of each were deleted.
+    fn prune_usage(&self, minutes_before: i64, hours_before: i64) -> Result<(u64, u64)>;
 
     /// Append an audit entry on its own (e.g. a refused config).
     fn append_audit(&self, audit: AuditEntry) -> Result<()>;

@@ -9,10 +9,11 @@ use rusqlite::{
     params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
 use sha2::{Digest, Sha256};
+use tollgate_analytics::{Resolution, UsageFilter, UsageRow};
 
 use crate::{
-    AuditEntry, KeySlot, Result, Revision, RevisionMeta, RevisionSource, Store, StoreError,
-    SubscriptionRecord, SubscriptionState,
+    AuditEntry, KeySlot, QuotaCounterRecord, Result, Revision, RevisionMeta, RevisionSource,
+    Store, StoreError, SubscriptionRecord, SubscriptionState,
 };
 
 /// The database file's name inside the data directory.
@@ -73,6 +74,25 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'audit_log is append-only');
     END;
     "#,
+    // 2: quota counters (the current period of each quota counter; see
+    // `Store::save_quota_counters`).
+    r#"
+    CREATE TABLE quota_counters (
+        origin           TEXT NOT NULL,
+        counter_key      TEXT NOT NULL,
+        subscription_id  TEXT,
+        period_start_ms  INTEGER NOT NULL,
+        period_end_ms    INTEGER NOT NULL CHECK (period_end_ms > period_start_ms),
+        calls            INTEGER NOT NULL CHECK (calls >= 0),
+        bytes            INTEGER NOT NULL CHECK (bytes >= 0),
+        updated_at       TEXT NOT NULL,
+        PRIMARY KEY (origin, counter_key)
+    );
+    CREATE INDEX quota_counters_subscription ON quota_counters (subscription_id);
+    CREATE INDEX quota_counters_period_end ON quota_counters (period_end_ms);
+    "#,
+    // 3: analytics rollups (`usage_minute`, `usage_hour`; see `sqlite/usage.rs`).
+    usage::MIGRATION,
 ];
 
 /// The schema version this build writes (the number of known migrations).
@@ -427,6 +447,116 @@ impl Store for SqliteStore {
         })
     }
 
+    fn save_quota_counters(&self, counters: &[QuotaCounterRecord], now_ms: i64) -> Result<()> {
+        self.write(|tx, now| {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO quota_counters (origin, counter_key, subscription_id,
+                         period_start_ms, period_end_ms, calls, bytes, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (origin, counter_key) DO UPDATE SET
+                         subscription_id = excluded.subscription_id,
+                         period_start_ms = excluded.period_start_ms,
+                         period_end_ms = excluded.period_end_ms,
+                         calls = excluded.calls,
+                         bytes = excluded.bytes,
+                         updated_at = excluded.updated_at",
+                )
+                .map_err(db)?;
+            for c in counters {
+                upsert
+                    .execute(params![
+                        c.origin,
+                        c.counter_key,
+                        c.subscription_id,
+                        c.period_start_ms,
+                        c.period_end_ms,
+                        to_i64(c.calls),
+                        to_i64(c.bytes),
+                        now,
+                    ])
+                    .map_err(db)?;
+            }
+            tx.execute(
+                "DELETE FROM quota_counters WHERE period_end_ms <= ?1",
+                [now_ms],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn quota_counters(&self, now_ms: i64) -> Result<Vec<QuotaCounterRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT origin, counter_key, subscription_id, period_start_ms, period_end_ms,
+                        calls, bytes
+                 FROM quota_counters WHERE period_end_ms > ?1 ORDER BY origin, counter_key",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([now_ms], |row| {
+                let origin: String = row.get(0)?;
+                let counter_key: String = row.get(1)?;
+                let subscription_id: Option<String> = row.get(2)?;
+                let period_start_ms: i64 = row.get(3)?;
+                let period_end_ms: i64 = row.get(4)?;
+                let calls: i64 = row.get(5)?;
+                let bytes: i64 = row.get(6)?;
+                Ok((|| {
+                    Ok(QuotaCounterRecord {
+                        origin,
+                        counter_key,
+                        subscription_id,
+                        period_start_ms,
+                        period_end_ms,
+                        calls: to_u64(calls)?,
+                        bytes: to_u64(bytes)?,
+                    })
+                })())
+            })
+            .map_err(db)?;
+        rows.map(|r| r.map_err(db)?).collect()
+    }
+
+    fn reset_quota_counters(&self, subscription_id: &str, mut audit: AuditEntry) -> Result<u64> {
+        self.write(|tx, now| {
+            let n = tx
+                .execute(
+                    "DELETE FROM quota_counters WHERE subscription_id = ?1",
+                    [subscription_id],
+                )
+                .map_err(db)?;
+            insert_audit(tx, &mut audit, now)?;
+            Ok(n as u64)
+        })
+    }
+
+    fn add_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        self.write(|tx, _| usage::add(tx, rows))
+    }
+
+    fn usage(
+        &self,
+        resolution: Resolution,
+        from: i64,
+        to: i64,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageRow>> {
+        let conn = self.lock();
+        usage::query(&conn, resolution, from, to, filter)
+    }
+
+    fn oldest_usage_minute(&self) -> Result<Option<i64>> {
+        let conn = self.lock();
+        usage::oldest_minute(&conn)
+    }
+
+    fn prune_usage(&self, minutes_before: i64, hours_before: i64) -> Result<(u64, u64)> {
+        self.write(|tx, _| usage::prune(tx, minutes_before, hours_before))
+    }
+
     fn list_audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
         let conn = self.lock();
         let mut stmt = conn
@@ -679,6 +809,11 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// A count for an INTEGER column (saturating: SQLite integers are signed 64-bit).
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn to_u64(n: i64) -> Result<u64> {
     u64::try_from(n).map_err(|_| StoreError::Backend(format!("negative number in store: {n}")))
 }
@@ -747,6 +882,8 @@ fn now_rfc3339() -> Result<String> {
         .format(FORMAT)
         .map_err(|e| StoreError::Backend(format!("formatting the time: {e}")))
 }
+
+mod usage;
 
 #[cfg(test)]
 mod tests;

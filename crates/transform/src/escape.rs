@@ -157,7 +157,10 @@ pub(crate) fn is_xml_ws(b: u8) -> bool {
 #[inline]
 pub(crate) fn trim_xml_ws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_xml_ws(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| !is_xml_ws(b)).map_or(start, |e| e + 1);
+    let end = s
+        .iter()
+        .rposition(|&b| !is_xml_ws(b))
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -179,7 +182,10 @@ mod tests {
         assert_eq!(json("é😀", true), "\"é😀\"");
         assert!(write_json_str(&mut Vec::new(), b"a\x01", true).is_err());
         assert!(write_json_str(&mut Vec::new(), "a\u{FFFE}".as_bytes(), true).is_err());
-        assert_eq!(json("\u{FFFD}\u{FF21}\u{F900}", true), "\"\u{FFFD}\u{FF21}\u{F900}\"");
+        assert_eq!(
+            json("\u{FFFD}\u{FF21}\u{F900}", true),
+            "\"\u{FFFD}\u{FF21}\u{F900}\""
+        );
     }
 
     #[test]

@@ -120,11 +120,14 @@ impl Parser<'_> {
             match c {
                 b'"' => {
                     self.i += 1;
-                    let end = u32::try_from(self.own.len()).map_err(|_| TransformError::TooLarge)?;
+                    let end =
+                        u32::try_from(self.own.len()).map_err(|_| TransformError::TooLarge)?;
                     return Ok(JStr::Own(o_start as u32, end));
                 }
                 b'\\' => {
-                    let e = *b.get(self.i + 1).ok_or_else(|| err(self.i, "unterminated string"))?;
+                    let e = *b
+                        .get(self.i + 1)
+                        .ok_or_else(|| err(self.i, "unterminated string"))?;
                     self.i += 2;
                     let ch = match e {
                         b'"' => '"',
@@ -139,7 +142,8 @@ impl Parser<'_> {
                         _ => return Err(err(self.i - 1, "invalid escape")),
                     };
                     let mut tmp = [0u8; 4];
-                    self.own.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+                    self.own
+                        .extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
                 }
                 0..=0x1f => return Err(err(self.i, "control character in a string")),
                 _ => {
@@ -389,7 +393,10 @@ mod tests {
 
     fn bad(s: &str) {
         assert!(
-            matches!(parse(s.as_bytes(), 100, 1000), Err(TransformError::Malformed(_))),
+            matches!(
+                parse(s.as_bytes(), 100, 1000),
+                Err(TransformError::Malformed(_))
+            ),
             "{s}"
         );
     }
@@ -437,9 +444,29 @@ mod tests {
     #[test]
     fn malformed() {
         for s in [
-            "", " ", "{", "[", "[1,]", "{\"a\"}", "{\"a\":}", "{a:1}", "[1 2]", "\"abc",
-            "\"a\u{1}\"", "tru", "nul", "[1]]", "{}}", "1 2", "\"\\x\"", "\"\\ud800\"",
-            "\"\\udc00\"", "\"\\u12\"", "{\"a\":1,}", "[}", "{]",
+            "",
+            " ",
+            "{",
+            "[",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{a:1}",
+            "[1 2]",
+            "\"abc",
+            "\"a\u{1}\"",
+            "tru",
+            "nul",
+            "[1]]",
+            "{}}",
+            "1 2",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\u12\"",
+            "{\"a\":1,}",
+            "[}",
+            "{]",
         ] {
             bad(s);
         }

@@ -10,7 +10,9 @@ pub(crate) fn is_xml_name(b: &[u8]) -> bool {
         if !ascii_start(first) {
             return false;
         }
-        return b[1..].iter().all(|&c| ascii_start(c) || matches!(c, b'-' | b'.' | b'0'..=b'9'));
+        return b[1..]
+            .iter()
+            .all(|&c| ascii_start(c) || matches!(c, b'-' | b'.' | b'0'..=b'9'));
     }
     let Ok(s) = std::str::from_utf8(b) else {
         return false;
@@ -52,7 +54,9 @@ mod tests {
         for ok in ["a", "_x", "ns:el", "a-b.c9", "élan", "名前", "xmlns:p", ":"] {
             assert!(is_xml_name(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", "1a", "-a", ".a", "a b", "a>", "a\"", "@a", "#text", "a/b", "a\u{0}"] {
+        for bad in [
+            "", "1a", "-a", ".a", "a b", "a>", "a\"", "@a", "#text", "a/b", "a\u{0}",
+        ] {
             assert!(!is_xml_name(bad.as_bytes()), "{bad}");
         }
     }

@@ -116,12 +116,7 @@ fn decode_ref(name: &[u8]) -> Result<char> {
         b"quot" => '"',
         [b'#', b'x', hex @ ..] => char_ref(hex, 16)?,
         [b'#', dec @ ..] => char_ref(dec, 10)?,
-        _ => {
-            return Err(malformed(format!(
-                "undefined entity &{};",
-                snippet(name)
-            )))
-        }
+        _ => return Err(malformed(format!("undefined entity &{};", snippet(name)))),
     };
     Ok(c)
 }
@@ -198,6 +193,12 @@ trait Sink {
     fn text(&mut self, st: &mut Store<'_>, raw: &[u8]) -> Result<()>;
     /// A character from a reference.
     fn chr(&mut self, st: &mut Store<'_>, c: char) -> Result<()>;
+}
+
+/// Whether text holds `]]>`, which XML does not allow outside CDATA sections.
+#[inline]
+fn has_cdata_end(raw: &[u8]) -> bool {
+    memchr::memchr_iter(b'>', raw).any(|i| i >= 2 && &raw[i - 2..i] == b"]]")
 }
 
 /// Checks size and encoding and returns the document without a UTF-8 byte order mark.
@@ -321,7 +322,7 @@ fn drive<'a, S: Sink>(st: &mut Store<'a>, limits: &Limits, sink: &mut S) -> Resu
                     }
                     continue;
                 }
-                if memchr::memmem::find(raw, b"]]>").is_some() {
+                if has_cdata_end(raw) {
                     return Err(malformed("']]>' in text"));
                 }
                 if !run_counted && raw.iter().any(|&b| !is_xml_ws(b)) {
@@ -362,7 +363,9 @@ fn drive<'a, S: Sink>(st: &mut Store<'a>, limits: &Limits, sink: &mut S) -> Resu
             }
             Event::Decl(ref d) => {
                 if !was_first {
-                    return Err(malformed("XML declaration not at the start of the document"));
+                    return Err(malformed(
+                        "XML declaration not at the start of the document",
+                    ));
                 }
                 if let Some(enc) = d.encoding() {
                     let enc = enc.map_err(|_| malformed("invalid XML declaration"))?;
@@ -455,10 +458,7 @@ fn read_attrs<'i>(
             d
         };
         if dup {
-            return Err(malformed(format!(
-                "duplicate attribute {:?}",
-                snippet(kb)
-            )));
+            return Err(malformed(format!("duplicate attribute {:?}", snippet(kb))));
         }
         let v = attr_value(st, &a.value)?;
         attrs.push((k, v));
@@ -657,8 +657,7 @@ impl TreeSink {
             let name = st.get(nodes[c as usize].name);
             let found = if let Some(m) = &map {
                 m.get(name).copied()
-            } else if !groups.is_empty() && st.get(nodes[groups[last_g].0 as usize].name) == name
-            {
+            } else if !groups.is_empty() && st.get(nodes[groups[last_g].0 as usize].name) == name {
                 Some(last_g)
             } else {
                 groups
@@ -906,5 +905,15 @@ impl Sink for DirectSink {
     fn chr(&mut self, st: &mut Store<'_>, c: char) -> Result<()> {
         self.acc.chr(st, &mut self.buf, c);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arena_sizes_as_documented() {
+        // docs/transforms.md states these.
+        assert_eq!(std::mem::size_of::<super::Node>(), 48);
+        assert_eq!(std::mem::size_of::<(super::Str, super::Str)>(), 24);
     }
 }

@@ -152,8 +152,12 @@ const CORPUS: &[(&str, &str, &str)] = &[
 const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
 fn friendly(xml: &str) -> String {
-    let out = xml_to_json(xml.as_bytes(), XmlToJsonKind::JavascriptFriendly, &Limits::default())
-        .unwrap_or_else(|e| panic!("{xml}: {e}"));
+    let out = xml_to_json(
+        xml.as_bytes(),
+        XmlToJsonKind::JavascriptFriendly,
+        &Limits::default(),
+    )
+    .unwrap_or_else(|e| panic!("{xml}: {e}"));
     String::from_utf8(out).unwrap()
 }
 
@@ -192,7 +196,10 @@ fn direct_form_examples() {
         direct("<?xml version=\"1.0\"?><r>\n  <a x=\"1\" y=\"&lt;\"> t </a>\n  <s>  </s><e/>x&amp;<![CDATA[<y>]]><!--c-->z<?pi?>\n</r>"),
         r##"{"#name":"r","#attrs":{},"#children":[{"#name":"a","#attrs":{"x":"1","y":"<"},"#children":[" t "]},{"#name":"s","#attrs":{},"#children":["  "]},{"#name":"e","#attrs":{},"#children":[]},"x&<y>z\n"]}"##
     );
-    assert_eq!(direct("<r/>"), r##"{"#name":"r","#attrs":{},"#children":[]}"##);
+    assert_eq!(
+        direct("<r/>"),
+        r##"{"#name":"r","#attrs":{},"#children":[]}"##
+    );
     assert_eq!(
         direct("<a:r xmlns:a=\"urn:a\">\r\n1\r2</a:r>"),
         r##"{"#name":"a:r","#attrs":{"xmlns:a":"urn:a"},"#children":["\n1\n2"]}"##
@@ -217,7 +224,9 @@ fn direct_round_trips_through_xml() {
 #[test]
 fn direct_json_to_xml() {
     assert_eq!(
-        to_xml(r##"{"#name":"p","#attrs":{"id":"1"},"#children":["Hello ",{"#name":"b","#attrs":{},"#children":["world"]},"!"]}"##),
+        to_xml(
+            r##"{"#name":"p","#attrs":{"id":"1"},"#children":["Hello ",{"#name":"b","#attrs":{},"#children":["world"]},"!"]}"##
+        ),
         format!("{DECL}<p id=\"1\">Hello <b>world</b>!</p>")
     );
     // #attrs and #children may be missing or null; keys in any order.
@@ -253,4 +262,24 @@ fn json_round_trips_through_xml() {
         friendly(&to_xml(r#"{"r":{"n":1.5e3,"t":true,"f":false,"z":null}}"#)),
         r#"{"r":{"n":"1.5e3","t":"true","f":"false","z":null}}"#
     );
+}
+
+#[test]
+fn edge_cases() {
+    // Checked against xmltodict 1.0.4 as well.
+    for (xml, expected) in [
+        ("<a />", r#"{"a":null}"#),
+        (r#"<a b="1" ></a >"#, r#"{"a":{"@b":"1"}}"#),
+        ("<a b='x>y'>]]</a>", r##"{"a":{"@b":"x>y","#text":"]]"}}"##),
+        ("<a><![CDATA[]]]]><![CDATA[>]]></a>", r#"{"a":"]]>"}"#),
+        ("<a>&#32;x&#x20;</a>", r#"{"a":"x"}"#),
+        (
+            "<r><a>1</a>\n<!-- c -->\n<a>2</a></r>",
+            r#"{"r":{"a":["1","2"]}}"#,
+        ),
+        // Our one difference: only XML white space is trimmed (xmltodict: "x").
+        ("<a>\u{a0}x\u{a0}</a>", "{\"a\":\"\u{a0}x\u{a0}\"}"),
+    ] {
+        assert_eq!(friendly(xml), expected, "{xml}");
+    }
 }

@@ -23,8 +23,14 @@ fn elements_attributes_text() {
     );
     // #text is written after the children, wherever its key is (as xmltodict).
     assert_eq!(xml(r##"{"a":{"#text":"t","b":"1"}}"##), "<a><b>1</b>t</a>");
-    assert_eq!(xml(r##"{"a":{"#text":["x",1,null,true]}}"##), "<a>x1true</a>");
-    assert_eq!(xml(r#"{"a":{"@x":null,"@y":2,"@z":false}}"#), r#"<a x="" y="2" z="false"/>"#);
+    assert_eq!(
+        xml(r##"{"a":{"#text":["x",1,null,true]}}"##),
+        "<a>x1true</a>"
+    );
+    assert_eq!(
+        xml(r#"{"a":{"@x":null,"@y":2,"@z":false}}"#),
+        r#"<a x="" y="2" z="false"/>"#
+    );
     assert_eq!(xml(r#"{"a":""}"#), "<a></a>");
     assert_eq!(xml(r#"{"a":{}}"#), "<a/>");
     assert_eq!(xml(r#"{"a":{"b":[]}}"#), "<a></a>");
@@ -102,7 +108,11 @@ fn invalid_names_are_refused() {
         (r##"{"#name":"1x"}"##, "1x"),
         (r##"{"#name":"x","#attrs":{"a\"":"1"}}"##, "a\""),
     ] {
-        assert_eq!(err(json), TransformError::InvalidName(name.into()), "{json}");
+        assert_eq!(
+            err(json),
+            TransformError::InvalidName(name.into()),
+            "{json}"
+        );
     }
     assert_eq!(
         json_to_xml(b"{}", "1root", &Limits::default()).unwrap_err(),
@@ -116,7 +126,12 @@ fn invalid_names_are_refused() {
 
 #[test]
 fn unrepresentable_characters() {
-    for json in [r#"{"r":"\u0001"}"#, r#"{"r":"\u0000"}"#, r#"{"r":"\uffff"}"#, r#"{"r":{"@a":"\u001f"}}"#] {
+    for json in [
+        r#"{"r":"\u0001"}"#,
+        r#"{"r":"\u0000"}"#,
+        r#"{"r":"\uffff"}"#,
+        r#"{"r":{"@a":"\u001f"}}"#,
+    ] {
         assert_eq!(err(json), TransformError::Unrepresentable, "{json}");
     }
 }

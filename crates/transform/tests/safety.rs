@@ -129,10 +129,7 @@ fn deep_json_is_refused_without_recursion() {
         let limits = big_limits();
         let x = json_to_xml(arrays.as_bytes(), "root", &limits).unwrap();
         assert!(x.ends_with(b"</item></item></root>"));
-        assert_eq!(
-            x.windows(13).filter(|w| w == b"<item></item>").count(),
-            1
-        );
+        assert_eq!(x.windows(13).filter(|w| w == b"<item></item>").count(), 1);
         let x = json_to_xml(objects.as_bytes(), "root", &limits).unwrap();
         let expected = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>{}1{}",
@@ -200,7 +197,9 @@ fn huge_attribute_count() {
     // A duplicate at the end is found.
     let dup = xml.replace("/>", " a100000=\"x\"/>");
     for r in x2j(dup.as_bytes(), &Limits::default()) {
-        assert!(matches!(r, Err(TransformError::Malformed(m)) if m.contains("duplicate attribute")));
+        assert!(
+            matches!(r, Err(TransformError::Malformed(m)) if m.contains("duplicate attribute"))
+        );
     }
 }
 
@@ -213,8 +212,12 @@ fn many_siblings_and_distinct_names() {
         xml.push_str(&format!("<e{i}/>"));
     }
     xml.push_str("<e5/><e99999>z</e99999></r>");
-    let j = xml_to_json(xml.as_bytes(), XmlToJsonKind::JavascriptFriendly, &Limits::default())
-        .unwrap();
+    let j = xml_to_json(
+        xml.as_bytes(),
+        XmlToJsonKind::JavascriptFriendly,
+        &Limits::default(),
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
     assert_eq!(v["r"]["e5"], serde_json::json!([null, null]));
     assert_eq!(v["r"]["e99999"], serde_json::json!([null, "z"]));
@@ -233,7 +236,11 @@ fn size_and_node_limits() {
         assert_eq!(r, Err(TransformError::TooLarge));
     }
     assert_eq!(
-        json_to_xml(format!("\"{}\"", "x".repeat(200)).as_bytes(), "root", &limits),
+        json_to_xml(
+            format!("\"{}\"", "x".repeat(200)).as_bytes(),
+            "root",
+            &limits
+        ),
         Err(TransformError::TooLarge)
     );
     // 1 root + 10 children = 11 elements.
@@ -311,11 +318,18 @@ const MALFORMED_XML: &[&str] = &[
 fn malformed_xml() {
     for xml in MALFORMED_XML {
         for r in x2j(xml.as_bytes(), &Limits::default()) {
-            assert!(matches!(r, Err(TransformError::Malformed(_))), "{xml:?}: {r:?}");
+            assert!(
+                matches!(r, Err(TransformError::Malformed(_))),
+                "{xml:?}: {r:?}"
+            );
         }
     }
     // Not UTF-8.
-    for bad in [&b"\xff\xfe<\x00a\x00/\x00>\x00"[..], b"<a>\xc3\x28</a>", b"<a>\xe9</a>"] {
+    for bad in [
+        &b"\xff\xfe<\x00a\x00/\x00>\x00"[..],
+        b"<a>\xc3\x28</a>",
+        b"<a>\xe9</a>",
+    ] {
         for r in x2j(bad, &Limits::default()) {
             assert!(matches!(r, Err(TransformError::Malformed(m)) if m.contains("UTF-8")));
         }
@@ -345,16 +359,45 @@ fn error_messages_are_short_and_client_safe() {
 }
 
 const MALFORMED_JSON: &[&str] = &[
-    "", " ", "{", "}", "[", "[1,]", "{\"a\"}", "{\"a\":}", "{a:1}", "[1 2]", "\"abc", "tru",
-    "nul", "[1]]", "{}}", "1 2", "\"\\x\"", "\"\\ud800\"", "{\"a\":1,}", "[}", "{]", "01",
-    "1.", "-", "NaN", "Infinity", "'a'", "[\"\t\"]", "\u{feff}\u{feff}1",
+    "",
+    " ",
+    "{",
+    "}",
+    "[",
+    "[1,]",
+    "{\"a\"}",
+    "{\"a\":}",
+    "{a:1}",
+    "[1 2]",
+    "\"abc",
+    "tru",
+    "nul",
+    "[1]]",
+    "{}}",
+    "1 2",
+    "\"\\x\"",
+    "\"\\ud800\"",
+    "{\"a\":1,}",
+    "[}",
+    "{]",
+    "01",
+    "1.",
+    "-",
+    "NaN",
+    "Infinity",
+    "'a'",
+    "[\"\t\"]",
+    "\u{feff}\u{feff}1",
 ];
 
 #[test]
 fn malformed_json() {
     for json in MALFORMED_JSON {
         let r = json_to_xml(json.as_bytes(), "root", &Limits::default());
-        assert!(matches!(r, Err(TransformError::Malformed(_))), "{json:?}: {r:?}");
+        assert!(
+            matches!(r, Err(TransformError::Malformed(_))),
+            "{json:?}: {r:?}"
+        );
     }
     assert!(matches!(
         json_to_xml(b"{\"a\":\"\xff\"}", "root", &Limits::default()),

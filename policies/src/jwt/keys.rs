@@ -55,7 +55,8 @@ impl VerifyKey {
 
 /// Parse a static key of the policy file. Errors are meant for the operator's log.
 pub(crate) fn static_key(k: &JwtKey) -> Result<VerifyKey, String> {
-    let alg = Algorithm::from_str(&k.alg).map_err(|_| format!("unsupported algorithm `{}`", k.alg))?;
+    let alg =
+        Algorithm::from_str(&k.alg).map_err(|_| format!("unsupported algorithm `{}`", k.alg))?;
     let key = match alg.family() {
         AlgorithmFamily::Hmac => {
             let secret = k
@@ -80,7 +81,10 @@ pub(crate) fn static_key(k: &JwtKey) -> Result<VerifyKey, String> {
             };
             let key = parsed.map_err(|e| format!("`pem` is not a {} public key: {e}", k.alg))?;
             if family == AlgorithmFamily::Ec && !ec_point_fits(alg, key.as_bytes()) {
-                return Err(format!("`pem` is an EC key on the wrong curve for {}", k.alg));
+                return Err(format!(
+                    "`pem` is an EC key on the wrong curve for {}",
+                    k.alg
+                ));
             }
             key
         }
@@ -193,8 +197,7 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
     struct Doc {
         keys: Vec<serde_json::Value>,
     }
-    let doc: Doc =
-        serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut set = KeySet::default();
     for raw in doc.keys {
         if set.keys.len() >= MAX_JWKS_KEYS {

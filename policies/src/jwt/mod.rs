@@ -191,7 +191,10 @@ impl ValidateJwt {
     /// The refusal answer.
     fn refuse(&self, err: &JwtError, ctx: &RequestCtx) -> Flow {
         tracing::debug!(request_id = %ctx.request_id, reason = err.class(), "validate-jwt refused the request");
-        let title = self.failed_status.canonical_reason().unwrap_or("Unauthorized");
+        let title = self
+            .failed_status
+            .canonical_reason()
+            .unwrap_or("Unauthorized");
         let challenge = format!(
             "Bearer error=\"invalid_token\", error_description=\"{}\"",
             err.description()
@@ -199,13 +202,8 @@ impl ValidateJwt {
         let challenge = HeaderValue::try_from(challenge)
             .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
         Flow::Respond(
-            Answer::problem(
-                self.failed_status,
-                "invalid-token",
-                title,
-                &err.to_string(),
-            )
-            .with_header(http::header::WWW_AUTHENTICATE, challenge),
+            Answer::problem(self.failed_status, "invalid-token", title, &err.to_string())
+                .with_header(http::header::WWW_AUTHENTICATE, challenge),
         )
     }
 }

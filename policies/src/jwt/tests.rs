@@ -79,7 +79,11 @@ fn req(headers: &[(&str, &str)]) -> RequestHeader {
 
 /// What the policy did with a request carrying `Authorization: Bearer token`.
 fn run(p: &ValidateJwt, token: &str) -> Result<serde_json::Map<String, Value>, Answer> {
-    run_req(p, &mut req(&[("Authorization", &format!("Bearer {token}"))]), None)
+    run_req(
+        p,
+        &mut req(&[("Authorization", &format!("Bearer {token}"))]),
+        None,
+    )
 }
 
 fn run_req(
@@ -103,7 +107,10 @@ fn refusal(res: Result<serde_json::Map<String, Value>, Answer>) -> String {
     let a = res.expect_err("the token must be refused");
     assert_eq!(a.status, 401);
     assert!(a.is_error);
-    let ct = a.headers.iter().find(|(n, _)| n == http::header::CONTENT_TYPE);
+    let ct = a
+        .headers
+        .iter()
+        .find(|(n, _)| n == http::header::CONTENT_TYPE);
     assert_eq!(ct.unwrap().1, "application/problem+json");
     let www = a
         .headers
@@ -128,18 +135,66 @@ fn err(p: &ValidateJwt, token: &str) -> JwtError {
 #[test]
 fn every_algorithm_with_static_keys() {
     let cases: &[(Algorithm, &str, Value)] = &[
-        (Algorithm::HS256, SECRET, json!({"alg": "HS256", "secret": SECRET})),
-        (Algorithm::HS384, SECRET, json!({"alg": "HS384", "secret": SECRET})),
-        (Algorithm::HS512, SECRET, json!({"alg": "HS512", "secret": SECRET})),
-        (Algorithm::RS256, RSA_A_PRIVATE, json!({"alg": "RS256", "pem": RSA_A_PUBLIC})),
-        (Algorithm::RS384, RSA_A_PRIVATE, json!({"alg": "RS384", "pem": RSA_A_PUBLIC})),
-        (Algorithm::RS512, RSA_A_PRIVATE, json!({"alg": "RS512", "pem": RSA_A_PUBLIC})),
-        (Algorithm::PS256, RSA_A_PRIVATE, json!({"alg": "PS256", "pem": RSA_A_PUBLIC})),
-        (Algorithm::PS384, RSA_A_PRIVATE, json!({"alg": "PS384", "pem": RSA_A_PUBLIC})),
-        (Algorithm::PS512, RSA_A_PRIVATE, json!({"alg": "PS512", "pem": RSA_A_PUBLIC})),
-        (Algorithm::ES256, EC256_A_PRIVATE, json!({"alg": "ES256", "pem": EC256_A_PUBLIC})),
-        (Algorithm::ES384, EC384_PRIVATE, json!({"alg": "ES384", "pem": EC384_PUBLIC})),
-        (Algorithm::EdDSA, ED25519_PRIVATE, json!({"alg": "EdDSA", "pem": ED25519_PUBLIC})),
+        (
+            Algorithm::HS256,
+            SECRET,
+            json!({"alg": "HS256", "secret": SECRET}),
+        ),
+        (
+            Algorithm::HS384,
+            SECRET,
+            json!({"alg": "HS384", "secret": SECRET}),
+        ),
+        (
+            Algorithm::HS512,
+            SECRET,
+            json!({"alg": "HS512", "secret": SECRET}),
+        ),
+        (
+            Algorithm::RS256,
+            RSA_A_PRIVATE,
+            json!({"alg": "RS256", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::RS384,
+            RSA_A_PRIVATE,
+            json!({"alg": "RS384", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::RS512,
+            RSA_A_PRIVATE,
+            json!({"alg": "RS512", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::PS256,
+            RSA_A_PRIVATE,
+            json!({"alg": "PS256", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::PS384,
+            RSA_A_PRIVATE,
+            json!({"alg": "PS384", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::PS512,
+            RSA_A_PRIVATE,
+            json!({"alg": "PS512", "pem": RSA_A_PUBLIC}),
+        ),
+        (
+            Algorithm::ES256,
+            EC256_A_PRIVATE,
+            json!({"alg": "ES256", "pem": EC256_A_PUBLIC}),
+        ),
+        (
+            Algorithm::ES384,
+            EC384_PRIVATE,
+            json!({"alg": "ES384", "pem": EC384_PUBLIC}),
+        ),
+        (
+            Algorithm::EdDSA,
+            ED25519_PRIVATE,
+            json!({"alg": "EdDSA", "pem": ED25519_PUBLIC}),
+        ),
     ];
     for (alg, private, key) in cases {
         let p = policy(json!({ "keys": [key] }));
@@ -227,8 +282,14 @@ fn the_key_decides_the_algorithm() {
         {"alg": "HS256", "secret": SECRET},
         {"alg": "RS256", "pem": RSA_A_PUBLIC}
     ]}));
-    assert!(p.verifier().verify(&sign(Algorithm::HS256, SECRET, None, &claims())).is_ok());
-    assert!(p.verifier().verify(&sign(Algorithm::RS256, RSA_A_PRIVATE, None, &claims())).is_ok());
+    assert!(p
+        .verifier()
+        .verify(&sign(Algorithm::HS256, SECRET, None, &claims()))
+        .is_ok());
+    assert!(p
+        .verifier()
+        .verify(&sign(Algorithm::RS256, RSA_A_PRIVATE, None, &claims()))
+        .is_ok());
     let forged = sign(Algorithm::HS256, RSA_A_PUBLIC, None, &claims());
     assert_eq!(err(&p, &forged), JwtError::BadSignature);
 }
@@ -256,20 +317,35 @@ fn expiry_and_skew() {
     let p = hs256(); // default skew 30 s
     let t = |c: Value| sign(Algorithm::HS256, SECRET, None, &c);
     assert_eq!(err(&p, &t(json!({"exp": now() - 100}))), JwtError::Expired);
-    assert!(p.verifier().verify(&t(json!({"exp": now() - 10}))).is_ok(), "within the skew");
+    assert!(
+        p.verifier().verify(&t(json!({"exp": now() - 10}))).is_ok(),
+        "within the skew"
+    );
     let detail = refusal(run(&p, &t(json!({"exp": now() - 100}))));
     assert_eq!(detail, "the token has expired");
     // `exp` is required, and must be a number.
-    assert_eq!(err(&p, &t(json!({"sub": "x"}))), JwtError::MissingClaim("exp".into()));
+    assert_eq!(
+        err(&p, &t(json!({"sub": "x"}))),
+        JwtError::MissingClaim("exp".into())
+    );
     // (jsonwebtoken counts a mistyped required `exp` as absent: refused either way.)
     let e = err(&p, &t(json!({"exp": (now() + 100).to_string()})));
-    assert!(matches!(e, JwtError::MissingClaim(ref c) | JwtError::MalformedClaim(ref c) if c == "exp"), "{e:?}");
+    assert!(
+        matches!(e, JwtError::MissingClaim(ref c) | JwtError::MalformedClaim(ref c) if c == "exp"),
+        "{e:?}"
+    );
     // Skew 0: no grace.
     let strict = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "clock_skew": "0s"}));
-    assert_eq!(err(&strict, &t(json!({"exp": now() - 10}))), JwtError::Expired);
+    assert_eq!(
+        err(&strict, &t(json!({"exp": now() - 10}))),
+        JwtError::Expired
+    );
     // A long skew.
     let lax = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "clock_skew": "5m"}));
-    assert!(lax.verifier().verify(&t(json!({"exp": now() - 200}))).is_ok());
+    assert!(lax
+        .verifier()
+        .verify(&t(json!({"exp": now() - 200})))
+        .is_ok());
 }
 
 #[test]
@@ -277,21 +353,39 @@ fn nbf_and_iat() {
     let p = hs256();
     let t = |c: Value| sign(Algorithm::HS256, SECRET, None, &c);
     let exp = now() + 3600;
-    assert_eq!(err(&p, &t(json!({"exp": exp, "nbf": now() + 100}))), JwtError::NotYetValid);
-    assert!(p.verifier().verify(&t(json!({"exp": exp, "nbf": now() + 10}))).is_ok());
+    assert_eq!(
+        err(&p, &t(json!({"exp": exp, "nbf": now() + 100}))),
+        JwtError::NotYetValid
+    );
+    assert!(p
+        .verifier()
+        .verify(&t(json!({"exp": exp, "nbf": now() + 10})))
+        .is_ok());
     assert_eq!(
         err(&p, &t(json!({"exp": exp, "nbf": "soon"}))),
         JwtError::MalformedClaim("nbf".into())
     );
-    assert_eq!(err(&p, &t(json!({"exp": exp, "iat": now() + 100}))), JwtError::IssuedInFuture);
-    assert!(p.verifier().verify(&t(json!({"exp": exp, "iat": now() + 10}))).is_ok());
+    assert_eq!(
+        err(&p, &t(json!({"exp": exp, "iat": now() + 100}))),
+        JwtError::IssuedInFuture
+    );
+    assert!(p
+        .verifier()
+        .verify(&t(json!({"exp": exp, "iat": now() + 10})))
+        .is_ok());
     assert_eq!(
         err(&p, &t(json!({"exp": exp, "iat": "yesterday"}))),
         JwtError::MalformedClaim("iat".into())
     );
     let strict = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "clock_skew": 0}));
-    assert_eq!(err(&strict, &t(json!({"exp": exp, "nbf": now() + 5}))), JwtError::NotYetValid);
-    assert_eq!(err(&strict, &t(json!({"exp": exp, "iat": now() + 5}))), JwtError::IssuedInFuture);
+    assert_eq!(
+        err(&strict, &t(json!({"exp": exp, "nbf": now() + 5}))),
+        JwtError::NotYetValid
+    );
+    assert_eq!(
+        err(&strict, &t(json!({"exp": exp, "iat": now() + 5}))),
+        JwtError::IssuedInFuture
+    );
 }
 
 #[test]
@@ -307,11 +401,23 @@ fn issuers() {
         }
         sign(Algorithm::HS256, SECRET, None, &c)
     };
-    assert!(p.verifier().verify(&t(json!("https://other.example"))).is_ok());
-    assert_eq!(err(&p, &t(json!("https://evil.example"))), JwtError::WrongIssuer);
-    assert_eq!(err(&p, &t(Value::Null)), JwtError::MissingClaim("iss".into()));
+    assert!(p
+        .verifier()
+        .verify(&t(json!("https://other.example")))
+        .is_ok());
+    assert_eq!(
+        err(&p, &t(json!("https://evil.example"))),
+        JwtError::WrongIssuer
+    );
+    assert_eq!(
+        err(&p, &t(Value::Null)),
+        JwtError::MissingClaim("iss".into())
+    );
     // An array issuer is not an issuer.
-    assert_eq!(err(&p, &t(json!(["https://idp.example"]))), JwtError::WrongIssuer);
+    assert_eq!(
+        err(&p, &t(json!(["https://idp.example"]))),
+        JwtError::WrongIssuer
+    );
     assert_eq!(
         refusal(run(&p, &t(json!("https://evil.example")))),
         "the token's issuer is not accepted"
@@ -332,13 +438,22 @@ fn audiences() {
         sign(Algorithm::HS256, SECRET, None, &c)
     };
     assert!(p.verifier().verify(&t(json!("api://orders"))).is_ok());
-    assert!(p.verifier().verify(&t(json!(["api://other", "api://orders"]))).is_ok());
+    assert!(p
+        .verifier()
+        .verify(&t(json!(["api://other", "api://orders"])))
+        .is_ok());
     assert_eq!(err(&p, &t(json!("api://other"))), JwtError::WrongAudience);
     assert_eq!(err(&p, &t(json!(["api://other"]))), JwtError::WrongAudience);
     // A token without `aud` fails when audiences are configured.
-    assert_eq!(err(&p, &t(Value::Null)), JwtError::MissingClaim("aud".into()));
+    assert_eq!(
+        err(&p, &t(Value::Null)),
+        JwtError::MissingClaim("aud".into())
+    );
     // Without configured audiences, `aud` is not checked.
-    assert!(hs256().verifier().verify(&t(json!("api://anything"))).is_ok());
+    assert!(hs256()
+        .verifier()
+        .verify(&t(json!("api://anything")))
+        .is_ok());
 }
 
 #[test]
@@ -355,8 +470,14 @@ fn required_claims_by_name_and_by_value() {
         sign(Algorithm::HS256, SECRET, None, &c)
     };
     assert!(names.verifier().verify(&t(json!({"tenant": "t1"}))).is_ok());
-    assert_eq!(err(&names, &t(json!({}))), JwtError::MissingClaim("tenant".into()));
-    assert_eq!(err(&names, &t(json!({"tenant": null}))), JwtError::MissingClaim("tenant".into()));
+    assert_eq!(
+        err(&names, &t(json!({}))),
+        JwtError::MissingClaim("tenant".into())
+    );
+    assert_eq!(
+        err(&names, &t(json!({"tenant": null}))),
+        JwtError::MissingClaim("tenant".into())
+    );
     assert_eq!(
         refusal(run(&names, &t(json!({})))),
         "the token has no `tenant` claim"
@@ -373,20 +494,35 @@ fn required_claims_by_name_and_by_value() {
     assert!(values.verifier().verify(&t(arr)).is_ok());
     let mut wrong = ok.clone();
     wrong["role"] = json!("user");
-    assert_eq!(err(&values, &t(wrong)), JwtError::ClaimNotAllowed("role".into()));
+    assert_eq!(
+        err(&values, &t(wrong)),
+        JwtError::ClaimNotAllowed("role".into())
+    );
     let mut wrong = ok.clone();
     wrong["scope"] = json!("orders.read");
-    assert_eq!(err(&values, &t(wrong)), JwtError::ClaimNotAllowed("scope".into()));
+    assert_eq!(
+        err(&values, &t(wrong)),
+        JwtError::ClaimNotAllowed("scope".into())
+    );
     let mut wrong = ok.clone();
     wrong["level"] = json!(2);
-    assert_eq!(err(&values, &t(wrong)), JwtError::ClaimNotAllowed("level".into()));
+    assert_eq!(
+        err(&values, &t(wrong)),
+        JwtError::ClaimNotAllowed("level".into())
+    );
     let mut missing = ok.clone();
     missing.as_object_mut().unwrap().remove("role");
-    assert_eq!(err(&values, &t(missing)), JwtError::MissingClaim("role".into()));
+    assert_eq!(
+        err(&values, &t(missing)),
+        JwtError::MissingClaim("role".into())
+    );
     // An object is never an allowed value.
     let mut obj = ok;
     obj["role"] = json!({"admin": true});
-    assert_eq!(err(&values, &t(obj)), JwtError::ClaimNotAllowed("role".into()));
+    assert_eq!(
+        err(&values, &t(obj)),
+        JwtError::ClaimNotAllowed("role".into())
+    );
 }
 
 #[test]
@@ -401,7 +537,10 @@ fn crit_is_refused() {
     assert_eq!(err(&p, &token), JwtError::UnsupportedCrit);
     // Even an empty list (which RFC 7515 forbids).
     h.crit = Some(vec![]);
-    assert_eq!(err(&p, &sign_with(&h, SECRET, &claims())), JwtError::UnsupportedCrit);
+    assert_eq!(
+        err(&p, &sign_with(&h, SECRET, &claims())),
+        JwtError::UnsupportedCrit
+    );
     assert_eq!(p.verifier().signature_checks(), 0);
 }
 
@@ -430,8 +569,14 @@ fn static_key_ids() {
         {"alg": "HS256", "secret": SECRET, "kid": "k1"},
         {"alg": "HS256", "secret": "the-second-secret-is-long-enough!!", "kid": "k2"}
     ]}));
-    assert!(p.verifier().verify(&sign(Algorithm::HS256, SECRET, Some("k1"), &claims())).is_ok());
-    assert!(p.verifier().verify(&sign(Algorithm::HS256, SECRET, None, &claims())).is_ok());
+    assert!(p
+        .verifier()
+        .verify(&sign(Algorithm::HS256, SECRET, Some("k1"), &claims()))
+        .is_ok());
+    assert!(p
+        .verifier()
+        .verify(&sign(Algorithm::HS256, SECRET, None, &claims()))
+        .is_ok());
     assert_eq!(
         err(&p, &sign(Algorithm::HS256, SECRET, Some("k2"), &claims())),
         JwtError::BadSignature
@@ -441,7 +586,10 @@ fn static_key_ids() {
         JwtError::UnknownKey
     );
     // A key without a kid verifies tokens naming any kid.
-    assert!(hs256().verifier().verify(&sign(Algorithm::HS256, SECRET, Some("zz"), &claims())).is_ok());
+    assert!(hs256()
+        .verifier()
+        .verify(&sign(Algorithm::HS256, SECRET, Some("zz"), &claims()))
+        .is_ok());
 }
 
 #[test]
@@ -464,7 +612,12 @@ fn malformed_tokens() {
     }
     // A tampered payload fails the signature.
     let mut parts: Vec<&str> = valid.split('.').collect();
-    let other = sign(Algorithm::HS256, SECRET, None, &json!({"sub": "admin", "exp": now() + 9}));
+    let other = sign(
+        Algorithm::HS256,
+        SECRET,
+        None,
+        &json!({"sub": "admin", "exp": now() + 9}),
+    );
     parts[1] = other.split('.').nth(1).unwrap();
     assert_eq!(err(&p, &parts.join(".")), JwtError::BadSignature);
 }
@@ -493,10 +646,21 @@ fn header_sources() {
         format!("bearer {token}"),
         format!("BEARER   {token}  "),
     ] {
-        assert!(run_req(&p, &mut req(&[("Authorization", &value)]), None).is_ok(), "{value}");
+        assert!(
+            run_req(&p, &mut req(&[("Authorization", &value)]), None).is_ok(),
+            "{value}"
+        );
     }
-    assert_eq!(refusal(run_req(&p, &mut req(&[]), None)), "the request carries no bearer token");
-    for value in [token.clone(), format!("Basic {token}"), "Bearer ".to_owned(), "Bearer".to_owned()] {
+    assert_eq!(
+        refusal(run_req(&p, &mut req(&[]), None)),
+        "the request carries no bearer token"
+    );
+    for value in [
+        token.clone(),
+        format!("Basic {token}"),
+        "Bearer ".to_owned(),
+        "Bearer".to_owned(),
+    ] {
         let detail = refusal(run_req(&p, &mut req(&[("Authorization", &value)]), None));
         assert_eq!(detail, "the request carries no bearer token", "{value}");
     }
@@ -504,12 +668,25 @@ fn header_sources() {
         ("Authorization", &format!("Bearer {token}")),
         ("Authorization", &format!("Bearer {token}")),
     ]);
-    assert_eq!(refusal(run_req(&p, two, None)), "the request carries more than one token");
+    assert_eq!(
+        refusal(run_req(&p, two, None)),
+        "the request carries more than one token"
+    );
     // A custom header: the Bearer prefix is optional.
     let custom = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "header": "X-Token"}));
     assert!(run_req(&custom, &mut req(&[("X-Token", &token)]), None).is_ok());
-    assert!(run_req(&custom, &mut req(&[("x-token", &format!("Bearer {token}"))]), None).is_ok());
-    assert!(run_req(&custom, &mut req(&[("Authorization", &format!("Bearer {token}"))]), None).is_err());
+    assert!(run_req(
+        &custom,
+        &mut req(&[("x-token", &format!("Bearer {token}"))]),
+        None
+    )
+    .is_ok());
+    assert!(run_req(
+        &custom,
+        &mut req(&[("Authorization", &format!("Bearer {token}"))]),
+        None
+    )
+    .is_err());
 }
 
 #[test]
@@ -520,7 +697,10 @@ fn query_source() {
     assert!(run_req(&p, &mut req(&[]), Some(&q)).is_ok());
     // The header is not looked at.
     let r = &mut req(&[("Authorization", &format!("Bearer {token}"))]);
-    assert_eq!(refusal(run_req(&p, r, Some("a=1"))), "the request carries no bearer token");
+    assert_eq!(
+        refusal(run_req(&p, r, Some("a=1"))),
+        "the request carries no bearer token"
+    );
     assert!(run_req(&p, &mut req(&[]), Some("access_token=")).is_err());
     assert!(run_req(&p, &mut req(&[]), None).is_err());
 }
@@ -528,7 +708,12 @@ fn query_source() {
 #[test]
 fn answers_never_echo_the_token() {
     let p = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "failed_status": 403}));
-    let forged = sign(Algorithm::HS256, "wrong-secret-wrong-secret-wrong-secret", None, &claims());
+    let forged = sign(
+        Algorithm::HS256,
+        "wrong-secret-wrong-secret-wrong-secret",
+        None,
+        &claims(),
+    );
     let a = run(&p, &forged).unwrap_err();
     assert_eq!(a.status, 403);
     let body = String::from_utf8(a.body.to_vec()).unwrap();
@@ -597,7 +782,13 @@ fn cache_hit_skips_the_signature() {
     );
     assert!(run(&off, &token).is_ok());
     assert!(run(&off, &token).is_ok());
-    assert_eq!((off.verifier().signature_checks(), off.verifier().cache_hits()), (2, 0));
+    assert_eq!(
+        (
+            off.verifier().signature_checks(),
+            off.verifier().cache_hits()
+        ),
+        (2, 0)
+    );
 }
 
 #[test]
@@ -605,7 +796,12 @@ fn cache_respects_exp() {
     let p = policy(json!({"keys": [{"alg": "HS256", "secret": SECRET}], "clock_skew": 0}));
     let v = p.verifier();
     let exp = now() + 1;
-    let token = sign(Algorithm::HS256, SECRET, None, &json!({"sub": "s", "exp": exp}));
+    let token = sign(
+        Algorithm::HS256,
+        SECRET,
+        None,
+        &json!({"sub": "s", "exp": exp}),
+    );
     assert!(run(&p, &token).is_ok());
     assert!(run(&p, &token).is_ok());
     assert_eq!((v.signature_checks(), v.cache_hits()), (1, 1));

@@ -483,9 +483,9 @@ fn claim_allows(name: &str, value: &Value, allowed: &[String]) -> bool {
     };
     match value {
         Value::Array(items) => items.iter().any(scalar),
-        Value::String(s) if name == "scope" || name == "scp" => {
-            s.split_ascii_whitespace().any(|part| allowed.iter().any(|a| a == part))
-        }
+        Value::String(s) if name == "scope" || name == "scp" => s
+            .split_ascii_whitespace()
+            .any(|part| allowed.iter().any(|a| a == part)),
         other => scalar(other),
     }
 }
@@ -568,7 +568,9 @@ fn parse_header(token: &str) -> Result<Header, JwtError> {
         return Err(JwtError::UnsupportedCrit);
     }
     let alg = match map.get("alg") {
-        Some(Value::String(a)) => Algorithm::from_str(a).map_err(|_| JwtError::UnsupportedAlgorithm)?,
+        Some(Value::String(a)) => {
+            Algorithm::from_str(a).map_err(|_| JwtError::UnsupportedAlgorithm)?
+        }
         _ => return Err(JwtError::Malformed),
     };
     let kid = match map.get("kid") {

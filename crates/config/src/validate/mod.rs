@@ -524,7 +524,7 @@ fn check_settings(cx: &mut Cx<'_>, value: &Value) -> Limits {
         value,
         path,
         "the settings",
-        &["max_request_body", "max_request_headers"],
+        &["max_request_body", "max_request_headers", "cache_max_bytes"],
     ) else {
         return limits;
     };
@@ -542,6 +542,14 @@ fn check_settings(cx: &mut Cx<'_>, value: &Value) -> Limits {
                 Ok(bytes) => limits.max_request_headers = bytes,
                 Err(_) => cx.error(&field, "too large"),
             },
+            Err(message) => cx.error(&field, message),
+        }
+    }
+    if let Some(size) = cx.optional::<ByteSize>(map, path, "cache_max_bytes") {
+        let field = join_key(path, "cache_max_bytes");
+        match parse_byte_size(&size) {
+            Ok(bytes) if bytes < 64 * 1024 => cx.error(&field, "must be at least 64KiB"),
+            Ok(bytes) => limits.cache_max_bytes = bytes,
             Err(message) => cx.error(&field, message),
         }
     }

@@ -333,6 +333,14 @@ fn settings_checks() {
     assert_eq!(config.limits.max_request_headers, 8000);
     let config = compile("version: 1\n");
     assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.limits.cache_max_bytes, 256 << 20);
+    assert_only(
+        "version: 1\nsettings: { cache_max_bytes: 1KiB }\n",
+        "settings.cache_max_bytes",
+        "at least 64KiB",
+    );
+    let config = compile("version: 1\nsettings: { cache_max_bytes: 64MiB }\n");
+    assert_eq!(config.limits.cache_max_bytes, 64 << 20);
 }
 
 #[test]

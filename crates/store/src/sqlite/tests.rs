@@ -796,3 +796,53 @@ fn sigkill_mid_write_leaves_a_consistent_store() {
         last_revisions = revisions;
     }
 }
+
+fn quota(origin: &str, key: &str, sub: Option<&str>, end: i64, calls: u64) -> QuotaCounterRecord {
+    QuotaCounterRecord {
+        origin: origin.to_owned(),
+        counter_key: key.to_owned(),
+        subscription_id: sub.map(str::to_owned),
+        period_start_ms: end - 60_000,
+        period_end_ms: end,
+        calls,
+        bytes: calls * 10,
+    }
+}
+
+#[test]
+fn quota_counters_are_upserted_expired_and_reset_with_an_audit_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let a = quota("product:p/inbound/0", "s1", Some("s1"), 100_000, 3);
+    let b = quota("api:x/inbound/1", "10.0.0.1", Some("s1"), 100_000, 1);
+    let c = quota("product:p/inbound/0", "s2", Some("s2"), 100_000, 5);
+    let old = quota("product:p/inbound/0", "s3", Some("s3"), 50_000, 9);
+    store
+        .save_quota_counters(&[a.clone(), b.clone(), c.clone(), old], 40_000)
+        .unwrap();
+    assert_eq!(store.quota_counters(40_000).unwrap().len(), 4);
+    // Only live periods are loaded.
+    assert_eq!(store.quota_counters(60_000).unwrap().len(), 3);
+    // An update replaces; a save deletes what has expired.
+    let a2 = quota("product:p/inbound/0", "s1", Some("s1"), 100_000, 4);
+    store
+        .save_quota_counters(std::slice::from_ref(&a2), 60_000)
+        .unwrap();
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM quota_counters"), 3);
+    let all = store.quota_counters(60_000).unwrap();
+    assert!(all.contains(&a2) && all.contains(&b) && all.contains(&c));
+    // Huge counts saturate instead of failing.
+    let big = quota("q", "k", None, 100_000, u64::MAX / 10);
+    store.save_quota_counters(&[big], 60_000).unwrap();
+    // Reset: the subscription's counters go, with an audit entry, in one transaction.
+    let n = store
+        .reset_quota_counters("s1", audit("subscription.usage-reset", &target("s1")))
+        .unwrap();
+    assert_eq!(n, 2);
+    let left = store.quota_counters(60_000).unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|r| r.subscription_id.as_deref() != Some("s1")));
+    let log = store.list_audit(None, 1).unwrap();
+    assert_eq!(log[0].action, "subscription.usage-reset");
+    assert_eq!(log[0].target, "subscription:s1");
+}

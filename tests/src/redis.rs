@@ -1,0 +1,127 @@
+//! A real Redis server for the tests that share counters: Debian's `redis-server` on a free
+//! port of 127.0.0.1, without persistence (`--save '' --appendonly no`), killed (SIGKILL)
+//! when dropped. [`RedisServer::kill`] and [`RedisServer::restart`] simulate an outage and
+//! a recovery on the same port.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `redis-server` binary: `$REDIS_SERVER`, else `/usr/bin/redis-server`, else the one on
+/// the `PATH`.
+pub fn redis_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDIS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let debian = PathBuf::from("/usr/bin/redis-server");
+    if debian.exists() {
+        return debian;
+    }
+    PathBuf::from("redis-server")
+}
+
+/// A running `redis-server`; see the module docs.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits (bounded: 10 s) until it answers `PING`.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = RedisServer {
+            port: crate::free_port(),
+            child: None,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
+        let child = Command::new(redis_server_bin())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); install Debian's redis-server package",
+                    redis_server_bin().display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Whether the server answers `PING` right now.
+    pub fn ping(&self) -> bool {
+        self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one inline command and returns the first reply bytes as text (bounded: 1 s).
+    pub fn command(&self, line: &str) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Kills the server (SIGKILL): an outage. Its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
