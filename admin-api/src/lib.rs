@@ -1,8 +1,9 @@
 //! Tollgate's admin REST API (contract §4), as an axum router built by [`router`].
 //!
 //! Calls: probes (`/healthz`, `/readyz`), `/config` (get, put, revisions, rollback,
-//! effective chain), `/products`, `/apis`, `/subscriptions` and `/openapi.json`. Analytics,
-//! metrics, the dashboard and cache purge come later. The handlers work on a
+//! effective chain), `/products`, `/apis`, `/subscriptions`, `/cache`, `/analytics/requests`,
+//! `/metrics`, the operators' dashboard (`/`, `/dashboard/{file}`: static, no token) and
+//! `/openapi.json`. The handlers work on a
 //! [`tollgate_store::Store`] and a [`tollgate_gateway::Gateway`]; config writes go through
 //! [`apply_text`]'s path (validate, compile, apply to the gateway, then store), and every
 //! subscription change rebuilds the proxy's key ring ([`refresh_keys`]).
@@ -73,10 +74,12 @@ use tollgate_gateway::Gateway;
 use tollgate_store::Store;
 use utoipa::IntoParams;
 
+mod analytics;
 mod apply;
 mod auth;
 mod cache_api;
 mod config_api;
+mod dashboard;
 mod extract;
 mod openapi;
 mod plan;
@@ -161,6 +164,10 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
         (Method::GET, "/healthz", get(healthz)),
         (Method::GET, "/readyz", get(readyz)),
         (Method::GET, "/openapi.json", get(openapi::openapi_json)),
+        (Method::GET, "/", get(dashboard::index)),
+        (Method::GET, "/dashboard/{file}", get(dashboard::asset)),
+        (Method::GET, "/analytics/requests", get(analytics::requests)),
+        (Method::GET, "/metrics", get(analytics::metrics)),
         (Method::POST, "/cache/purge", post(cache_api::purge)),
         (Method::GET, "/cache/stats", get(cache_api::stats)),
         (Method::GET, "/config", get(c::get_config)),

@@ -27,6 +27,10 @@ use utoipa::{Modify, OpenApi};
         crate::healthz,
         crate::readyz,
         openapi_json,
+        crate::dashboard::index,
+        crate::dashboard::asset,
+        crate::analytics::requests,
+        crate::analytics::metrics,
         crate::cache_api::purge,
         crate::cache_api::stats,
         config_api::get_config,
@@ -64,6 +68,8 @@ use utoipa::{Modify, OpenApi};
         (name = "apis", description = "APIs of the live policy file."),
         (name = "subscriptions", description = "Subscriptions and their keys."),
         (name = "cache", description = "The response cache: purge (admin or operator) and counters."),
+        (name = "analytics", description = "Usage reports and Prometheus metrics (admin and operator)."),
+        (name = "dashboard", description = "The operators' dashboard: a page and its static files (no token)."),
         (name = "meta", description = "This description."),
     )
 )]

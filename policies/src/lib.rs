@@ -21,8 +21,8 @@ mod check_header;
 mod cors;
 mod headers;
 mod ip_filter;
-mod limits;
 pub mod jwt;
+mod limits;
 mod problem;
 mod query;
 mod return_response;
@@ -292,6 +292,9 @@ pub enum BuildError {
     /// The kind exists in the contract but this build does not enforce it yet.
     #[error("policy kind `{0}` is not available in this build yet")]
     NotAvailable(&'static str),
+    /// The policy's definition cannot be used (e.g. a key that does not parse).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Long-lived state that policies share across config snapshots (counters, caches, key
@@ -324,7 +327,7 @@ pub fn build(
     registries: &Arc<Registries>,
 ) -> Result<Arc<dyn Policy>, BuildError> {
     if let PolicyDef::ValidateJwt(def) = &instance.def {
-        return Ok(jwt::build(def, registries));
+        return jwt::build(def, registries);
     }
     if let Some(p) = cache::build(&instance.def, &registries.cache) {
         return Ok(p);
@@ -356,7 +359,8 @@ pub fn is_available(def: &PolicyDef) -> bool {
     matches!(
         def,
         PolicyDef::ValidateJwt(_) | PolicyDef::CacheLookup(_) | PolicyDef::CacheStore { .. }
-    ) || limits::handles(def) || simple::build(def).is_some()
+    ) || limits::handles(def)
+        || simple::build(def).is_some()
 }
 
 /// A status code from a policy field that validation already checked.

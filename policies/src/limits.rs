@@ -63,12 +63,17 @@ pub(crate) fn handles(def: &PolicyDef) -> bool {
 }
 
 /// Build the policy for `instance` (a limit kind) counting in `counters`.
-pub(crate) fn build(instance: &PolicyInstance, counters: &Arc<Counters>) -> Option<Arc<dyn Policy>> {
+pub(crate) fn build(
+    instance: &PolicyInstance,
+    counters: &Arc<Counters>,
+) -> Option<Arc<dyn Policy>> {
     Some(match &instance.def {
         PolicyDef::RateLimit(d) | PolicyDef::RateLimitByKey(d) => {
             Arc::new(Limit::rate(instance, d, counters))
         }
-        PolicyDef::Quota(d) | PolicyDef::QuotaByKey(d) => Arc::new(Limit::quota(instance, d, counters)),
+        PolicyDef::Quota(d) | PolicyDef::QuotaByKey(d) => {
+            Arc::new(Limit::quota(instance, d, counters))
+        }
         _ => return None,
     })
 }
@@ -82,9 +87,8 @@ pub fn quota_period(def: &QuotaDef) -> Period {
         ConfigPeriod::CalendarMonth => CalendarKind::Month,
     };
     // Validation checked the name against the same bundled database.
-    Period::calendar(kind, &def.timezone).unwrap_or_else(|_| {
-        Period::calendar(kind, "UTC").unwrap_or(Period::Fixed(86_400_000))
-    })
+    Period::calendar(kind, &def.timezone)
+        .unwrap_or_else(|_| Period::calendar(kind, "UTC").unwrap_or(Period::Fixed(86_400_000)))
 }
 
 #[derive(Debug)]
@@ -210,8 +214,10 @@ impl Limit {
                 ),
             ),
         };
-        Answer::problem(self.status, slug, title, &detail)
-            .with_header(self.retry_after_header.clone(), HeaderValue::from(retry_after))
+        Answer::problem(self.status, slug, title, &detail).with_header(
+            self.retry_after_header.clone(),
+            HeaderValue::from(retry_after),
+        )
     }
 
     /// Decide on a counted (or refused) call.
@@ -272,9 +278,14 @@ impl Limit {
         };
         let key = ctx.limits[i].key.clone();
         match pending.get() {
-            Some(Ok(remote)) => {
-                self.decide(remote.outcome, remote.window, remote.now_ms, Some(i), &key, ctx)
-            }
+            Some(Ok(remote)) => self.decide(
+                remote.outcome,
+                remote.window,
+                remote.now_ms,
+                Some(i),
+                &key,
+                ctx,
+            ),
             Some(Err(e)) => self.store_failed(e),
             None => self.store_failed(&"the counter check did not finish"),
         }
@@ -389,7 +400,10 @@ impl Policy for Limit {
                 ops.push(Op::Bytes(bytes));
             }
             for op in ops {
-                match shared.run(kind, &origin, &key, At::Window(window), op).await {
+                match shared
+                    .run(kind, &origin, &key, At::Window(window), op)
+                    .await
+                {
                     Ok(remote) => {
                         if let (true, Some(table)) = (remote.applied, &mirror) {
                             table.mirror(

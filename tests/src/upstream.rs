@@ -7,7 +7,8 @@
 //! answers the status set by [`Upstream::set_health`] and is counted apart, not recorded.
 //!
 //! Behaviour knobs, all switchable at run time: the answer status ([`Upstream::set_status`]),
-//! a delay before every answer ([`Upstream::set_delay`]); per request, the query parameters
+//! a delay before every answer ([`Upstream::set_delay`]), extra answer headers
+//! ([`Upstream::set_headers`]); per request, the query parameters
 //! `sleep_ms=N` (wait N ms before answering) and `status=N` (answer with status N).
 //!
 //! [`Blackhole`] accepts connections and never answers (for upstream timeouts).
@@ -96,6 +97,8 @@ struct Shared {
     delay_ms: AtomicU64,
     /// A fixed answer (content type, body, content encoding) instead of the echo.
     canned: Mutex<Option<(String, Vec<u8>, Option<String>)>>,
+    /// Extra headers on every answer (not health checks).
+    extra_headers: Mutex<Vec<(String, String)>>,
 }
 
 /// A real HTTP/1.1 upstream server on an ephemeral port; see the module docs.
@@ -129,6 +132,7 @@ impl Upstream {
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             canned: Mutex::new(None),
+            extra_headers: Mutex::new(Vec::new()),
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let sh = shared.clone();
@@ -229,6 +233,16 @@ impl Upstream {
             body.to_vec(),
             encoding.map(str::to_string),
         ));
+    }
+
+    /// Extra headers on every answer from now on (e.g. `Cache-Control`, `ETag`,
+    /// `Set-Cookie`), replacing the previous extra headers; repeated names are sent
+    /// repeatedly. An empty list sends none.
+    pub fn set_headers(&self, headers: &[(&str, &str)]) {
+        *self.shared.extra_headers.lock().expect("lock") = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Status of every answer from now on (default 200); `status=N` in a query wins.
@@ -335,11 +349,15 @@ async fn handle(
         tokio::time::sleep_until(until.into()).await;
     }
     let canned = sh.canned.lock().expect("lock").clone();
+    let extra = sh.extra_headers.lock().expect("lock").clone();
     if let Some((content_type, body, encoding)) = canned {
         let mut b = Response::builder()
             .status(status)
             .header("content-type", content_type)
             .header("x-upstream", sh.name.as_str());
+        for (n, v) in &extra {
+            b = b.header(n.as_str(), v.as_str());
+        }
         if let Some(enc) = encoding {
             b = b.header("content-encoding", enc);
         }
@@ -352,11 +370,14 @@ async fn handle(
         "headers": headers.iter().map(|(n, v)| [n, v]).collect::<Vec<_>>(),
         "body": String::from_utf8_lossy(&body),
     });
-    Ok(Response::builder()
+    let mut b = Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .header("x-upstream", sh.name.as_str())
-        .body(Full::new(Bytes::from(echo.to_string())))
+        .header("x-upstream", sh.name.as_str());
+    for (n, v) in &extra {
+        b = b.header(n.as_str(), v.as_str());
+    }
+    Ok(b.body(Full::new(Bytes::from(echo.to_string())))
         .expect("response"))
 }
 

@@ -341,3 +341,37 @@ async fn jwks_provider_down_at_start() {
         "failures are logged"
     );
 }
+
+#[tokio::test]
+async fn claims_as_a_rate_limit_key() {
+    let up = Upstream::start("a");
+    let inbound = format!(
+        r#"        - validate-jwt: {{ keys: [ {{ alg: HS256, secret: "{SECRET}" }} ] }}
+        - rate-limit-by-key: {{ calls: 2, renewal_period: 60s, counter_key: "{{jwt.claim.sub}}" }}"#
+    );
+    let gw = Gateway::start(&config(&up.url(), &inbound));
+    let c = client();
+    let alice = hs256(&claims("alice"));
+    let bob = hs256(&claims("bob"));
+    for _ in 0..2 {
+        let a = fetch(
+            c.get(gw.url("/api/x"))
+                .header("Authorization", bearer(&alice)),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let a = fetch(
+        c.get(gw.url("/api/x"))
+            .header("Authorization", bearer(&alice)),
+    )
+    .await;
+    a.assert_problem(429);
+    // Another subject has its own counter.
+    let a = fetch(
+        c.get(gw.url("/api/x"))
+            .header("Authorization", bearer(&bob)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod control;
 mod demo;
+mod telemetry;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -117,6 +118,8 @@ struct ServeArgs {
     /// defence); the connection is closed after it.
     #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     header_read_timeout: u64,
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -250,8 +253,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         }),
     );
     let shutdown_state = state.clone();
-    let on_shutdown: Vec<server::Hook> =
+    let mut on_shutdown: Vec<server::Hook> =
         vec![Box::new(move || control::flush_counters(&shutdown_state))];
+    // Analytics (rollups, metrics, access log) and traces; flushed at shutdown.
+    match telemetry::start(&gw, &state.store, &args.telemetry) {
+        Ok(hooks) => on_shutdown.extend(hooks),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    }
     let admin_addr = args.admin_listen.clone();
     let admin = server::task_service(
         "tollgate admin",

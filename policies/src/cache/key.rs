@@ -92,7 +92,10 @@ impl KeyHasher {
 pub(crate) fn request_host(req: &RequestHeader) -> Vec<u8> {
     let raw = match req.headers.get(HOST) {
         Some(h) => h.as_bytes(),
-        None => req.uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
+        None => req
+            .uri
+            .authority()
+            .map_or(&b""[..], |a| a.as_str().as_bytes()),
     };
     raw.to_ascii_lowercase()
 }
@@ -246,7 +249,10 @@ mod tests {
         assert_eq!(key(&plain, &[HOST_A], &sub), key(&plain, &[HOST_A], &base));
         let mut other = ctx(Some("a=1"));
         other.operation_id = None;
-        assert_ne!(key(&plain, &[HOST_A], &other), key(&plain, &[HOST_A], &base));
+        assert_ne!(
+            key(&plain, &[HOST_A], &other),
+            key(&plain, &[HOST_A], &base)
+        );
         other.product_id = Some("gold".into());
         let mut other2 = ctx(Some("a=1"));
         other2.operation_id = None;
@@ -265,9 +271,6 @@ mod tests {
         let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
         r.set_uri("http://A.example/x".parse().unwrap());
         assert_eq!(request_host(&r), b"a.example");
-        assert_eq!(
-            compute(&s, &r, &ctx(None)),
-            key(&s, &[HOST_A], &ctx(None))
-        );
+        assert_eq!(compute(&s, &r, &ctx(None)), key(&s, &[HOST_A], &ctx(None)));
     }
 }

@@ -197,8 +197,7 @@ pub fn on_body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool)
     if !end_of_stream {
         return;
     }
-    let (Some(head), Some(ttl), Some(fill)) = (c.head.take(), c.ttl.take(), c.fill.take())
-    else {
+    let (Some(head), Some(ttl), Some(fill)) = (c.head.take(), c.ttl.take(), c.fill.take()) else {
         return;
     };
     let body = std::mem::take(&mut c.body).freeze();
@@ -447,7 +446,10 @@ mod tests {
         store: &CacheStore,
     ) -> RequestCtx {
         let mut c = ctx();
-        assert!(matches!(lookup(cache).inbound(request, &mut c), Flow::Continue));
+        assert!(matches!(
+            lookup(cache).inbound(request, &mut c),
+            Flow::Continue
+        ));
         c.cache.capture_head(resp);
         store.outbound(resp, &mut c);
         c.cache.after_outbound(request, false);
@@ -472,7 +474,10 @@ mod tests {
         assert_eq!(c.cache.outcome(), CacheOutcome::Miss);
         assert!(!c.cache.filling());
         let mut c2 = ctx();
-        assert!(matches!(lookup(&cache).inbound(&mut r, &mut c2), Flow::Continue));
+        assert!(matches!(
+            lookup(&cache).inbound(&mut r, &mut c2),
+            Flow::Continue
+        ));
         assert_eq!(c2.cache.outcome(), CacheOutcome::Hit);
         let e = c2.cache.take_hit().unwrap();
         assert_eq!(&e.body[..], b"hello");
@@ -582,7 +587,10 @@ mod tests {
             .build()
             .unwrap()
             .block_on(pending);
-        assert!(matches!(policy.inbound(&mut r, &mut follower), Flow::Continue));
+        assert!(matches!(
+            policy.inbound(&mut r, &mut follower),
+            Flow::Continue
+        ));
         assert_eq!(follower.cache.outcome(), CacheOutcome::Hit);
     }
 }

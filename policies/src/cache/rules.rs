@@ -40,11 +40,7 @@ pub(crate) fn directives(headers: &HeaderMap) -> Directives {
                 Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
                 None => (item, None),
             };
-            let seconds = || {
-                value
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
+            let seconds = || value.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             if name.eq_ignore_ascii_case("no-store") {
                 d.no_store = true;
             } else if name.eq_ignore_ascii_case("no-cache") {
@@ -139,7 +135,10 @@ pub(crate) fn storable(
     let freshness = match d.s_maxage.or(d.max_age) {
         Some(secs) => Some(Duration::from_secs(secs)),
         None => headers.get(EXPIRES).map(|e| {
-            let expires = e.to_str().ok().and_then(|e| httpdate::parse_http_date(e).ok());
+            let expires = e
+                .to_str()
+                .ok()
+                .and_then(|e| httpdate::parse_http_date(e).ok());
             let date = headers
                 .get(DATE)
                 .and_then(|v| v.to_str().ok())
@@ -433,8 +432,11 @@ mod tests {
         assert!(!request_rules(&headers(&[("cache-control", "max-age=5")])).revalidate);
         assert!(request_rules(&headers(&[("pragma", "no-cache")])).revalidate);
         assert!(
-            !request_rules(&headers(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]))
-                .revalidate
+            !request_rules(&headers(&[
+                ("pragma", "no-cache"),
+                ("cache-control", "max-age=5")
+            ]))
+            .revalidate
         );
         assert!(request_rules(&headers(&[("cache-control", "no-store")])).bypass);
     }
@@ -474,8 +476,11 @@ mod tests {
     #[test]
     fn vary_lists() {
         assert_eq!(
-            vary_names(&headers(&[("vary", "Accept-Encoding, accept"), ("vary", "Accept")]))
-                .unwrap(),
+            vary_names(&headers(&[
+                ("vary", "Accept-Encoding, accept"),
+                ("vary", "Accept")
+            ]))
+            .unwrap(),
             vec![http::header::ACCEPT_ENCODING, http::header::ACCEPT]
         );
         assert!(vary_names(&headers(&[("vary", "*")])).is_err());

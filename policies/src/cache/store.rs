@@ -80,8 +80,8 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, Vec::len))
             .sum();
-        let weight = (body.len() + head_bytes + vary_bytes + ENTRY_OVERHEAD)
-            .min(u32::MAX as usize) as u32;
+        let weight =
+            (body.len() + head_bytes + vary_bytes + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32;
         let now = Instant::now();
         Entry {
             head,
@@ -145,7 +145,9 @@ impl PurgeFilter {
             want.as_deref()
                 .is_none_or(|w| have.as_deref().is_some_and(|h| h == w))
         }
-        one(&self.api, &e.api) && one(&self.operation, &e.operation) && one(&self.product, &e.product)
+        one(&self.api, &e.api)
+            && one(&self.operation, &e.operation)
+            && one(&self.product, &e.product)
     }
 }
 
@@ -516,7 +518,10 @@ mod tests {
     fn expired_entries_miss() {
         let c = ResponseCache::new(1 << 20);
         let h = http::HeaderMap::new();
-        c.insert(CacheKey(2), entry(10, Duration::from_millis(20), "a", "o", None));
+        c.insert(
+            CacheKey(2),
+            entry(10, Duration::from_millis(20), "a", "o", None),
+        );
         assert!(matches!(c.lookup(CacheKey(2), &h, ALL), Lookup::Hit(_)));
         std::thread::sleep(Duration::from_millis(40));
         assert!(matches!(c.lookup(CacheKey(2), &h, ALL), Lookup::Fill(_)));
@@ -544,9 +549,15 @@ mod tests {
     fn bounded_in_bytes_and_big_entries_refused() {
         let c = ResponseCache::new(64 * 1024);
         assert_eq!(c.max_entry_bytes(), 8 * 1024);
-        assert!(!c.insert(CacheKey(9), entry(9 * 1024, Duration::from_secs(60), "a", "o", None)));
+        assert!(!c.insert(
+            CacheKey(9),
+            entry(9 * 1024, Duration::from_secs(60), "a", "o", None)
+        ));
         for i in 0..100u128 {
-            c.insert(CacheKey(100 + i), entry(4000, Duration::from_secs(60), "a", "o", None));
+            c.insert(
+                CacheKey(100 + i),
+                entry(4000, Duration::from_secs(60), "a", "o", None),
+            );
         }
         let s = c.stats();
         assert!(s.bytes <= 64 * 1024, "{s:?}");

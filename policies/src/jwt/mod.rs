@@ -235,7 +235,20 @@ impl Policy for ValidateJwt {
     }
 }
 
-/// Build the policy (called by [`crate::build`]).
-pub(crate) fn build(def: &kinds::ValidateJwt, registries: &crate::Registries) -> Arc<dyn Policy> {
-    Arc::new(ValidateJwt::new(def, &registries.jwt))
+/// Build the policy (called by [`crate::build`]). A static key that does not parse (wrong
+/// PEM type, wrong curve, a private key given as `pem`) refuses the whole config, so
+/// `tollgate validate` and the admin API say so instead of a policy that verifies nothing.
+pub(crate) fn build(
+    def: &kinds::ValidateJwt,
+    registries: &crate::Registries,
+) -> Result<Arc<dyn Policy>, crate::BuildError> {
+    for (i, k) in def.keys.iter().enumerate() {
+        if let Err(reason) = keys::static_key(k) {
+            return Err(crate::BuildError::Invalid(format!(
+                "validate-jwt keys[{i}] ({}): {reason}",
+                k.alg
+            )));
+        }
+    }
+    Ok(Arc::new(ValidateJwt::new(def, &registries.jwt)))
 }

@@ -838,3 +838,13 @@ fn debug_output_holds_no_secret() {
     let text = format!("{p:?}");
     assert!(!text.contains(SECRET), "{text}");
 }
+
+#[test]
+fn a_static_key_that_does_not_parse_refuses_the_config() {
+    let def: tollgate_config::model::kinds::ValidateJwt = serde_json::from_value(serde_json::json!({
+        "keys": [ { "alg": "RS256", "pem": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n" } ]
+    }))
+    .unwrap();
+    let err = super::build(&def, &crate::Registries::default()).unwrap_err();
+    assert!(err.to_string().contains("keys[0] (RS256)"), "{err}");
+}

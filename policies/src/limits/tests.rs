@@ -191,7 +191,10 @@ fn a_rebuilt_policy_at_the_same_position_keeps_its_counts() {
     run(second, &mut ctx()).unwrap();
     assert!(run(second, &mut ctx()).is_err());
     // Another position counts on its own.
-    let both = policies(&format!("    - set-header: {{ name: x, value: y }}\n{entry}"), &reg);
+    let both = policies(
+        &format!("    - set-header: {{ name: x, value: y }}\n{entry}"),
+        &reg,
+    );
     run(&both[1], &mut ctx()).unwrap();
 }
 
