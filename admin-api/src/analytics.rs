@@ -194,8 +194,15 @@ pub(crate) async fn requests(
         let resolution = if group_by == GroupBy::Minute {
             Resolution::Minute
         } else {
-            match store.oldest_usage_minute()? {
-                Some(oldest) if from < oldest => Resolution::Hour,
+            // Hours only when minutes were pruned: the hours reach further back than the
+            // oldest minute kept, and the range starts before it.
+            match store.usage_coverage()? {
+                (Some(minute), Some(hour))
+                    if from < minute && hour < Resolution::Hour.bucket_of(minute) =>
+                {
+                    Resolution::Hour
+                }
+                (None, Some(_)) => Resolution::Hour,
                 _ => Resolution::Minute,
             }
         };
@@ -298,19 +305,12 @@ pub(crate) fn render_metrics(state: &AdminState) -> String {
             ));
         }
     }
-    m.set_upstream_health(
-        health
-            .iter()
-            .map(|(a, t, h)| (a.as_str(), t.as_str(), *h)),
-    );
+    m.set_upstream_health(health.iter().map(|(a, t, h)| (a.as_str(), t.as_str(), *h)));
     m.config_revision.set(snap.revision as i64);
     m.config_swapped_at
         .set(telemetry.swapped_at_ms() as f64 / 1000.0);
     m.inflight.set(gw.inflight() as i64);
-    Metrics::sync_counter(
-        &m.jwks_failures,
-        gw.registries().jwt.jwks().failure_count(),
-    );
+    Metrics::sync_counter(&m.jwks_failures, gw.registries().jwt.jwks().failure_count());
     Metrics::sync_counter(&m.analytics_dropped, telemetry.meter().dropped());
     m.analytics_queue.set(telemetry.meter().queued() as i64);
     m.render()

@@ -66,8 +66,7 @@ fn has_no_body(req: &Request) -> bool {
     let h = req.headers();
     !h.contains_key(CONTENT_TYPE)
         && !h.contains_key(TRANSFER_ENCODING)
-        && h.get(CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
+        && h.get(CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
 }
 
 /// `POST /cache/purge`.

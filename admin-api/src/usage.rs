@@ -52,6 +52,9 @@ pub(crate) struct Usage {
     subscription: String,
     /// Its quota counters, by policy position and counter key.
     items: Vec<UsageItem>,
+    /// Its calls over the last hour, 24 hours and 30 days, from the analytics rollups
+    /// (what the gateway answered, blocked calls included).
+    calls: Vec<crate::analytics::CallCounts>,
 }
 
 /// The answer of a reset.
@@ -101,7 +104,12 @@ fn live_quotas(state: &AdminState, scope: &str) -> BTreeMap<Arc<str>, LiveQuota>
     }
     let mut out = BTreeMap::new();
     for chain in chains {
-        for inst in chain.inbound.iter().chain(&chain.backend).chain(&chain.outbound) {
+        for inst in chain
+            .inbound
+            .iter()
+            .chain(&chain.backend)
+            .chain(&chain.outbound)
+        {
             let (def, by_key) = match &inst.def {
                 tollgate_config::PolicyDef::Quota(d) => (d, false),
                 tollgate_config::PolicyDef::QuotaByKey(d) => (d, true),
@@ -145,7 +153,8 @@ fn sub_problem(id: &str) -> impl FnOnce(StoreError) -> Problem + '_ {
     description = "The subscription's quota counters in their current period: every `quota` \
         of the live config that applies to it (at zero when unused), and every \
         `quota-by-key` counter its calls opened, each with its limits and the end of its \
-        period (when it renews).",
+        period (when it renews); and its call counts by outcome over the last hour, 24 hours \
+        and 30 days (`calls`, from the analytics rollups).",
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "The quota counters.", body = Usage),
@@ -224,9 +233,11 @@ pub(crate) async fn get_usage(
             }
         })
         .collect();
+    let calls = crate::analytics::subscription_calls(&*state.store, &id)?;
     Ok(Json(Usage {
         subscription: id,
         items,
+        calls,
     }))
 }
 

@@ -222,7 +222,8 @@ impl Proxy {
             } else {
                 head.insert_header(CONTENT_LENGTH, body.len())?;
             }
-            ctx.upstream_start.get_or_insert_with(std::time::Instant::now);
+            ctx.upstream_start
+                .get_or_insert_with(std::time::Instant::now);
             match self.exchange(&picked.peer, head, &body).await {
                 Ok(r) => {
                     if let Some(t) = ctx.upstream_start {

@@ -10,16 +10,22 @@
 //! a miss gets, plus `Age`), the body transforms on buffered routes, and answers 304 to a
 //! conditional request whose validators match. It is written by
 //! [`Proxy::write_head_and_body`], the second half of the one place that writes Tollgate's
-//! answers. The request body of a hit is not read; Pingora drains it before the connection
-//! is reused (and closes it when it cannot).
+//! answers. The request body of a hit is not read before the answer: Pingora drains it
+//! after the answer, before the connection is reused, within [`DRAIN_LIMIT`] (by default
+//! it would close such a connection instead); a request with `Expect: 100-continue` whose
+//! body has not come keeps that default (its client may never send the body).
 
 use crate::proxy::{Ctx, Proxy};
 use bytes::Bytes;
 use http::header::CONTENT_ENCODING;
 use pingora_error::Result;
 use pingora_proxy::Session;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tollgate_policies::{cache, run_outbound, Flow};
+
+/// The longest time spent draining the unread request body of a hit before the connection
+/// is reused; a body that takes longer closes the connection.
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 impl Proxy {
     /// Answer with the entry `cache-lookup` found (see the module docs). `Ok(true)`: the
@@ -48,6 +54,15 @@ impl Proxy {
                     }
                 }
             }
+        }
+        let expect_continue = session
+            .req_header()
+            .headers
+            .contains_key(http::header::EXPECT);
+        let downstream = session.as_downstream_mut();
+        if !expect_continue && !downstream.is_body_done() {
+            downstream.set_close_on_response_before_downstream_finish(false);
+            downstream.set_total_drain_timeout(Some(DRAIN_LIMIT));
         }
         if cache::not_modified(&session.req_header().headers, &resp.headers) {
             resp = cache::not_modified_head(&resp);

@@ -181,7 +181,9 @@ impl Gateway {
             None => self.revisions.fetch_add(1, Ordering::Relaxed) + 1,
         };
         self.pools.install(&pools);
-        self.registries.cache.set_max_bytes(config.limits.cache_max_bytes);
+        self.registries
+            .cache
+            .set_max_bytes(config.limits.cache_max_bytes);
         self.snapshot.store(Arc::new(Snapshot {
             config,
             revision,
@@ -287,7 +289,10 @@ mod tests {
         let cache = gw.registries().cache.clone();
         gw.apply(compile(ONE), None).unwrap();
         assert_eq!(cache.max_bytes(), 256 << 20);
-        let sized = ONE.replace("version: 1\n", "version: 1\nsettings: { cache_max_bytes: 1MiB }\n");
+        let sized = ONE.replace(
+            "version: 1\n",
+            "version: 1\nsettings: { cache_max_bytes: 1MiB }\n",
+        );
         gw.apply(compile(&sized), None).unwrap();
         assert!(Arc::ptr_eq(&cache, &gw.registries().cache));
         assert_eq!(cache.max_bytes(), 1 << 20);

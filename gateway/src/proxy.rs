@@ -533,7 +533,9 @@ impl ProxyHttp for Proxy {
         let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
         ctx.pool = Some(runtime.pool.clone());
         let up = &runtime.pool.def;
-        ctx.req.cache.set_wait_limit(up.timeout + up.connect_timeout);
+        ctx.req
+            .cache
+            .set_wait_limit(up.timeout + up.connect_timeout);
         ctx.req.upstream_path = if rest.is_empty() {
             "/".to_owned()
         } else {
@@ -670,7 +672,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_start {
-            ctx.upstream_us.get_or_insert(t.elapsed().as_micros() as u64);
+            ctx.upstream_us
+                .get_or_insert(t.elapsed().as_micros() as u64);
         }
         // The response cache keeps the upstream's own head (see `crate::cache`).
         ctx.req.cache.capture_head(resp);

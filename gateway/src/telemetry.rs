@@ -76,7 +76,8 @@ impl Telemetry {
 
     /// Note a config swap now.
     pub(crate) fn mark_swap(&self) {
-        self.swapped_at_ms.store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        self.swapped_at_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
 }
 
@@ -150,7 +151,10 @@ pub fn export_span<T: Tracer>(tracer: &T, info: &SpanInfo<'_>) {
         "http.response.status_code",
         i64::from(info.status),
     ));
-    attributes.push(KeyValue::new("tollgate.request_id", info.request_id.to_owned()));
+    attributes.push(KeyValue::new(
+        "tollgate.request_id",
+        info.request_id.to_owned(),
+    ));
     attributes.push(KeyValue::new("tollgate.outcome", info.outcome.as_str()));
     for (key, value) in [
         ("tollgate.api.id", info.api),
@@ -240,11 +244,17 @@ mod tests {
             s.span_context.trace_id(),
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
         );
-        assert_eq!(s.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        assert_eq!(
+            s.parent_span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
         assert_eq!(s.span_context.span_id(), SpanId::from(ids.span_id));
         // The upstream got this very span as its parent.
         assert!(ids.traceparent().contains(&format!("{:016x}", ids.span_id)));
-        assert_eq!(s.end_time.duration_since(s.start_time).unwrap(), Duration::from_millis(12));
+        assert_eq!(
+            s.end_time.duration_since(s.start_time).unwrap(),
+            Duration::from_millis(12)
+        );
         let attr = |k: &str| {
             s.attributes
                 .iter()

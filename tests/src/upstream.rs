@@ -88,6 +88,9 @@ impl Recorded {
     }
 }
 
+/// A fixed answer: content type, body, content encoding.
+type Canned = (String, Vec<u8>, Option<String>);
+
 struct Shared {
     name: String,
     requests: Mutex<Vec<Recorded>>,
@@ -96,7 +99,7 @@ struct Shared {
     status: AtomicU16,
     delay_ms: AtomicU64,
     /// A fixed answer (content type, body, content encoding) instead of the echo.
-    canned: Mutex<Option<(String, Vec<u8>, Option<String>)>>,
+    canned: Mutex<Option<Canned>>,
     /// Extra headers on every answer (not health checks).
     extra_headers: Mutex<Vec<(String, String)>>,
 }

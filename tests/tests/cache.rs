@@ -62,7 +62,6 @@ fn start(yaml: &str) -> Gateway {
     Gateway::builder(yaml)
         .admin_token(ADMIN)
         .operator_token(OPERATOR)
-        .env("RUST_LOG", "debug")
         .start()
 }
 
@@ -130,13 +129,35 @@ async fn a_second_get_is_a_hit_with_age_and_head_is_served_from_it() {
     assert_eq!(up.count(), 4);
     ok(&get(&gw.url("/pets/a/3?y=2&x=2")).await);
     assert_eq!(up.count(), 5);
-    // The access log says hit or miss.
-    assert!(
-        wait_until(Duration::from_secs(2), Duration::from_millis(20), || gw
-            .log()
-            .contains("hit")),
-        "no hit in the access log"
+    // HTTP/2 (h2c) hits the same entry (its `:authority` is the host).
+    let h2 = fetch(h2c_client().get(gw.url("/pets/a/1"))).await;
+    assert_eq!(h2.version, http::Version::HTTP_2);
+    assert_eq!(ok(&h2), body);
+    assert!(h2.header("age").is_some());
+    assert_eq!(up.count(), 5);
+}
+
+#[tokio::test]
+async fn hits_on_a_body_transforming_route_run_the_transform_again() {
+    let up = Upstream::start("u");
+    let yaml = config(
+        &up.url(),
+        "",
+        "duration: 60s",
+        "",
+        "\n        - xml-to-json: {}",
     );
+    let gw = start(&yaml);
+    up.set_answer("application/xml", b"<r><v>1</v><v>2</v></r>", None);
+    let first = get(&gw.url("/pets/a/1")).await;
+    let body = ok(&first);
+    let json = first.header("content-type").unwrap().to_owned();
+    assert!(json.starts_with("application/json"), "{json}");
+    let second = get(&gw.url("/pets/a/1")).await;
+    assert_eq!(ok(&second), body);
+    assert_eq!(second.header("content-type"), Some(json.as_str()));
+    assert!(second.header("age").is_some());
+    assert_eq!(up.count(), 1);
 }
 
 #[tokio::test]
@@ -158,9 +179,24 @@ async fn each_vary_dimension_makes_its_own_entry() {
     };
     // Query: only `lang` counts.
     expect(&get(&gw.url("/pets/a/1?lang=de")).await, &up, 1, "first");
-    expect(&get(&gw.url("/pets/a/1?lang=de&x=9")).await, &up, 1, "other params ignored");
-    expect(&get(&gw.url("/pets/a/1?lang=fr")).await, &up, 2, "lang varies");
-    expect(&get(&gw.url("/pets/a/1")).await, &up, 3, "no lang is its own entry");
+    expect(
+        &get(&gw.url("/pets/a/1?lang=de&x=9")).await,
+        &up,
+        1,
+        "other params ignored",
+    );
+    expect(
+        &get(&gw.url("/pets/a/1?lang=fr")).await,
+        &up,
+        2,
+        "lang varies",
+    );
+    expect(
+        &get(&gw.url("/pets/a/1")).await,
+        &up,
+        3,
+        "no lang is its own entry",
+    );
     // Header.
     expect(
         &get_with(&gw, "/pets/a/1?lang=de", &[("accept-language", "de")]).await,
@@ -177,20 +213,38 @@ async fn each_vary_dimension_makes_its_own_entry() {
     // Subscription.
     let k1 = [("ocp-apim-subscription-key", s1.primary.as_str())];
     let k2 = [("ocp-apim-subscription-key", s2.primary.as_str())];
-    expect(&get_with(&gw, "/pets/a/1?lang=de", &k1).await, &up, 5, "sub one");
-    expect(&get_with(&gw, "/pets/a/1?lang=de", &k1).await, &up, 5, "sub one hits");
-    expect(&get_with(&gw, "/pets/a/1?lang=de", &k2).await, &up, 6, "sub two");
+    expect(
+        &get_with(&gw, "/pets/a/1?lang=de", &k1).await,
+        &up,
+        5,
+        "sub one",
+    );
+    expect(
+        &get_with(&gw, "/pets/a/1?lang=de", &k1).await,
+        &up,
+        5,
+        "sub one hits",
+    );
+    expect(
+        &get_with(&gw, "/pets/a/1?lang=de", &k2).await,
+        &up,
+        6,
+        "sub two",
+    );
     // The other key of the same subscription shares its entries.
     let k1b = [("ocp-apim-subscription-key", s1.secondary.as_str())];
-    expect(&get_with(&gw, "/pets/a/1?lang=de", &k1b).await, &up, 6, "same sub");
+    expect(
+        &get_with(&gw, "/pets/a/1?lang=de", &k1b).await,
+        &up,
+        6,
+        "same sub",
+    );
     // The subscription key in the query is not part of the key either.
     let path = format!("/pets/a/1?lang=de&subscription-key={}", s2.primary);
     expect(&get(&gw.url(&path)).await, &up, 6, "key in the query");
 
     // Host: a different Host never hits another host's entry.
-    let req = |host: &str| {
-        format!("GET /pets/b/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
-    };
+    let req = |host: &str| format!("GET /pets/b/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
     let mut conn = RawConn::connect(gw.addr());
     assert_eq!(conn.request(&req("a.example")).status, 200);
     assert_eq!(up.count(), 7);
@@ -214,7 +268,10 @@ async fn private_no_store_cookies_posts_and_authorized_requests_are_never_stored
         }
     };
     let cases: [(&str, &[(&str, &str)]); 6] = [
-        ("/pets/a/private", &[("cache-control", "private, max-age=60")]),
+        (
+            "/pets/a/private",
+            &[("cache-control", "private, max-age=60")],
+        ),
         ("/pets/a/no-store", &[("cache-control", "no-store")]),
         ("/pets/a/no-cache", &[("cache-control", "no-cache")]),
         ("/pets/a/cookie", &[("set-cookie", "session=abc")]),
@@ -245,7 +302,11 @@ async fn private_no_store_cookies_posts_and_authorized_requests_are_never_stored
     expected += 2;
     assert_eq!(up.count(), expected);
     ok(&get(&gw.url("/pets/a/9")).await);
-    assert_eq!(up.count(), expected + 1, "a POST answer was served to a GET");
+    assert_eq!(
+        up.count(),
+        expected + 1,
+        "a POST answer was served to a GET"
+    );
     expected += 1;
     // Authorization: not stored without allow_private.
     twice("/pets/a/auth", vec![("authorization", "Bearer abc")]).await;
@@ -404,7 +465,9 @@ async fn purge_by_product_api_operation_or_everything() {
     let gw = simple(&up);
     let admin = gw.admin();
     let gold = admin.create_subscription("gold-sub", "product:gold").await;
-    let silver = admin.create_subscription("silver-sub", "product:silver").await;
+    let silver = admin
+        .create_subscription("silver-sub", "product:silver")
+        .await;
     let g = [("ocp-apim-subscription-key", gold.primary.as_str())];
     let s = [("ocp-apim-subscription-key", silver.primary.as_str())];
     // Seven entries: pets/get-a ×3 (gold, silver, none), pets/get-b ×2 (gold, none),
@@ -444,7 +507,10 @@ async fn purge_by_product_api_operation_or_everything() {
     fill().await;
     assert_eq!(up.count(), before + 14);
     // No token: 401; the counters are visible.
-    let a = admin.with_token(None).post_json("/cache/purge", &json!({})).await;
+    let a = admin
+        .with_token(None)
+        .post_json("/cache/purge", &json!({}))
+        .await;
     assert_eq!(a.status, 401);
     let stats = admin.get("/cache/stats").await.json();
     assert_eq!(stats["purged"], 14);

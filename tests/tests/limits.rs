@@ -161,7 +161,7 @@ apis:
     let a = send("alice").await;
     a.assert_problem(503);
     let wait = retry_after(&a, "x-retry-in");
-    assert!(wait >= 1 && wait <= 3600, "{wait}");
+    assert!((1..=3600).contains(&wait), "{wait}");
     assert!(a.header("retry-after").is_none());
 }
 
@@ -190,7 +190,9 @@ apis:
     for _ in 0..2 {
         assert_eq!(fetch(client().get(gw.url("/open/x"))).await.status, 200);
     }
-    fetch(client().get(gw.url("/open/x"))).await.assert_problem(429);
+    fetch(client().get(gw.url("/open/x")))
+        .await
+        .assert_problem(429);
 }
 
 /// Seconds from now to the next local midnight of a zone `offset_h` hours west of UTC.
@@ -222,7 +224,10 @@ async fn quota_403_until_the_calendar_day_ends_per_product_subscription() {
     assert!(doc["detail"].as_str().unwrap().contains("quota"), "{doc}");
     let wait = retry_after(&a, "retry-after") as i64;
     let expected = to_midnight(5);
-    assert!((wait - expected).abs() <= 2, "Retry-After {wait}, midnight in {expected}");
+    assert!(
+        (wait - expected).abs() <= 2,
+        "Retry-After {wait}, midnight in {expected}"
+    );
     // Another subscription of the product has its own counter.
     assert_eq!(call(&gw, &s2.primary, "/pets/x").await.status, 200);
 
@@ -238,7 +243,13 @@ async fn quota_403_until_the_calendar_day_ends_per_product_subscription() {
     assert_eq!(items[0]["counter_key"], "s1");
     assert_eq!(items[0]["calls"], 3);
     assert_eq!(items[0]["calls_limit"], 3);
-    assert!(items[0]["period_end"].as_str().unwrap().ends_with("T05:00:00Z"), "{u}");
+    assert!(
+        items[0]["period_end"]
+            .as_str()
+            .unwrap()
+            .ends_with("T05:00:00Z"),
+        "{u}"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +278,10 @@ async fn bandwidth_counts_request_and_response_bytes() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let a = call(&gw, &sub.primary, "/pets/x").await;
     let doc = a.assert_problem(403);
-    assert!(doc["detail"].as_str().unwrap().contains("bandwidth"), "{doc}");
+    assert!(
+        doc["detail"].as_str().unwrap().contains("bandwidth"),
+        "{doc}"
+    );
     assert!(retry_after(&a, "retry-after") >= 1);
     let u = gw.admin().get("/subscriptions/s1/usage").await.json();
     assert_eq!(u["items"][0]["bandwidth"], 1100, "{u}");
@@ -328,7 +342,10 @@ async fn quota_counts_survive_swaps_and_restarts_and_can_be_reset() {
     // Reset: operators may not, admins may; the counter starts over.
     let op = admin.with_token(Some("op-t"));
     assert_admin_problem(&op.post_empty("/subscriptions/s1/usage/reset").await, 403);
-    assert_admin_problem(&admin.post_empty("/subscriptions/nope/usage/reset").await, 404);
+    assert_admin_problem(
+        &admin.post_empty("/subscriptions/nope/usage/reset").await,
+        404,
+    );
     assert_admin_problem(&admin.get("/subscriptions/nope/usage").await, 404);
     let r = admin.post_empty("/subscriptions/s1/usage/reset").await;
     assert_eq!(r.status, 200, "{}", r.text());

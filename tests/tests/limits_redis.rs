@@ -73,7 +73,11 @@ async fn two_nodes_share_one_exact_limit() {
     inside_window(3_600_000, 60_000).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let url = if i % 2 == 0 { a.url("/rl/x") } else { b.url("/rl/x") };
+        let url = if i % 2 == 0 {
+            a.url("/rl/x")
+        } else {
+            b.url("/rl/x")
+        };
         tasks.push(tokio::spawn(async move {
             let c = client();
             let mut statuses = Vec::new();
@@ -94,7 +98,11 @@ async fn two_nodes_share_one_exact_limit() {
             }
         }
     }
-    assert_eq!((ok, limited), (30, 50), "30 calls in all, across both nodes");
+    assert_eq!(
+        (ok, limited),
+        (30, 50),
+        "30 calls in all, across both nodes"
+    );
     // Both nodes see the same, exhausted counter.
     assert_eq!(status(&a, "/rl/x").await, 429);
     assert_eq!(status(&b, "/rl/x").await, 429);
@@ -123,7 +131,10 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
         assert_eq!(status(&gw, "/rl/x").await, 200);
         let q = fetch(client().get(gw.url("/q/x"))).await;
         let doc = q.assert_problem(503);
-        assert!(doc["detail"].as_str().unwrap().contains("counter store"), "{doc}");
+        assert!(
+            doc["detail"].as_str().unwrap().contains("counter store"),
+            "{doc}"
+        );
         // Each default can be flipped per policy.
         assert_eq!(status(&gw, "/rl-deny/x").await, 503);
         assert_eq!(status(&gw, "/q-allow/x").await, 200);

@@ -260,7 +260,11 @@ impl Aggregator {
         if self.line.is_empty() {
             return;
         }
-        if let Err(e) = self.out.write_all(&self.line).and_then(|()| self.out.flush()) {
+        if let Err(e) = self
+            .out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush())
+        {
             tracing::warn!("writing the access log failed: {e}");
         }
         self.line.clear();
@@ -283,7 +287,10 @@ impl Aggregator {
             Ok(()) => self.metrics.analytics_flushes.inc(),
             Err(e) => {
                 self.metrics.analytics_flush_errors.inc();
-                tracing::error!(rows = rows.len(), "writing analytics rollups failed, will retry: {e}");
+                tracing::error!(
+                    rows = rows.len(),
+                    "writing analytics rollups failed, will retry: {e}"
+                );
                 for row in rows {
                     self.pending.entry(row.key).or_default().merge(&row.usage);
                 }
@@ -373,7 +380,9 @@ mod tests {
                 Box::new(out.clone()),
             )
             .unwrap();
-        assert!(meter.start(None, MeterOptions::default(), Box::new(Out::default())).is_err());
+        assert!(meter
+            .start(None, MeterOptions::default(), Box::new(Out::default()))
+            .is_err());
         for _ in 0..5 {
             meter.record(ev("a", 200));
         }
@@ -389,7 +398,15 @@ mod tests {
         assert_eq!((a200.usage.calls, a200.usage.success), (5, 5));
         let a401 = rows.iter().find(|r| r.key.status == 401).unwrap();
         assert_eq!(a401.usage.blocked, 1);
-        assert_eq!(out.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count(), 7);
+        assert_eq!(
+            out.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            7
+        );
         assert!(meter
             .metrics()
             .render()
@@ -421,7 +438,13 @@ mod tests {
         assert!(sink.rows.lock().unwrap().is_empty());
         sink.fail.store(false, Ordering::Relaxed);
         assert!(meter.flush(Duration::from_secs(5)));
-        let counted: u64 = sink.rows.lock().unwrap().iter().map(|r| r.usage.calls).sum();
+        let counted: u64 = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.usage.calls)
+            .sum();
         assert_eq!(counted + meter.dropped(), 10_000);
         assert!(meter.metrics().analytics_flush_errors.get() >= 1);
         let _ = Outcome::Success;

@@ -74,7 +74,10 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::new(),
             requests: IntCounterVec::new(
-                opts("requests_total", "Requests answered, by route, status class and outcome."),
+                opts(
+                    "requests_total",
+                    "Requests answered, by route, status class and outcome.",
+                ),
                 &["product", "api", "operation", "status_class", "outcome"],
             )
             .expect("valid metric"),
@@ -99,7 +102,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             bytes_in: IntCounterVec::new(
-                opts("request_bytes_total", "Request body bytes read from clients."),
+                opts(
+                    "request_bytes_total",
+                    "Request body bytes read from clients.",
+                ),
                 route,
             )
             .expect("valid metric"),
@@ -109,7 +115,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             cache: IntCounterVec::new(
-                opts("cache_lookups_total", "Cache lookups, by result (hit or miss)."),
+                opts(
+                    "cache_lookups_total",
+                    "Cache lookups, by result (hit or miss).",
+                ),
                 &["api", "operation", "result"],
             )
             .expect("valid metric"),
@@ -122,7 +131,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             upstream_healthy: IntGaugeVec::new(
-                opts("upstream_target_healthy", "1 when the upstream target is healthy."),
+                opts(
+                    "upstream_target_healthy",
+                    "1 when the upstream target is healthy.",
+                ),
                 &["api", "target"],
             )
             .expect("valid metric"),
@@ -161,11 +173,8 @@ impl Metrics {
                 "When the live config went live, Unix time.",
             ))
             .expect("valid metric"),
-            inflight: IntGauge::with_opts(opts(
-                "requests_in_flight",
-                "Requests being processed.",
-            ))
-            .expect("valid metric"),
+            inflight: IntGauge::with_opts(opts("requests_in_flight", "Requests being processed."))
+                .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -228,16 +237,6 @@ impl Metrics {
         }
     }
 
-    /// Make the families of every per-request metric exist for a route before its first
-    /// request, so dashboards and alerts see zeros rather than nothing.
-    pub fn touch_route(&self, product: &str, api: &str, operation: &str) {
-        for class in ["2xx", "4xx", "5xx"] {
-            let _ = self.duration.with_label_values(&[product, api, operation, class]);
-        }
-        let _ = self.bytes_in.with_label_values(&[product, api, operation]);
-        let _ = self.bytes_out.with_label_values(&[product, api, operation]);
-    }
-
     /// Set a counter that mirrors a monotonic total kept elsewhere.
     pub fn sync_counter(counter: &IntCounter, total: u64) {
         let now = counter.get();
@@ -248,7 +247,10 @@ impl Metrics {
 
     /// Set the health of every upstream target (replacing the previous set, so removed
     /// targets disappear): `(api, target, healthy)`.
-    pub fn set_upstream_health<'a>(&self, targets: impl IntoIterator<Item = (&'a str, &'a str, bool)>) {
+    pub fn set_upstream_health<'a>(
+        &self,
+        targets: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+    ) {
         self.upstream_healthy.reset();
         for (api, target, healthy) in targets {
             self.upstream_healthy

@@ -242,8 +242,15 @@ mod tests {
         assert_eq!(by_sub[2].calls_failed, 1);
         let by_minute = report(&rows, GroupBy::Minute);
         assert_eq!(
-            by_minute.iter().map(|r| r.key.clone().unwrap()).collect::<Vec<_>>(),
-            ["1970-01-01T00:01:00Z", "1970-01-01T00:02:00Z", "1970-01-01T01:00:00Z"]
+            by_minute
+                .iter()
+                .map(|r| r.key.clone().unwrap())
+                .collect::<Vec<_>>(),
+            [
+                "1970-01-01T00:01:00Z",
+                "1970-01-01T00:02:00Z",
+                "1970-01-01T01:00:00Z"
+            ]
         );
         assert_eq!(by_minute[1].calls_total, 7);
         let by_hour = report(&rows, GroupBy::Hour);
@@ -257,7 +264,10 @@ mod tests {
         assert_eq!(t.calls_total, 11);
         // 3 rows of 1..3 ms, 2 of 1..2, 1, 4 of 1..4, 1: avg exact.
         let sum_ms: f64 = (1 + 2 + 3 + 1 + 2 + 1 + 1 + 2 + 3 + 4 + 1) as f64;
-        assert_eq!(t.latency_ms_avg, Some(((sum_ms / 11.0) * 1000.0).round() / 1000.0));
+        assert_eq!(
+            t.latency_ms_avg,
+            Some(((sum_ms / 11.0) * 1000.0).round() / 1000.0)
+        );
         let p99 = t.latency_ms_p99.unwrap();
         assert!((p99 - 4.0).abs() <= 0.04, "{p99}");
     }

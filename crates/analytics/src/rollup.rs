@@ -229,7 +229,10 @@ mod tests {
             cache_hit: Some(true),
             ..e.clone()
         });
-        assert_eq!((u.calls, u.blocked, u.success, u.rate_limited), (2, 1, 1, 1));
+        assert_eq!(
+            (u.calls, u.blocked, u.success, u.rate_limited),
+            (2, 1, 1, 1)
+        );
         assert_eq!((u.cache_hits, u.cache_misses, u.upstream_calls), (1, 1, 1));
         let mut twice = u.clone();
         twice.merge(&u);

@@ -31,7 +31,14 @@ impl Client {
         }
     }
 
-    fn call(&self, method: &str, path: &str, content_type: Option<&str>, accept: &str, body: Option<&str>) -> Result<Reply, String> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &str,
+        body: Option<&str>,
+    ) -> Result<Reply, String> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.agent.request(method, &url).set("Accept", accept);
         if let Some(t) = &self.token {
@@ -83,14 +90,20 @@ fn print_problem(reply: &Reply) {
 fn print_changes(changes: &[serde_json::Value]) {
     for c in changes {
         let field = |k: &str| c.get(k).and_then(|v| v.as_str());
-        let action = field("action").or(field("change")).or(field("op")).unwrap_or("~");
+        let action = field("action")
+            .or(field("change"))
+            .or(field("op"))
+            .unwrap_or("~");
         let sign = match action {
             "added" | "add" => "+",
             "removed" | "remove" => "-",
             _ => "~",
         };
         let kind = field("kind").or(field("type")).unwrap_or("");
-        let what = field("id").or(field("path")).or(field("target")).unwrap_or("");
+        let what = field("id")
+            .or(field("path"))
+            .or(field("target"))
+            .unwrap_or("");
         match field("detail").or(field("description")) {
             Some(d) => println!("{sign} {kind} {what}: {d}"),
             None => println!("{sign} {kind} {what}"),
@@ -115,9 +128,19 @@ fn read_policy_file(file: &Path) -> Result<String, ExitCode> {
 /// Push `file` with `PUT /config` (`dry_run` for the plan only). Returns the parsed answer.
 fn put_config(client: &Client, file: &Path, dry_run: bool) -> Result<serde_json::Value, ExitCode> {
     let text = read_policy_file(file)?;
-    let path = if dry_run { "/config?dry_run=true" } else { "/config" };
+    let path = if dry_run {
+        "/config?dry_run=true"
+    } else {
+        "/config"
+    };
     let reply = client
-        .call("PUT", path, Some("application/yaml"), "application/json", Some(&text))
+        .call(
+            "PUT",
+            path,
+            Some("application/yaml"),
+            "application/json",
+            Some(&text),
+        )
         .map_err(|e| {
             eprintln!("{e}");
             ExitCode::from(1)
@@ -201,7 +224,13 @@ pub(crate) fn dump(client: &Client) -> ExitCode {
 /// `tollgate rollback REVISION`.
 pub(crate) fn rollback(client: &Client, revision: u64) -> ExitCode {
     let body = serde_json::json!({ "revision": revision }).to_string();
-    match client.call("POST", "/config/rollback", Some("application/json"), "application/json", Some(&body)) {
+    match client.call(
+        "POST",
+        "/config/rollback",
+        Some("application/json"),
+        "application/json",
+        Some(&body),
+    ) {
         Ok(reply) if (200..300).contains(&reply.status) => {
             let doc: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
             match doc.get("revision").and_then(|r| r.as_u64()) {

@@ -7,9 +7,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tollgate_admin_api::{AdminState, Tokens};
+use tollgate_counters::{Counters, PersistedCounter, SystemClock, Window};
 use tollgate_gateway::keys::{generate_key, KeyRing};
 use tollgate_gateway::Gateway;
-use tollgate_counters::{Counters, PersistedCounter, SystemClock, Window};
 use tollgate_policies::Registries;
 use tollgate_store::{QuotaCounterRecord, RevisionSource, SqliteStore, Store};
 
@@ -47,7 +47,8 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
         Err(e) => tracing::error!("the newest stored config cannot be applied: {e}"),
     }
     if let Some(file) = &args.config {
-        apply_file(&state, file).map_err(|e| format!("{}: the config was refused:\n{e}", file.display()))?;
+        apply_file(&state, file)
+            .map_err(|e| format!("{}: the config was refused:\n{e}", file.display()))?;
     }
     Ok(state)
 }
@@ -108,7 +109,9 @@ pub(crate) fn flush_counters(state: &AdminState) {
     match result {
         Ok(0) => {}
         Ok(n) => tracing::debug!(counters = n, "quota counters written"),
-        Err(e) => tracing::error!("cannot write the quota counters (retried at the next flush): {e}"),
+        Err(e) => {
+            tracing::error!("cannot write the quota counters (retried at the next flush): {e}")
+        }
     }
 }
 

@@ -326,7 +326,10 @@ fn admin_only(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start a runtime: {e}");
@@ -337,14 +340,20 @@ fn admin_only(args: ServeArgs) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(&args.admin_listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("cannot listen on the admin address {}: {e}", args.admin_listen);
+                eprintln!(
+                    "cannot listen on the admin address {}: {e}",
+                    args.admin_listen
+                );
                 return ExitCode::from(1);
             }
         };
         tracing::info!(addr = %args.admin_listen, "admin API listening (control plane only)");
         let stop = async {
             use tokio::signal::unix::{signal, SignalKind};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => {},

@@ -22,7 +22,11 @@ pub(crate) struct TelemetryArgs {
     #[arg(long, env = "TOLLGATE_ANALYTICS", default_value = "on", value_parser = ["on", "off"])]
     analytics: String,
     /// How long per-minute analytics rows are kept (e.g. `48h`).
-    #[arg(long, env = "TOLLGATE_ANALYTICS_MINUTE_RETENTION", default_value = "48h")]
+    #[arg(
+        long,
+        env = "TOLLGATE_ANALYTICS_MINUTE_RETENTION",
+        default_value = "48h"
+    )]
     analytics_minute_retention: String,
     /// How long per-hour analytics rows are kept (e.g. `90d`).
     #[arg(long, env = "TOLLGATE_ANALYTICS_HOUR_RETENTION", default_value = "90d")]
@@ -50,15 +54,18 @@ impl UsageSink for StoreSink {
             .prune_usage(minutes_before, hours_before)
             .map_err(|e| e.to_string())?;
         if m + h > 0 {
-            tracing::info!(minute_rows = m, hour_rows = h, "analytics rows past retention deleted");
+            tracing::info!(
+                minute_rows = m,
+                hour_rows = h,
+                "analytics rows past retention deleted"
+            );
         }
         Ok(())
     }
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
-    tollgate_config::duration::parse_duration_str(text)
-        .map_err(|e| format!("--{flag} {text}: {e}"))
+    tollgate_config::duration::parse_duration_str(text).map_err(|e| format!("--{flag} {text}: {e}"))
 }
 
 /// Start what `args` asks for on `gw`; returns the hooks to run at shutdown (flush the
@@ -72,7 +79,10 @@ pub(crate) fn start(
     let opts = MeterOptions {
         rollups: args.analytics == "on",
         access_log: args.access_log,
-        minute_retention: duration("analytics-minute-retention", &args.analytics_minute_retention)?,
+        minute_retention: duration(
+            "analytics-minute-retention",
+            &args.analytics_minute_retention,
+        )?,
         hour_retention: duration("analytics-hour-retention", &args.analytics_hour_retention)?,
         ..MeterOptions::default()
     };
@@ -141,8 +151,17 @@ mod tests {
 
     #[test]
     fn the_traces_path_is_added_to_a_bare_endpoint() {
-        assert_eq!(traces_url("http://127.0.0.1:4318"), "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(traces_url("http://127.0.0.1:4318/"), "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(traces_url("http://c:4318/custom/traces"), "http://c:4318/custom/traces");
+        assert_eq!(
+            traces_url("http://127.0.0.1:4318"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://127.0.0.1:4318/"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://c:4318/custom/traces"),
+            "http://c:4318/custom/traces"
+        );
     }
 }

@@ -323,7 +323,12 @@ impl Counters {
         let _guard = self.persist.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.now_ms();
         let mut rows = Vec::new();
-        for table in self.quota.iter().map(|e| e.value().clone()).collect::<Vec<_>>() {
+        for table in self
+            .quota
+            .iter()
+            .map(|e| e.value().clone())
+            .collect::<Vec<_>>()
+        {
             for entry in table.slots.iter() {
                 let mut s = entry.value().lock();
                 if !s.dirty || s.window.end_ms <= now {
@@ -359,7 +364,12 @@ impl Counters {
     pub fn usage(&self, subscription: &str) -> Vec<UsageRow> {
         let now = self.now_ms();
         let mut rows = Vec::new();
-        for table in self.quota.iter().map(|e| e.value().clone()).collect::<Vec<_>>() {
+        for table in self
+            .quota
+            .iter()
+            .map(|e| e.value().clone())
+            .collect::<Vec<_>>()
+        {
             for entry in table.slots.iter() {
                 let s = entry.value().lock();
                 if s.window.end_ms > now && s.subscription.as_deref() == Some(subscription) {
@@ -387,7 +397,12 @@ impl Counters {
     ) -> Result<(Vec<UsageRow>, T), E> {
         let _guard = self.persist.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = Vec::new();
-        for table in self.quota.iter().map(|e| e.value().clone()).collect::<Vec<_>>() {
+        for table in self
+            .quota
+            .iter()
+            .map(|e| e.value().clone())
+            .collect::<Vec<_>>()
+        {
             table.slots.retain(|key, slot| {
                 let s = slot.lock();
                 if s.subscription.as_deref() == Some(subscription) {

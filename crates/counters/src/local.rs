@@ -263,7 +263,8 @@ impl Table {
     /// mostly empty.
     pub fn sweep(&self, now_ms: i64) -> usize {
         let before = self.slots.len();
-        self.slots.retain(|_, slot| slot.lock().window.end_ms > now_ms);
+        self.slots
+            .retain(|_, slot| slot.lock().window.end_ms > now_ms);
         let after = self.slots.len();
         if self.slots.capacity() > 4 * after + 1024 {
             self.slots.shrink_to_fit();

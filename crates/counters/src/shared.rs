@@ -154,7 +154,10 @@ impl std::fmt::Debug for RedisCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: only its host part.
         f.debug_struct("RedisCounters")
-            .field("addr", &self.client.get_connection_info().addr().to_string())
+            .field(
+                "addr",
+                &self.client.get_connection_info().addr().to_string(),
+            )
             .field("offset_ms", &self.offset_ms.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -205,10 +208,7 @@ impl RedisCounters {
             TableKind::Rate => "rl",
             TableKind::Quota => "q",
         };
-        format!(
-            "{}{kind}:{origin}|{key}|{}",
-            self.prefix, window.start_ms
-        )
+        format!("{}{kind}:{origin}|{key}|{}", self.prefix, window.start_ms)
     }
 
     /// Run `op` on counter (`kind`, `origin`, `key`) in the window `at` names. Must be

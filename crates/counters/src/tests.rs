@@ -30,7 +30,10 @@ fn exactly_n_per_window_at_the_edges() {
     // The last millisecond of the window: still refused, Retry-After 1 s.
     clock.set(1_001_999);
     assert_eq!(take(&t).refused, Some(Refusal::Calls));
-    assert_eq!(p.window_at(clock.now_ms()).retry_after_secs(clock.now_ms()), 1);
+    assert_eq!(
+        p.window_at(clock.now_ms()).retry_after_secs(clock.now_ms()),
+        1
+    );
     // The first millisecond of the next: three more, then refused again.
     clock.set(1_002_000);
     for i in 1..=3 {
@@ -174,7 +177,14 @@ fn a_million_keys_are_evicted_once_their_window_is_over() {
 fn sweeps_run_at_most_once_a_second() {
     let (clock, c) = clocked(5_000);
     let t = c.table(TableKind::Rate, "o");
-    t.take("k", Window { start_ms: 0, end_ms: 5_500 }, calls(1));
+    t.take(
+        "k",
+        Window {
+            start_ms: 0,
+            end_ms: 5_500,
+        },
+        calls(1),
+    );
     assert_eq!(c.sweep(), 0);
     clock.set(5_600);
     assert_eq!(c.sweep(), 0, "less than a second after the last sweep");

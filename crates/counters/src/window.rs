@@ -63,7 +63,10 @@ impl std::fmt::Display for PeriodError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeriodError::UnknownTimeZone(name) => {
-                write!(f, "unknown time zone `{name}` (not in the IANA time zone database)")
+                write!(
+                    f,
+                    "unknown time zone `{name}` (not in the IANA time zone database)"
+                )
             }
         }
     }
@@ -150,7 +153,11 @@ fn calendar_window(period: &Period, tz: &TimeZone, now_ms: i64) -> Option<Window
     };
     // Local midnight; where a DST gap swallows midnight, jiff picks the first instant after
     // it ("compatible" disambiguation), so the window is still gap-free and ordered.
-    let start_ms = start.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
+    let start_ms = start
+        .to_zoned(tz.clone())
+        .ok()?
+        .timestamp()
+        .as_millisecond();
     let end_ms = end.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
     Some(Window { start_ms, end_ms })
 }

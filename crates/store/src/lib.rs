@@ -227,8 +227,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         to: i64,
         filter: &UsageFilter,
     ) -> Result<Vec<UsageRow>>;
-    /// The start of the oldest stored minute row, if any (queries older than it read hours).
-    fn oldest_usage_minute(&self) -> Result<Option<i64>>;
+    /// The starts of the oldest stored minute row and of the oldest stored hour row, if any:
+    /// a range older than the minutes kept is read from the hours.
+    fn usage_coverage(&self) -> Result<(Option<i64>, Option<i64>)>;
     /// Delete minute rows whose bucket starts before `minutes_before` and hour rows whose
     /// bucket starts before `hours_before` (Unix seconds), in one transaction. Returns how
     /// many of each were deleted.

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use tollgate_analytics::{Resolution, UsageFilter, UsageRow};
 
 use crate::{
-    AuditEntry, KeySlot, QuotaCounterRecord, Result, Revision, RevisionMeta, RevisionSource,
-    Store, StoreError, SubscriptionRecord, SubscriptionState,
+    AuditEntry, KeySlot, QuotaCounterRecord, Result, Revision, RevisionMeta, RevisionSource, Store,
+    StoreError, SubscriptionRecord, SubscriptionState,
 };
 
 /// The database file's name inside the data directory.
@@ -548,9 +548,9 @@ impl Store for SqliteStore {
         usage::query(&conn, resolution, from, to, filter)
     }
 
-    fn oldest_usage_minute(&self) -> Result<Option<i64>> {
+    fn usage_coverage(&self) -> Result<(Option<i64>, Option<i64>)> {
         let conn = self.lock();
-        usage::oldest_minute(&conn)
+        usage::coverage(&conn)
     }
 
     fn prune_usage(&self, minutes_before: i64, hours_before: i64) -> Result<(u64, u64)> {

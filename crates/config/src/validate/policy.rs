@@ -5,8 +5,7 @@
 use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
     CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, OnStoreError, Period, PolicyDef, QuotaDef,
-    RateLimitDef,
-    ReturnResponseDef, RewriteUriDef, SetDef,
+    RateLimitDef, ReturnResponseDef, RewriteUriDef, SetDef,
 };
 use crate::duration::{parse_byte_size, parse_duration, parse_period, parse_positive_duration};
 use crate::model::kinds;

@@ -841,7 +841,9 @@ fn quota_counters_are_upserted_expired_and_reset_with_an_audit_entry() {
     assert_eq!(n, 2);
     let left = store.quota_counters(60_000).unwrap();
     assert_eq!(left.len(), 2);
-    assert!(left.iter().all(|r| r.subscription_id.as_deref() != Some("s1")));
+    assert!(left
+        .iter()
+        .all(|r| r.subscription_id.as_deref() != Some("s1")));
     let log = store.list_audit(None, 1).unwrap();
     assert_eq!(log[0].action, "subscription.usage-reset");
     assert_eq!(log[0].target, "subscription:s1");

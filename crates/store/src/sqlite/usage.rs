@@ -195,9 +195,16 @@ pub(super) fn query(
 }
 
 /// Delete rows past their retention; returns (minute rows, hour rows) deleted.
-pub(super) fn prune(conn: &Connection, minutes_before: i64, hours_before: i64) -> Result<(u64, u64)> {
+pub(super) fn prune(
+    conn: &Connection,
+    minutes_before: i64,
+    hours_before: i64,
+) -> Result<(u64, u64)> {
     let m = conn
-        .execute("DELETE FROM usage_minute WHERE bucket < ?1", [minutes_before])
+        .execute(
+            "DELETE FROM usage_minute WHERE bucket < ?1",
+            [minutes_before],
+        )
         .map_err(db)?;
     let h = conn
         .execute("DELETE FROM usage_hour WHERE bucket < ?1", [hours_before])
@@ -205,14 +212,19 @@ pub(super) fn prune(conn: &Connection, minutes_before: i64, hours_before: i64) -
     Ok((m as u64, h as u64))
 }
 
-/// The oldest minute bucket stored, if any.
-pub(super) fn oldest_minute(conn: &Connection) -> Result<Option<i64>> {
-    conn.query_row("SELECT MIN(bucket) FROM usage_minute", [], |r| r.get(0))
-        .map_err(db)
+/// The oldest minute bucket and the oldest hour bucket stored, if any.
+pub(super) fn coverage(conn: &Connection) -> Result<(Option<i64>, Option<i64>)> {
+    let oldest = |t: &str| -> Result<Option<i64>> {
+        conn.query_row(&format!("SELECT MIN(bucket) FROM {t}"), [], |r| r.get(0))
+            .map_err(db)
+    };
+    Ok((oldest("usage_minute")?, oldest("usage_hour")?))
 }
 
 fn usage_row(row: &Row<'_>) -> rusqlite::Result<Result<UsageRow>> {
-    let n = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0)) };
+    let n = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
+    };
     let key = UsageKey {
         bucket: row.get(0)?,
         product: opt_id(row.get(1)?),
@@ -282,16 +294,24 @@ mod tests {
         {
             let store = SqliteStore::open(tmp.path()).unwrap();
             store
-                .add_usage(&[delta(t0 + 5, Some("a"), 200, 3), delta(t0 + 5, None, 401, 2)])
+                .add_usage(&[
+                    delta(t0 + 5, Some("a"), 200, 3),
+                    delta(t0 + 5, None, 401, 2),
+                ])
                 .unwrap();
             // The same minute again, and the next minute.
             store
-                .add_usage(&[delta(t0 + 30, Some("a"), 200, 4), delta(t0 + 65, Some("a"), 200, 1)])
+                .add_usage(&[
+                    delta(t0 + 30, Some("a"), 200, 4),
+                    delta(t0 + 65, Some("a"), 200, 1),
+                ])
                 .unwrap();
         }
         let store = SqliteStore::open(tmp.path()).unwrap();
         let all = UsageFilter::default();
-        let minutes = store.usage(Resolution::Minute, t0, t0 + 3600, &all).unwrap();
+        let minutes = store
+            .usage(Resolution::Minute, t0, t0 + 3600, &all)
+            .unwrap();
         assert_eq!(minutes.len(), 3);
         let first_a = minutes
             .iter()
@@ -307,17 +327,27 @@ mod tests {
         assert_eq!(by_sub[0].bytes_out, 40);
         assert_eq!(by_sub[1].calls_blocked, 2);
         // A range inside the first minute still reads it (buckets overlapping the range).
-        let inner = store.usage(Resolution::Minute, t0 + 10, t0 + 20, &all).unwrap();
+        let inner = store
+            .usage(Resolution::Minute, t0 + 10, t0 + 20, &all)
+            .unwrap();
         assert_eq!(inner.iter().map(|r| r.usage.calls).sum::<u64>(), 9);
         let only_a = UsageFilter {
             subscription: Some("a".into()),
             ..UsageFilter::default()
         };
-        let rows = store.usage(Resolution::Minute, t0, t0 + 3600, &only_a).unwrap();
+        let rows = store
+            .usage(Resolution::Minute, t0, t0 + 3600, &only_a)
+            .unwrap();
         assert_eq!(rows.iter().map(|r| r.usage.calls).sum::<u64>(), 8);
-        assert_eq!(store.oldest_usage_minute().unwrap(), Some(t0));
+        assert_eq!(store.usage_coverage().unwrap(), (Some(t0), Some(t0)));
         assert_eq!(store.prune_usage(t0 + 60, t0).unwrap(), (2, 0));
-        assert_eq!(store.usage(Resolution::Minute, t0, t0 + 3600, &all).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .usage(Resolution::Minute, t0, t0 + 3600, &all)
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(store.prune_usage(t0 + 60, t0 + 3600).unwrap(), (0, 2));
     }
 }
