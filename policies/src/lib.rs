@@ -42,8 +42,10 @@ pub enum Flow {
     /// The policy cannot decide yet (a JWKS refetch, a shared counter): the gateway awaits
     /// the future, then calls the same phase of the same policy once more. The future owns
     /// what it needs (it borrows neither the request nor the context); what it learns, it
-    /// leaves in the policy's long-lived state. A second `Wait` for the same request is
-    /// an internal error (500): policies decide on their second call.
+    /// leaves in the policy's long-lived state, or in a typed field of the request context
+    /// it set up before returning (the limit policies use [`RequestCtx::limits`]). A second
+    /// `Wait` for the same request is an internal error (500): policies decide on their
+    /// second call.
     Wait(Pending),
 }
 

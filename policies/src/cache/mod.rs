@@ -4,7 +4,7 @@
 //!
 //! The flow of one request:
 //!
-//! 1. `cache-lookup` (inbound) computes the key ([`key`] explains what is in it) and asks
+//! 1. `cache-lookup` (inbound) computes the key (the `key` module explains what is in it) and asks
 //!    the cache. A fresh entry whose `Vary` values fit is a **hit**: it is left in the
 //!    context and the core answers with it at once ([`CacheCtx::take_hit`]): later
 //!    inbound policies and the upstream are skipped, the outbound section runs on a copy of
@@ -16,7 +16,7 @@
 //!    one upstream call.
 //! 3. On the filler's answer head, the core keeps a copy of the upstream's head
 //!    ([`CacheCtx::capture_head`]) before the outbound section runs; `cache-store` decides
-//!    whether the answer may be stored and for how long ([`rules`]); after the section the
+//!    whether the answer may be stored and for how long (the `rules` module); after the section the
 //!    core drops the fill when nothing will be stored ([`CacheCtx::after_outbound`]), which
 //!    wakes the waiters at once.
 //! 4. The body is copied as it streams to the client ([`on_body`], bounded by the largest
@@ -75,7 +75,7 @@ impl CacheOutcome {
 }
 
 /// The cache's per-request state, in [`RequestCtx::cache`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CacheCtx {
     key: Option<CacheKey>,
     outcome: CacheOutcome,
@@ -92,6 +92,20 @@ pub struct CacheCtx {
     head: Option<ResponseHeader>,
     vary: Vec<(HeaderName, Option<Vec<u8>>)>,
     body: BytesMut,
+}
+
+impl std::fmt::Debug for CacheCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the head or the body being copied.
+        f.debug_struct("CacheCtx")
+            .field("key", &self.key)
+            .field("outcome", &self.outcome)
+            .field("hit", &self.hit.is_some())
+            .field("fill", &self.fill)
+            .field("ttl", &self.ttl)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CacheCtx {
@@ -146,6 +160,10 @@ impl CacheCtx {
         if declared.is_some_and(|n| n > max) || resp.status != http::StatusCode::OK {
             self.abandon();
             return;
+        }
+        if let Some(n) = declared {
+            // At most the entry limit (checked above).
+            self.body.reserve(n as usize);
         }
         self.head = Some(resp.clone());
     }
