@@ -290,7 +290,12 @@ pub(crate) fn subscription_calls(
 
 /// Set the state families of `metrics` from the gateway, then render every family.
 pub(crate) fn render_metrics(state: &AdminState) -> String {
-    let gw = &state.gateway;
+    gateway_metrics(&state.gateway)
+}
+
+/// The Prometheus text of `gw`'s metrics, as `GET /metrics` serves them (a data plane
+/// serves the same on its status listener).
+pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     let telemetry = gw.telemetry();
     let m = telemetry.metrics();
     let snap = gw.snapshot();

@@ -299,6 +299,8 @@ pub(crate) fn write_config(
         .add_revision(&text, req.source, req.actor, audit)
     {
         Ok(meta) => {
+            // Data planes waiting on `/control/snapshot` learn of the new revision now.
+            crate::control::ring();
             if meta.revision != next {
                 // Someone else stored a revision meanwhile (another process on the same
                 // store): label the live snapshot with the number it really has.
@@ -320,6 +322,7 @@ pub(crate) fn write_config(
         }
         Err(e) => {
             restore(state, &live.config.file, live.revision);
+            crate::control::ring();
             Err(ApplyFailure::Store(e.to_string()))
         }
     }
@@ -384,6 +387,7 @@ pub fn load_latest(state: &AdminState) -> Result<Option<u64>, String> {
         .gateway
         .apply(compiled, Some(n))
         .map_err(|e| format!("revision {n} was refused by the gateway:\n  {e}"))?;
+    crate::control::ring();
     Ok(Some(n))
 }
 

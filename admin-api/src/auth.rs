@@ -5,6 +5,10 @@
 //! 401 before its body is looked at). Tokens are compared through their SHA-256 digests in
 //! constant time, so neither the content nor the length of a configured token leaks through
 //! timing.
+//!
+//! A third role, `dataplane` (`TOLLGATE_DATAPLANE_TOKEN`), may call only the control
+//! channel (`/control/*`, [`DataPlaneCaller`]): it receives key material, so it reads
+//! nothing else and writes nothing; every other call answers it 403.
 
 use crate::problem::Problem;
 use crate::AdminState;
@@ -21,6 +25,8 @@ pub(crate) enum Role {
     Admin,
     /// Read (and, in later parts, analytics and cache purge).
     Operator,
+    /// A data plane: the control channel only.
+    DataPlane,
 }
 
 impl Role {
@@ -29,6 +35,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Operator => "operator",
+            Role::DataPlane => "dataplane",
         }
     }
 }
@@ -94,10 +101,17 @@ pub(crate) fn role_of(parts: &Parts, state: &AdminState) -> Result<Role, Problem
         .operator
         .as_deref()
         .is_some_and(|t| token_matches(&given, t));
+    let dataplane = state
+        .tokens
+        .dataplane
+        .as_deref()
+        .is_some_and(|t| token_matches(&given, t));
     if admin {
         Ok(Role::Admin)
     } else if operator {
         Ok(Role::Operator)
+    } else if dataplane {
+        Ok(Role::DataPlane)
     } else {
         Err(Problem::unauthorized("unknown token", true))
     }
@@ -110,7 +124,10 @@ impl FromRequestParts<AdminState> for Reader {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        role_of(parts, state).map(|_| Reader)
+        match role_of(parts, state)? {
+            Role::Admin | Role::Operator => Ok(Reader),
+            Role::DataPlane => Err(only_control()),
+        }
     }
 }
 
@@ -140,6 +157,32 @@ impl FromRequestParts<AdminState> for Purger {
     ) -> Result<Self, Self::Rejection> {
         match role_of(parts, state)? {
             role @ (Role::Admin | Role::Operator) => Ok(Purger(role)),
+            Role::DataPlane => Err(only_control()),
+        }
+    }
+}
+
+fn only_control() -> Problem {
+    Problem::forbidden("the dataplane role may only call the control channel (/control/*)")
+}
+
+/// The admin or the dataplane token: the caller may take config snapshots (with the
+/// installation secret and key digests) and hand in analytics. The operator token may not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataPlaneCaller;
+
+impl FromRequestParts<AdminState> for DataPlaneCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        match role_of(parts, state)? {
+            Role::Admin | Role::DataPlane => Ok(DataPlaneCaller),
+            Role::Operator => Err(Problem::forbidden(
+                "the operator role may not read key material: use the dataplane token",
+            )),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Calls: probes (`/healthz`, `/readyz`), `/config` (get, put, revisions, rollback,
 //! effective chain), `/products`, `/apis`, `/subscriptions`, `/cache`, `/analytics/requests`,
-//! `/metrics`, the operators' dashboard (`/`, `/dashboard/{file}`: static, no token) and
+//! `/metrics`, the data planes' control channel (`/control/snapshot`, see [`ControlSnapshot`]
+//! and docs/scaling.md), the operators' dashboard (`/`, `/dashboard/{file}`: static, no token) and
 //! `/openapi.json`. The handlers work on a
 //! [`tollgate_store::Store`] and a [`tollgate_gateway::Gateway`]; config writes go through
 //! [`apply_text`]'s path (validate, compile, apply to the gateway, then store), and every
@@ -79,6 +80,7 @@ mod apply;
 mod auth;
 mod cache_api;
 mod config_api;
+mod control;
 mod dashboard;
 mod extract;
 mod openapi;
@@ -88,7 +90,9 @@ mod resources;
 mod subscriptions;
 mod usage;
 
+pub use analytics::gateway_metrics;
 pub use apply::{apply_text, load_latest, ApplyFailure, ApplyOutcome};
+pub use control::{current_snapshot, ControlSnapshot, SubscriptionKeys, PROTOCOL};
 pub use openapi::openapi;
 pub use plan::{plan, Change, ChangeAction, ChangeKind};
 pub use problem::FieldError;
@@ -101,6 +105,9 @@ pub struct Tokens {
     pub admin: String,
     /// Role `operator`: read (and, later, analytics and cache purge).
     pub operator: Option<String>,
+    /// Role `dataplane` (`TOLLGATE_DATAPLANE_TOKEN`): the control channel only
+    /// (`/control/*`: config snapshots with key material, analytics from data planes).
+    pub dataplane: Option<String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -109,6 +116,7 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("admin", &"<redacted>")
             .field("operator", &self.operator.as_ref().map(|_| "<redacted>"))
+            .field("dataplane", &self.dataplane.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -170,6 +178,7 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
         (Method::GET, "/metrics", get(analytics::metrics)),
         (Method::POST, "/cache/purge", post(cache_api::purge)),
         (Method::GET, "/cache/stats", get(cache_api::stats)),
+        (Method::GET, "/control/snapshot", get(control::snapshot)),
         (Method::GET, "/config", get(c::get_config)),
         (Method::PUT, "/config", put(c::put_config)),
         (Method::GET, "/config/revisions", get(c::list_revisions)),
@@ -308,6 +317,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = async move {
+        shutdown.await;
+        // Long polls of data planes end now instead of holding the shutdown.
+        control::close();
+    };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

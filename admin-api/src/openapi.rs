@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         crate::analytics::metrics,
         crate::cache_api::purge,
         crate::cache_api::stats,
+        crate::control::snapshot,
         config_api::get_config,
         config_api::put_config,
         config_api::list_revisions,
@@ -70,6 +71,7 @@ use utoipa::{Modify, OpenApi};
         (name = "cache", description = "The response cache: purge (admin or operator) and counters."),
         (name = "analytics", description = "Usage reports and Prometheus metrics (admin and operator)."),
         (name = "dashboard", description = "The operators' dashboard: a page and its static files (no token)."),
+        (name = "control", description = "The data planes' channel to the control plane (dataplane or admin token)."),
         (name = "meta", description = "This description."),
     )
 )]

@@ -78,6 +78,8 @@ fn rebuild(store: &dyn Store, keys: &KeyRing) -> Result<usize, StoreError> {
     }
     let n = entries.len();
     keys.replace_all(entries);
+    // Data planes waiting on `/control/snapshot` learn of the change now.
+    crate::control::ring();
     Ok(n)
 }
 

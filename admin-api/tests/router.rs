@@ -15,6 +15,7 @@ use tower::ServiceExt;
 
 const ADMIN: &str = "admin-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
+const DATAPLANE: &str = "dataplane-token-0123456789";
 
 const CONFIG: &str = r#"version: 1
 policies:
@@ -158,6 +159,7 @@ impl Harness {
             tokens: Tokens {
                 admin: ADMIN.into(),
                 operator: Some(OPERATOR.into()),
+                dataplane: Some(DATAPLANE.into()),
             },
         };
         Harness {
@@ -1201,6 +1203,7 @@ async fn start_up_helpers() {
             tokens: Tokens {
                 admin: ADMIN.into(),
                 operator: None,
+                dataplane: None,
             },
         };
         assert_eq!(load_latest(&state).unwrap(), None);
@@ -1249,6 +1252,7 @@ async fn start_up_helpers() {
         tokens: Tokens {
             admin: ADMIN.into(),
             operator: None,
+            dataplane: None,
         },
     };
     assert!(state.keys.lookup(&primary).is_none());

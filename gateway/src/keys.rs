@@ -5,6 +5,10 @@
 //! by its digest in an immutable map swapped as a whole (`ArcSwap`) on every change, so the
 //! hot path takes no lock and does no store I/O; the digest found is compared again in
 //! constant time.
+//!
+//! A data plane (`tollgate gateway`) receives the installation secret and the digests from
+//! its control plane: [`KeyRing::replace_with_secret`] swaps both in one store, so a lookup
+//! never hashes with one installation's secret and searches another's digests.
 
 use crate::{Subscription, SubscriptionLookup};
 use arc_swap::ArcSwap;
@@ -44,40 +48,82 @@ pub struct KeyEntry {
     pub subscription: Subscription,
 }
 
-/// The proxy's view of every subscription key.
-#[derive(Debug)]
-pub struct KeyRing {
+/// The secret and the digests it made, swapped together.
+struct Ring {
     secret: [u8; 32],
-    map: ArcSwap<HashMap<Digest, Subscription>>,
+    map: HashMap<Digest, Subscription>,
+}
+
+/// The proxy's view of every subscription key.
+pub struct KeyRing {
+    ring: ArcSwap<Ring>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("KeyRing")
+            .field("keys", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn index(entries: impl IntoIterator<Item = KeyEntry>) -> HashMap<Digest, Subscription> {
+    let mut map = HashMap::new();
+    for e in entries {
+        map.insert(e.primary, e.subscription.clone());
+        map.insert(e.secondary, e.subscription);
+    }
+    map
 }
 
 impl KeyRing {
     /// An empty ring for keys hashed under `secret`.
     pub fn new(secret: [u8; 32]) -> KeyRing {
         KeyRing {
-            secret,
-            map: ArcSwap::from_pointee(HashMap::new()),
+            ring: ArcSwap::from_pointee(Ring {
+                secret,
+                map: HashMap::new(),
+            }),
         }
     }
 
     /// The digest of `key` under this installation's secret.
     pub fn digest(&self, key: &str) -> Digest {
-        digest(&self.secret, key)
+        digest(&self.ring.load().secret, key)
     }
 
-    /// Replace the whole ring (after any subscription change).
+    /// The installation secret keys are hashed under (a control plane hands it to its data
+    /// planes over their authenticated channel).
+    pub fn secret(&self) -> [u8; 32] {
+        self.ring.load().secret
+    }
+
+    /// Replace the whole ring (after any subscription change), keeping the secret.
     pub fn replace_all(&self, entries: impl IntoIterator<Item = KeyEntry>) {
-        let mut map = HashMap::new();
-        for e in entries {
-            map.insert(e.primary, e.subscription.clone());
-            map.insert(e.secondary, e.subscription);
-        }
-        self.map.store(Arc::new(map));
+        let map = index(entries);
+        // Callers serialize their rebuilds; a control plane never changes its secret and a
+        // data plane only calls `replace_with_secret`.
+        let secret = self.ring.load().secret;
+        self.ring.store(Arc::new(Ring { secret, map }));
+    }
+
+    /// Replace the secret and the whole ring in one step (a data plane applying a snapshot
+    /// from its control plane).
+    pub fn replace_with_secret(
+        &self,
+        secret: [u8; 32],
+        entries: impl IntoIterator<Item = KeyEntry>,
+    ) {
+        self.ring.store(Arc::new(Ring {
+            secret,
+            map: index(entries),
+        }));
     }
 
     /// How many keys the ring holds (two per subscription).
     pub fn len(&self) -> usize {
-        self.map.load().len()
+        self.ring.load().map.len()
     }
 
     /// True when the ring holds no key.
@@ -88,9 +134,9 @@ impl KeyRing {
 
 impl SubscriptionLookup for KeyRing {
     fn lookup(&self, key: &str) -> Option<Subscription> {
-        let d = self.digest(key);
-        let map = self.map.load();
-        let (stored, sub) = map.get_key_value(&d)?;
+        let ring = self.ring.load();
+        let d = digest(&ring.secret, key);
+        let (stored, sub) = ring.map.get_key_value(&d)?;
         bool::from(stored.ct_eq(&d)).then(|| sub.clone())
     }
 }
@@ -134,5 +180,27 @@ mod tests {
         // A different installation secret gives different digests.
         let other = KeyRing::new([8; 32]);
         assert_ne!(other.digest(&p), ring.digest(&p));
+    }
+
+    #[test]
+    fn the_secret_swaps_with_the_digests() {
+        let cp = KeyRing::new([7; 32]);
+        let key = generate_key();
+        let entry = KeyEntry {
+            primary: cp.digest(&key),
+            secondary: cp.digest(&generate_key()),
+            subscription: sub("one"),
+        };
+        // A data plane starts with a placeholder secret and learns the real one.
+        let dp = KeyRing::new([0; 32]);
+        dp.replace_all([entry.clone()]);
+        assert!(dp.lookup(&key).is_none());
+        dp.replace_with_secret(cp.secret(), [entry]);
+        assert_eq!(&*dp.lookup(&key).unwrap().id, "one");
+        assert_eq!(dp.secret(), [7; 32]);
+        // A later replace_all keeps the secret.
+        dp.replace_all([]);
+        assert_eq!(dp.secret(), [7; 32]);
+        assert!(dp.lookup(&key).is_none());
     }
 }

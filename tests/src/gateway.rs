@@ -13,6 +13,11 @@
 //! (policy file, logs, `data/`), and [`GatewayBuilder::in_dir`] starts a new process in it;
 //! [`GatewayBuilder::without_config_flag`] leaves `--config` out, so only the stored
 //! revisions count. [`GatewayBuilder::admin_only`] runs `tollgate admin` (no proxy).
+//!
+//! Scale-out: [`GatewayBuilder::data_plane`] runs `tollgate gateway --control-plane URL`
+//! (proxy, no admin API, no store). Its "admin" address is then its status listener
+//! (`--status-listen`: `/healthz`, `/readyz`, `/metrics`), and it is ready when `/readyz`
+//! answers 200: it serves a snapshot, from the control plane or its last-known-good file.
 
 use crate::raw::RawConn;
 use nix::sys::signal::{kill, Signal};
@@ -65,6 +70,8 @@ enum Role {
     Serve,
     /// `tollgate admin`: admin API and store only.
     Admin,
+    /// `tollgate gateway --control-plane URL`: proxy and status listener only.
+    DataPlane,
 }
 
 /// Options of a gateway start; build with [`Gateway::builder`].
@@ -78,6 +85,7 @@ pub struct GatewayBuilder {
     config_flag: bool,
     dir: Option<Arc<TempDir>>,
     role: Role,
+    control_plane: Option<String>,
 }
 
 impl GatewayBuilder {
@@ -110,6 +118,16 @@ impl GatewayBuilder {
     /// Runs `tollgate admin` (admin API and store, no proxy) instead of `tollgate serve`.
     pub fn admin_only(mut self) -> Self {
         self.role = Role::Admin;
+        self
+    }
+
+    /// Runs `tollgate gateway --control-plane URL` (a data plane) instead of `tollgate
+    /// serve`; `--config` is left out. Give it a token with
+    /// `.env("TOLLGATE_TOKEN", ...)`.
+    pub fn data_plane(mut self, control_plane_url: &str) -> Self {
+        self.role = Role::DataPlane;
+        self.control_plane = Some(control_plane_url.to_string());
+        self.config_flag = false;
         self
     }
 
@@ -208,14 +226,22 @@ impl GatewayBuilder {
         cmd.arg(match self.role {
             Role::Serve => "serve",
             Role::Admin => "admin",
+            Role::DataPlane => "gateway",
         });
         if self.config_flag {
             cmd.arg("--config").arg(config_path);
         }
-        cmd.arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
+        if let Some(cp) = &self.control_plane {
+            cmd.arg("--control-plane").arg(cp);
+        }
+        cmd.arg("--listen").arg(listen.to_string()).arg(
+            if self.role == Role::DataPlane {
+                "--status-listen"
+            } else {
+                "--admin-listen"
+            },
+        );
+        cmd.arg(admin.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--threads")
@@ -255,7 +281,7 @@ impl GatewayBuilder {
             admin,
             tls,
             exit: None,
-            proxy: self.role == Role::Serve,
+            proxy: self.role != Role::Admin,
             admin_token_env: self
                 .env
                 .iter()
@@ -356,6 +382,7 @@ impl Gateway {
             config_flag: true,
             dir: None,
             role: Role::Serve,
+            control_plane: None,
         }
     }
 
@@ -384,9 +411,14 @@ impl Gateway {
         self.listen
     }
 
-    /// The admin listener's address.
+    /// The admin listener's address (a data plane's status listener).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// `http://STATUS{path}` of a data plane (its `--status-listen`).
+    pub fn status_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     /// The TLS listener's address; panics when started without TLS.

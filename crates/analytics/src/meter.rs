@@ -3,7 +3,11 @@
 //! The proxy calls [`Meter::record`] once per request: a `try_send` into a bounded channel
 //! (no lock, no allocation beyond the event, never a wait). When the channel is full the
 //! event is dropped and counted (`tollgate_analytics_events_dropped_total`). One thread,
-//! `tollgate-analytics`, takes the events and
+//! `tollgate-analytics`, wakes every [`DRAIN_EVERY`] and takes every queued event. It never
+//! blocks on the channel: a receiver waiting in `recv` would make every `try_send` wake it
+//! (a futex call on the request path and a context switch per event, measured at about
+//! 10 µs of CPU per request); sleeping and draining in batches costs the proxy nothing
+//! but the push. It
 //!
 //! - folds them into per-minute [`Usage`] deltas keyed by [`UsageKey`],
 //! - feeds the per-request Prometheus families ([`Metrics::observe`]),
@@ -19,9 +23,9 @@
 
 use crate::access_log;
 use crate::event::Event;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ObserveCache};
 use crate::rollup::{Usage, UsageKey, UsageRow};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,6 +172,7 @@ impl Meter {
             rx,
             sink,
             metrics: self.metrics.clone(),
+            observe: ObserveCache::default(),
             pending: HashMap::new(),
             opts,
             out,
@@ -200,10 +205,15 @@ impl Meter {
 /// How often rows past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// How often the aggregator takes the queued events (a 65,536-event queue holds 2.6 M
+/// events per second at this pace).
+pub const DRAIN_EVERY: Duration = Duration::from_millis(25);
+
 struct Aggregator {
     rx: Receiver<Msg>,
     sink: Option<Box<dyn UsageSink>>,
     metrics: Arc<Metrics>,
+    observe: ObserveCache,
     pending: HashMap<UsageKey, Usage>,
     opts: MeterOptions,
     out: Box<dyn Write + Send>,
@@ -216,24 +226,29 @@ impl Aggregator {
         let mut next_flush = Instant::now() + self.opts.flush_interval;
         let mut next_prune = Instant::now() + Duration::from_secs(5);
         loop {
-            let wait = next_flush.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(Msg::Event(e)) => self.take(e),
-                Ok(Msg::Flush(ack)) => {
-                    self.write_access_log();
-                    self.flush();
-                    let _ = ack.send(());
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.write_access_log();
-                    self.flush();
-                    return;
+            std::thread::sleep(DRAIN_EVERY);
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Msg::Event(e)) => {
+                        self.take(e);
+                        if self.line.len() > 60 * 1024 {
+                            self.write_access_log();
+                        }
+                    }
+                    Ok(Msg::Flush(ack)) => {
+                        self.write_access_log();
+                        self.flush();
+                        let _ = ack.send(());
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.write_access_log();
+                        self.flush();
+                        return;
+                    }
                 }
             }
-            if self.rx.is_empty() || self.line.len() > 60 * 1024 {
-                self.write_access_log();
-            }
+            self.write_access_log();
             let now = Instant::now();
             if now >= next_flush {
                 self.flush();
@@ -251,7 +266,7 @@ impl Aggregator {
             access_log::write_line(&mut self.line, &e);
         }
         if self.opts.rollups {
-            self.metrics.observe(&e);
+            self.metrics.observe_cached(&mut self.observe, &e);
             self.pending.entry(UsageKey::of(&e)).or_default().record(&e);
         }
     }

@@ -31,6 +31,9 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
         operator: std::env::var("TOLLGATE_OPERATOR_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        dataplane: std::env::var("TOLLGATE_DATAPLANE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let state = AdminState {
         gateway,

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod control;
+mod dataplane;
 mod demo;
 mod telemetry;
 
@@ -30,16 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Control plane only: admin REST API and store.
     Admin(ServeArgs),
-    /// Data plane only: takes config snapshots from a control plane.
-    Gateway {
-        /// The control plane's admin URL.
-        #[arg(long, env = "TOLLGATE_CONTROL_PLANE")]
-        control_plane: String,
-        #[command(flatten)]
-        serve: ServeArgs,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    /// Data plane only: takes config snapshots from a control plane (docs/scaling.md).
+    Gateway(dataplane::GatewayArgs),
     /// Check a policy file offline: exit 0 valid, 1 invalid (every error, with path and line).
     Validate {
         /// The policy file (YAML or JSON).
@@ -150,7 +143,7 @@ fn main() -> ExitCode {
         Command::Validate { file } => validate(&file),
         Command::DemoUpstream { listen } => demo::run(&listen),
         Command::Admin(args) => admin_only(args),
-        Command::Gateway { .. } => not_yet("gateway"),
+        Command::Gateway(args) => dataplane::run(args),
         Command::Diff { file, client } => client::diff(&client.connect(), &file),
         Command::Apply {
             file,
@@ -170,11 +163,6 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-}
-
-fn not_yet(verb: &str) -> ExitCode {
-    eprintln!("tollgate {verb}: not yet available in this build");
-    ExitCode::from(2)
 }
 
 /// Read, validate and compile a policy file; every problem is returned as one line each.

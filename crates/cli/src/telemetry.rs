@@ -75,6 +75,16 @@ pub(crate) fn start(
     store: &Arc<dyn Store>,
     args: &TelemetryArgs,
 ) -> Result<Vec<Hook>, String> {
+    start_with_sink(gw, Some(Box::new(StoreSink(store.clone()))), args)
+}
+
+/// [`start`] with rollups going to `sink` (a data plane has no store: its rollups go to
+/// the control plane, or nowhere).
+pub(crate) fn start_with_sink(
+    gw: &Arc<Gateway>,
+    sink: Option<Box<dyn UsageSink>>,
+    args: &TelemetryArgs,
+) -> Result<Vec<Hook>, String> {
     let mut hooks: Vec<Hook> = Vec::new();
     let opts = MeterOptions {
         rollups: args.analytics == "on",
@@ -88,7 +98,7 @@ pub(crate) fn start(
     };
     let telemetry = gw.telemetry().clone();
     telemetry.meter().start(
-        Some(Box::new(StoreSink(store.clone()))),
+        sink,
         opts,
         Box::new(std::io::stdout()),
     )?;

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The report of bench/run.sh: medians over the rounds, a markdown table with ratios
+against the bare Pingora proxy and against nginx, and the targets of issue 10.
+
+    peers-report.py OUT_DIR              print the report
+    peers-report.py OUT_DIR --check      print the targets only; exit 1 when one is missed
+    peers-report.py OUT_DIR --docs FILE  print it and write it into FILE between
+                                         <!-- peers:begin --> and <!-- peers:end -->
+                                         (a "Peers" section is appended when they are missing)
+
+OUT_DIR holds results.jsonl (one line per case and round), meta.json and cases.tsv.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+
+
+def load(out):
+    rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if l.strip()]
+    meta = json.loads((out / "meta.json").read_text())
+    cases = [l.split("\t", 1) for l in (out / "cases.tsv").read_text().splitlines() if l.strip()]
+    by = {}
+    for r in rows:
+        by.setdefault(r["case"], []).append(r)
+    med = {}
+    for c, rs in by.items():
+        m = {k: statistics.median(r[k] for r in rs) for k in
+             ("rps", "cpu_us", "p50", "p99", "p999", "lat_cpu_us")}
+        cpus = [r["cpu_us"] for r in rs]
+        m["cpu_spread"] = (max(cpus) - min(cpus)) / m["cpu_us"] * 100 if m["cpu_us"] else 0
+        m["errors"] = sum(r["errors"] + r["lat_errors"] for r in rs)
+        m["rounds"] = len(rs)
+        med[c] = m
+    skips = dict(s.split("=", 1) for s in meta.get("skips", "").split(";;") if "=" in s)
+    return med, meta, cases, skips
+
+
+def targets(med):
+    """(description, passed or None when not measurable, detail)."""
+    out = []
+    bare, full, ps, lua = (med.get(k) for k in ("bare", "tg-full", "tg-pass", "nginx-lua"))
+
+    def ratio(name, case, limit):
+        if not (bare and case):
+            return (name, None, "not measured")
+        r = case["cpu_us"] / bare["cpu_us"]
+        return (name, r <= limit, f"{case['cpu_us']:.1f} / {bare['cpu_us']:.1f} µs = {r:.2f}×")
+
+    out.append(ratio("Tollgate passthrough CPU/request ≤ 1.10× bare Pingora", ps, 1.10))
+    out.append(ratio("full chain (key + rate-limit + quota + analytics) CPU/request ≤ 1.30× bare Pingora", full, 1.30))
+    if full and lua:
+        out.append(("full-chain throughput above nginx + Lua", full["rps"] > lua["rps"],
+                    f"{full['rps']:,.0f} vs {lua['rps']:,.0f} req/s ({full['rps'] / lua['rps']:.2f}×)"))
+    else:
+        out.append(("full-chain throughput above nginx + Lua", None, "not measured"))
+    for key, label in (("tg-pass", "passthrough"), ("tg-full", "full chain")):
+        c = med.get(key)
+        if bare and c:
+            d = c["p99"] - bare["p99"]
+            out.append((f"p99 at the fixed rate within 1 ms of bare Pingora ({label})", d <= 1.0,
+                        f"{c['p99']:.3f} vs {bare['p99']:.3f} ms ({d:+.3f} ms)"))
+        else:
+            out.append((f"p99 at the fixed rate within 1 ms of bare Pingora ({label})", None, "not measured"))
+    return out
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def report(med, meta, cases, skips):
+    bare, ngx = med.get("bare"), med.get("nginx")
+    rate = int(float(meta["rate"]))
+    lines = []
+    lines.append(
+        f"Run of {meta['date']}, commit `{meta['commit']}`; machine: {meta['nproc']} cores "
+        f"({meta['cpu']}), kernel {meta['kernel']}, shared with other builds: load average "
+        f"{meta['load_before']} before the run, {meta['load_after']} after (1, 5, 15 min). "
+        f"nginx {meta['nginx']}, wrk {meta['wrk']}, oha {meta['oha']}.")
+    lines.append("")
+    lines.append(
+        f"Pinning: every proxy under test on core {meta['proxy_cpu']} with one worker (Pingora "
+        f"`threads: 1`, Tollgate `--threads 1`, nginx `worker_processes 1`); the load generators "
+        f"and the upstream nginx (`return 200`, 13-byte body; one worker) on core {meta['load_cpu']}. "
+        f"Throughput: wrk, 1 thread, {meta['conns']} keep-alive connections, {meta['secs']} s. "
+        f"Latency: oha at a fixed {rate:,} req/s, {meta['lat_conns']} connections, "
+        f"{meta['lat_secs']} s, coordinated omission corrected. CPU/request: utime + stime of the "
+        f"proxy process (all threads; nginx master + worker) from `/proc/PID/stat` over the wrk "
+        f"run, divided by its requests; also over the fixed-rate run (last column). Medians of "
+        f"{meta['rounds']} rounds, the cases alternating within each round.")
+    lines.append("")
+    lines.append(
+        f"| case | req/s | vs bare | vs nginx | CPU µs/req | vs bare | vs nginx | spread | "
+        f"p50 ms | p99 ms | p99.9 ms | p99 − bare | CPU µs/req at {rate:,}/s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, what in cases:
+        m = med.get(key)
+        if not m:
+            reason = skips.get(key, "not run")
+            lines.append(f"| {what} | skipped: {reason} |||||||||||| ")
+            continue
+        dp99 = f"{m['p99'] - bare['p99']:+.3f}" if bare else "–"
+        errs = f" ⚠ {m['errors']} errors" if m["errors"] else ""
+        lines.append(
+            f"| {what}{errs} | {m['rps']:,.0f} | {fmt_ratio(m['rps'], bare and bare['rps'])} | "
+            f"{fmt_ratio(m['rps'], ngx and ngx['rps'])} | {m['cpu_us']:.1f} | "
+            f"{fmt_ratio(m['cpu_us'], bare and bare['cpu_us'])} | "
+            f"{fmt_ratio(m['cpu_us'], ngx and ngx['cpu_us'])} | ±{m['cpu_spread'] / 2:.0f}% | "
+            f"{m['p50']:.3f} | {m['p99']:.3f} | {m['p999']:.3f} | {dp99} | {m['lat_cpu_us']:.1f} |")
+    lines.append("")
+    lines.append("`spread`: half the range of CPU µs/req over the rounds, in % of the median. "
+                 "\"direct\" is a second copy of the upstream on the proxies' core: its CPU is the "
+                 "upstream's own cost, the floor under every proxy.")
+    if meta.get("xml_json_bytes"):
+        lines.append(f"The xml-to-json case turns a {int(meta['xml_bytes']):,}-byte XML answer into "
+                     f"{int(meta['xml_json_bytes']):,} bytes of JSON.")
+    if meta.get("analytics_api") == "yes":
+        lines.append("Analytics: on in the \"+ analytics\" and full-chain rows (`GET /analytics/requests` "
+                     "answers in this build), `--analytics off` in the other Tollgate rows.")
+    lines.append("")
+    lines.append("Targets (issue 10):")
+    lines.append("")
+    for name, ok, detail in targets(med):
+        mark = "n/a" if ok is None else ("**pass**" if ok else "**MISSED**")
+        lines.append(f"- {name}: {mark} — {detail}")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path, text):
+    p = Path(path)
+    doc = p.read_text()
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in doc and END in doc:
+        a, b = doc.index(BEGIN), doc.index(END) + len(END)
+        doc = doc[:a] + block + doc[b:]
+    else:
+        doc = doc.rstrip("\n") + "\n\n## Peers (`bash bench/run.sh`)\n\n" + block + "\n"
+    p.write_text(doc)
+
+
+def main():
+    out = Path(sys.argv[1])
+    med, meta, cases, skips = load(out)
+    if "--check" in sys.argv:
+        ts = targets(med)
+        for name, ok, detail in ts:
+            print(f"{'n/a ' if ok is None else ('pass' if ok else 'MISS')}  {name}: {detail}")
+        sys.exit(1 if any(ok is False for _, ok, _ in ts) else 0)
+    text = report(med, meta, cases, skips)
+    print(text)
+    if "--docs" in sys.argv:
+        write_docs(sys.argv[sys.argv.index("--docs") + 1], text)
+        print(f"(written to {sys.argv[sys.argv.index('--docs') + 1]})")
+
+
+if __name__ == "__main__":
+    main()

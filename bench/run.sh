@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# Tollgate against the engine's limit (a bare Pingora proxy) and against peers (nginx as a
+# reverse proxy, nginx + Lua as an API gateway), all in one run (docs/benchmarks.md,
+# "Peers"). One command:
+#
+#   bash bench/run.sh
+#
+# It installs what is missing (nginx, libnginx-mod-http-lua, wrk from Debian; oha from
+# crates.io), builds the release `tollgate` and `bench/bare-proxy` once, waits until the
+# machine is quiet (load average below WAIT_LOAD, at most WAIT_MAX seconds), starts every
+# server on loopback and measures each case, alternating the cases over ROUNDS rounds:
+#
+# - throughput: wrk, 1 thread, CONNS connections, SECS seconds;
+# - latency: oha at a fixed RATE (requests/s, LAT_CONNS connections, coordinated omission
+#   corrected), LAT_SECS seconds: p50, p99, p99.9;
+# - CPU per request of the proxy process: utime + stime from /proc/PID/stat (every thread,
+#   and for nginx master + workers) before and after the wrk run, over the requests done.
+#
+# Pinning (2 cores): every proxy under test (and the "direct" upstream copy) on core
+# PROXY_CPU with one worker (thread or process); the load generators and the upstream
+# nginx on core LOAD_CPU. Medians over the rounds go into a markdown table (ratios against
+# the bare Pingora proxy and against nginx), printed and written between the markers of
+# the "Peers" section of docs/benchmarks.md (WRITE_DOCS=0 to leave the file alone).
+# PROFILE=1 (or PROFILE=auto, the default, when a target is missed) records `perf` on
+# the bare proxy and the Tollgate cases and writes the top symbols to OUT/profile-*.txt.
+#
+# Knobs: ROUNDS=3 SECS=6 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=6 WAIT_LOAD=1.0
+# WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-6}
+CONNS=${CONNS:-32}
+RATE=${RATE:-5000}
+LAT_CONNS=${LAT_CONNS:-16}
+LAT_SECS=${LAT_SECS:-6}
+WAIT_LOAD=${WAIT_LOAD:-1.0}
+WAIT_MAX=${WAIT_MAX:-600}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PROFILE=${PROFILE:-auto}
+WRITE_DOCS=${WRITE_DOCS:-1}
+OUT=${OUT:-$ROOT/target/bench-peers}
+ALL_CASES="direct bare nginx nginx-lua tg-pass tg-pass-analytics tg-key tg-limits tg-full tg-jwt tg-cache tg-xml"
+CASES=${CASES:-$ALL_CASES}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- tools
+need_apt=()
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian's package may start a system nginx; ours are separate instances on free ports.
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [ ! -x "$OHA" ]; then
+  log "installing oha from crates.io (a few minutes, once)"
+  CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
+  OHA=$HOME/.cargo/bin/oha
+fi
+PERF=$(command -v perf || true)
+
+log "building tollgate and bench/bare-proxy (release)"
+cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
+TG=$ROOT/target/release/tollgate
+BARE=$ROOT/target/release/bare-proxy
+
+mkdir -p "$OUT"
+DIR=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+on_proxy() { taskset -c "$PROXY_CPU" "$@"; }
+on_load() { taskset -c "$LOAD_CPU" "$@"; }
+wait_http() { # url [header]
+  for _ in $(seq 100); do
+    curl -fs -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "not answering: $1"; return 1
+}
+
+# ---------------------------------------------------------------- upstream files
+mkdir -p "$DIR/static" "$DIR/logs"
+# A 10 KB product catalog (attributes, repeated elements, entities, non-ASCII text).
+python3 - "$DIR/static/catalog.xml" <<'PY'
+import sys
+items, i = [], 0
+head = '<?xml version="1.0" encoding="UTF-8"?>\n<catalog xmlns:x="urn:bench" version="1">\n'
+body = ""
+while len((head + body + "</catalog>\n").encode()) < 10_000:
+    body += (f'  <product id="p{i}" x:sku="SKU-{i:05d}">\n    <name>Widget &amp; gadget n\u00b0{i}</name>\n'
+             f'    <price currency="EUR">{i * 3 + 0.5:.2f}</price>\n    <tag>tools</tag><tag>home</tag>\n'
+             f'    <stock/>\n  </product>\n')
+    i += 1
+open(sys.argv[1], "w").write(head + body + "</catalog>\n")
+PY
+XML_BYTES=$(stat -c %s "$DIR/static/catalog.xml")
+
+nginx_common() { # name
+  cat <<EOF
+user root;
+worker_processes 1;
+pid $DIR/$1.pid;
+error_log $DIR/logs/$1.err warn;
+events { worker_connections 4096; multi_accept on; }
+EOF
+}
+nginx_http_common() { # name
+  cat <<EOF
+  access_log off;
+  client_body_temp_path $DIR/$1-body;
+  proxy_temp_path $DIR/$1-proxy;
+  fastcgi_temp_path $DIR/$1-fcgi;
+  uwsgi_temp_path $DIR/$1-uwsgi;
+  scgi_temp_path $DIR/$1-scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+EOF
+}
+start_nginx() { # name pin-function conf-file
+  local name=$1 pin=$2 conf=$3
+  "$pin" nginx -p "$DIR" -c "$conf" -g 'daemon off;' >"$DIR/logs/$name.out" 2>&1 &
+  PIDS+=($!)
+  NGX_PID[$name]=$!
+}
+declare -A NGX_PID
+
+UP=$(port); CEIL=$(port); NGX=$(port); LUA=$(port); BAREP=$(port)
+upstream_conf() { # name port
+  nginx_common "$1"
+  cat <<EOF
+http {
+$(nginx_http_common "$1")
+  server {
+    listen 127.0.0.1:$2 reuseport backlog=4096;
+    location /static/ { alias $DIR/static/; types { application/xml xml; } }
+    location / { default_type text/plain; return 200 "hello, world\n"; }
+  }
+}
+EOF
+}
+upstream_conf upstream "$UP" >"$DIR/upstream.conf"
+upstream_conf direct "$CEIL" >"$DIR/direct.conf"
+start_nginx upstream on_load "$DIR/upstream.conf"
+start_nginx direct on_proxy "$DIR/direct.conf"
+
+{
+  nginx_common nginx
+  cat <<EOF
+http {
+$(nginx_http_common nginx)
+  upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$NGX reuseport backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$DIR/nginx.conf"
+start_nginx nginx on_proxy "$DIR/nginx.conf"
+
+# nginx + Lua as an API gateway, the core of Kong's key-auth and rate-limiting (local
+# policy): the key looked up in a shared dict, then two shared-dict counters per consumer
+# (a per-minute rate limit and a per-month quota, like Tollgate's rate-limit + quota), the
+# key header removed before the upstream call.
+LUA_KEY=bench-lua-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+{
+  echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
+  echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+  nginx_common lua
+  cat <<EOF
+http {
+$(nginx_http_common lua)
+  lua_shared_dict keys 16m;
+  lua_shared_dict counters 16m;
+  init_by_lua_block {
+    ngx.shared.keys:set("$LUA_KEY", "bench")
+  }
+  upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$LUA reuseport backlog=4096;
+    location / {
+      access_by_lua_block {
+        local key = ngx.var.http_apikey
+        if not key then return ngx.exit(401) end
+        local consumer = ngx.shared.keys:get(key)
+        if not consumer then return ngx.exit(401) end
+        local now = ngx.time()
+        local counters = ngx.shared.counters
+        local minute = counters:incr(consumer .. ":m:" .. (now - now % 60), 1, 0, 61)
+        if minute and minute > 1000000000 then return ngx.exit(429) end
+        local month = counters:incr(consumer .. ":M:" .. os.date("!%Y%m", now), 1, 0, 2678400)
+        if month and month > 1000000000 then return ngx.exit(403) end
+        ngx.req.clear_header("apikey")
+      }
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$DIR/lua.conf"
+start_nginx nginx-lua on_proxy "$DIR/lua.conf"
+
+on_proxy "$BARE" "127.0.0.1:$BAREP" "127.0.0.1:$UP" 1 >"$DIR/logs/bare.log" 2>&1 &
+PIDS+=($!); BARE_PID=$!
+
+# ---------------------------------------------------------------- Tollgate
+# An RS256 key pair and a token signed with it (the policy holds the public key).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/jwt.key" 2>/dev/null
+openssl pkey -in "$DIR/jwt.key" -pubout -out "$DIR/jwt.pub"
+JWT=$(python3 - "$DIR/jwt.key" <<'PY'
+import base64, json, subprocess, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+head = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "bench"}).encode())
+claims = {"iss": "https://issuer.bench", "aud": "api://bench", "sub": "user-42",
+          "scp": "orders.read", "iat": now, "exp": now + 30 * 86400}
+signing_input = head + "." + b64(json.dumps(claims).encode())
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[1]],
+                     input=signing_input.encode(), capture_output=True, check=True).stdout
+print(signing_input + "." + b64(sig))
+PY
+)
+PEM_INDENTED=$(sed 's/^/                /' "$DIR/jwt.pub")
+
+api_pass() { cat <<EOF
+  - id: pass
+    path: /pass
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+EOF
+}
+api_key() { cat <<EOF
+  - id: key
+    path: /key
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+EOF
+}
+api_limits() { cat <<EOF
+  - id: limits
+    path: /limits
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+    policies:
+      inbound:
+        - rate-limit: { calls: 1000000000, renewal_period: 1m }
+        - quota: { calls: 1000000000, renewal_period: calendar-month }
+EOF
+}
+api_jwt() { cat <<EOF
+  - id: jwt
+    path: /jwt
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+    policies:
+      inbound:
+        - validate-jwt:
+            keys:
+              - alg: RS256
+                kid: bench
+                pem: |
+$PEM_INDENTED
+            issuers: [ "https://issuer.bench" ]
+            audiences: [ "api://bench" ]
+            required_claims: { scp: [ orders.read ] }
+EOF
+}
+api_cache() { cat <<EOF
+  - id: cache
+    path: /cache
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+    policies:
+      inbound:
+        - cache-lookup: { vary_by_query_parameter: [] }
+      outbound:
+        - cache-store: { duration: 1h }
+EOF
+}
+api_xml() { cat <<EOF
+  - id: xml
+    path: /xml
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP/static"] }
+    policies:
+      outbound:
+        - xml-to-json: { kind: javascript-friendly }
+EOF
+}
+# Each optional API is validated alone first: a policy this build lacks skips its cases.
+declare -A SKIP
+{ echo "version: 1"; echo "apis:"; api_pass; api_key; } >"$DIR/policy.yaml"
+"$TG" validate "$DIR/policy.yaml" >/dev/null || { log "the base policy file is invalid"; exit 1; }
+for part in limits jwt cache xml; do
+  { echo "version: 1"; echo "apis:"; "api_$part"; } >"$DIR/check-$part.yaml"
+  if msg=$("$TG" validate "$DIR/check-$part.yaml" 2>&1); then
+    "api_$part" >>"$DIR/policy.yaml"
+  else
+    reason=$(echo "$msg" | grep -m1 -i 'not available' || echo "$msg" | head -1)
+    SKIP[$part]=$reason
+    log "skipping the $part cases: $reason"
+  fi
+done
+"$TG" validate "$DIR/policy.yaml" >/dev/null
+
+declare -A TG_PROXY TG_ADMIN TG_PID TG_KEY
+start_tollgate() { # name, extra flags...
+  local name=$1; shift
+  TG_PROXY[$name]=$(port); TG_ADMIN[$name]=$(port)
+  TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn on_proxy "$TG" serve --config "$DIR/policy.yaml" \
+    --listen "127.0.0.1:${TG_PROXY[$name]}" --admin-listen "127.0.0.1:${TG_ADMIN[$name]}" \
+    --data-dir "$DIR/data-$name" --threads 1 "$@" >"$DIR/logs/tollgate-$name.log" 2>&1 &
+  PIDS+=($!); TG_PID[$name]=$!
+  wait_http "http://127.0.0.1:${TG_ADMIN[$name]}/readyz"
+  TG_KEY[$name]=$(curl -fs -X POST "http://127.0.0.1:${TG_ADMIN[$name]}/subscriptions" \
+    -H 'authorization: Bearer bench' -H 'content-type: application/json' \
+    -d '{"id":"bench","display_name":"bench","scope":"all"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["primary_key"])')
+}
+start_tollgate off --analytics off
+start_tollgate on --analytics on
+ANALYTICS_API=no
+curl -fs -o /dev/null -H 'authorization: Bearer bench' \
+  "http://127.0.0.1:${TG_ADMIN[on]}/analytics/requests?group_by=api" && ANALYTICS_API=yes
+
+wait_http "http://127.0.0.1:$UP/"
+wait_http "http://127.0.0.1:$CEIL/"
+wait_http "http://127.0.0.1:$NGX/"
+wait_http "http://127.0.0.1:$BAREP/"
+
+# ---------------------------------------------------------------- cases
+# case -> "pid|url|header|what"
+declare -A CASE_PID CASE_URL CASE_HDR CASE_WHAT
+def() { CASE_PID[$1]=$2; CASE_URL[$1]=$3; CASE_HDR[$1]=$4; CASE_WHAT[$1]=$5; }
+def direct "${NGX_PID[direct]}" "http://127.0.0.1:$CEIL/pass/hello" "" \
+  "direct to the upstream (nginx \`return 200\`, the ceiling)"
+def bare "$BARE_PID" "http://127.0.0.1:$BAREP/pass/hello" "" \
+  "bare Pingora proxy (engine's limit)"
+def nginx "${NGX_PID[nginx]}" "http://127.0.0.1:$NGX/pass/hello" "" \
+  "nginx reverse proxy"
+def nginx-lua "${NGX_PID[nginx-lua]}" "http://127.0.0.1:$LUA/pass/hello" "apikey: $LUA_KEY" \
+  "nginx + Lua gateway (key lookup + 2 shared-dict counters)"
+def tg-pass "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/pass/hello" "" \
+  "Tollgate passthrough"
+def tg-pass-analytics "${TG_PID[on]}" "http://127.0.0.1:${TG_PROXY[on]}/pass/hello" "" \
+  "Tollgate passthrough + analytics"
+def tg-key "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/key/hello" \
+  "Ocp-Apim-Subscription-Key: ${TG_KEY[off]}" "Tollgate key auth"
+def tg-limits "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/limits/hello" \
+  "Ocp-Apim-Subscription-Key: ${TG_KEY[off]}" "Tollgate key + rate-limit + quota"
+def tg-full "${TG_PID[on]}" "http://127.0.0.1:${TG_PROXY[on]}/limits/hello" \
+  "Ocp-Apim-Subscription-Key: ${TG_KEY[on]}" "Tollgate full chain: key + rate-limit + quota + analytics"
+def tg-jwt "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/jwt/hello" \
+  "Authorization: Bearer $JWT" "Tollgate validate-jwt (RS256, static key)"
+def tg-cache "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/cache/hello" "" \
+  "Tollgate cache hit (cache-lookup + cache-store)"
+def tg-xml "${TG_PID[off]}" "http://127.0.0.1:${TG_PROXY[off]}/xml/catalog.xml" "" \
+  "Tollgate xml-to-json, $XML_BYTES-byte XML answer"
+skip_reason() {
+  case $1 in
+    tg-limits|tg-full) echo "${SKIP[limits]:-}" ;;
+    tg-jwt) echo "${SKIP[jwt]:-}" ;;
+    tg-cache) echo "${SKIP[cache]:-}" ;;
+    tg-xml) echo "${SKIP[xml]:-}" ;;
+    *) echo "" ;;
+  esac
+}
+RUN=()
+for c in $CASES; do
+  [ -n "${CASE_URL[$c]:-}" ] || { log "unknown case $c"; exit 1; }
+  if [ -z "$(skip_reason "$c")" ]; then RUN+=("$c"); fi
+done
+
+# Every case answers 200 (and the checks that matter: a key is required, JWT refused
+# without a token, the cache hits, the XML becomes JSON) before anything is measured.
+check() { # case expected-status [header-override]
+  local c=$1 want=$2 h=${3-${CASE_HDR[$1]}} got args=()
+  [ -n "$h" ] && args=(-H "$h")
+  got=$(curl -s -o "$DIR/check.body" -D "$DIR/check.head" -w '%{http_code}' "${args[@]}" "${CASE_URL[$c]}")
+  [ "$got" = "$want" ] || { log "$c: status $got, expected $want"; cat "$DIR/check.body" >&2; exit 1; }
+}
+for c in "${RUN[@]}"; do check "$c" 200; done
+for c in nginx-lua tg-key tg-limits tg-full tg-jwt; do
+  [[ " ${RUN[*]} " == *" $c "* ]] && check "$c" 401 "X-None: 1"
+done
+if [[ " ${RUN[*]} " == *" tg-cache "* ]]; then
+  check tg-cache 200; grep -qi '^age:' "$DIR/check.head" || { log "tg-cache: no hit"; exit 1; }
+fi
+if [[ " ${RUN[*]} " == *" tg-xml "* ]]; then
+  check tg-xml 200; grep -qi '^content-type: application/json' "$DIR/check.head" ||
+    { log "tg-xml: not converted"; cat "$DIR/check.head" >&2; exit 1; }
+  XML_JSON_BYTES=$(stat -c %s "$DIR/check.body")
+fi
+
+# ---------------------------------------------------------------- measuring
+TICK=$(getconf CLK_TCK)
+pids_of() { echo "$1"; pgrep -P "$1" || true; } # nginx: master + workers
+cpu_ticks() { # pid -> utime + stime of it and its children processes (threads included)
+  local t=0 p
+  for p in $(pids_of "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+wrk_run() { # case secs -> "requests rps errors"
+  local c=$1 s=$2 args=() out
+  [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
+  out=$(on_load wrk -t1 -c"$CONNS" -d"${s}s" "${args[@]}" "${CASE_URL[$c]}")
+  echo "$out" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+req = int(re.search(r"(\d+) requests in", t).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+print(req, rps, (int(bad.group(1)) if bad else 0) + (sum(map(int, err.groups())) if err else 0))'
+}
+oha_run() { # case -> "p50_ms p99_ms p999_ms requests errors"
+  local c=$1 args=()
+  [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
+  on_load "$OHA" --no-tui --output-format json --worker-threads 1 -z "${LAT_SECS}s" \
+    -q "$RATE" -c "$LAT_CONNS" --latency-correction "${args[@]}" "${CASE_URL[$c]}" |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ok = codes.get("200", 0)
+bad = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
+print(p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok + bad, bad)'
+}
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+measure() { # case round
+  local c=$1 r=$2 pid=${CASE_PID[$1]} t0 t1 req rps err us p50 p99 p999 lreq lerr lus
+  t0=$(cpu_ticks "$pid")
+  read -r req rps err < <(wrk_run "$c" "$SECS")
+  t1=$(cpu_ticks "$pid")
+  us=$(python3 -c "print(($t1 - $t0) / $TICK * 1e6 / max($req, 1))")
+  t0=$(cpu_ticks "$pid")
+  read -r p50 p99 p999 lreq lerr < <(oha_run "$c")
+  t1=$(cpu_ticks "$pid")
+  lus=$(python3 -c "print(($t1 - $t0) / $TICK * 1e6 / max($lreq, 1))")
+  printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s}\n' \
+    "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" >>"$RESULTS"
+  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
+}
+
+load1() { awk '{print $1}' /proc/loadavg; }
+waited=0
+while python3 -c "import sys; sys.exit(0 if $(load1) >= $WAIT_LOAD else 1)" && [ "$waited" -lt "$WAIT_MAX" ]; do
+  [ $((waited % 60)) = 0 ] && log "load average $(load1), waiting for < $WAIT_LOAD (at most ${WAIT_MAX}s)"
+  sleep 10; waited=$((waited + 10))
+done
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average before the run: $LOAD_BEFORE (waited ${waited}s)"
+
+log "warm-up"
+for c in "${RUN[@]}"; do
+  args=()
+  [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
+  on_load wrk -t1 -c"$CONNS" -d1s "${args[@]}" "${CASE_URL[$c]}" >/dev/null
+done
+for r in $(seq "$ROUNDS"); do
+  for c in "${RUN[@]}"; do measure "$c" "$r"; done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- profiles
+profile_cases() {
+  [ -n "$PERF" ] || { log "no perf: profiles skipped"; return; }
+  for c in bare tg-pass tg-full; do
+    [[ " ${RUN[*]} " == *" $c "* ]] || continue
+    log "perf record on $c"
+    local args=()
+    [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
+    on_load wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
+    local w=$!
+    sleep 1
+    "$PERF" record -q -F 1999 -g -p "${CASE_PID[$c]}" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
+      >/dev/null 2>&1 || true
+    wait "$w" || true
+    "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort symbol \
+      --percent-limit 0.7 -g none 2>/dev/null | sed '/^$/d' | head -60 >"$OUT/profile-$c.txt" || true
+    "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort dso \
+      -g none 2>/dev/null | sed '/^$/d' | head -15 >"$OUT/profile-$c-dso.txt" || true
+  done
+}
+
+# ---------------------------------------------------------------- report
+meta() {
+  python3 - "$@" <<'PY'
+import json, sys
+print(json.dumps(dict(a.split("=", 1) for a in sys.argv[1:])))
+PY
+}
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
+SKIPS=""
+for c in $CASES; do
+  r=$(skip_reason "$c")
+  [ -n "$r" ] && SKIPS+="$c=$r;;"
+done
+meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "nproc=$(nproc)" \
+  "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+  "kernel=$(uname -r)" "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" \
+  "rounds=$ROUNDS" "secs=$SECS" "conns=$CONNS" "rate=$RATE" "lat_conns=$LAT_CONNS" \
+  "lat_secs=$LAT_SECS" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
+  "xml_json_bytes=${XML_JSON_BYTES:-}" "analytics_api=$ANALYTICS_API" "skips=$SKIPS" \
+  "nginx=$(nginx -v 2>&1 | cut -d/ -f2)" "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')" \
+  "oha=$("$OHA" --version | awk '{print $2}')" >"$OUT/meta.json"
+for c in $CASES; do printf '%s\t%s\n' "$c" "${CASE_WHAT[$c]}"; done >"$OUT/cases.tsv"
+
+python3 "$ROOT/bench/peers-report.py" "$OUT" --check >"$OUT/targets.txt" && missed=0 || missed=1
+if [ "$PROFILE" = 1 ] || { [ "$PROFILE" = auto ] && [ "$missed" = 1 ]; }; then
+  profile_cases
+fi
+args=("$OUT")
+[ "$WRITE_DOCS" = 1 ] && args+=(--docs "$ROOT/docs/benchmarks.md")
+python3 "$ROOT/bench/peers-report.py" "${args[@]}"
+for f in "$OUT"/profile-*.txt; do
+  [ -e "$f" ] && { echo; echo "== $(basename "$f")"; head -30 "$f"; }
+done
+exit 0
