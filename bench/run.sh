@@ -245,7 +245,7 @@ sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[1]],
 print(signing_input + "." + b64(sig))
 PY
 )
-PEM_INDENTED=$(sed 's/^/                /' "$DIR/jwt.pub")
+PEM_INDENTED=$(sed 's/^/                  /' "$DIR/jwt.pub")
 
 api_pass() { cat <<EOF
   - id: pass
@@ -319,7 +319,8 @@ for part in limits jwt cache xml; do
   if msg=$("$TG" validate "$DIR/check-$part.yaml" 2>&1); then
     "api_$part" >>"$DIR/policy.yaml"
   else
-    reason=$(echo "$msg" | grep -m1 -i 'not available' || echo "$msg" | head -1)
+    reason=$(echo "$msg" | grep -m1 -i 'not available' || echo "$msg" | sed -n 2p)
+    reason=$(echo "$reason" | sed 's/^ *//')
     SKIP[$part]=$reason
     log "skipping the $part cases: $reason"
   fi
@@ -417,11 +418,16 @@ fi
 
 # ---------------------------------------------------------------- measuring
 TICK=$(getconf CLK_TCK)
-pids_of() { echo "$1"; pgrep -P "$1" || true; } # nginx: master + workers
-cpu_ticks() { # pid -> utime + stime of it and its children processes (threads included)
+descendants() { # pid -> it and every process below it (a background job is a subshell
+  # whose child is taskset's exec; nginx workers are children of the master)
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
+}
+cpu_ticks() { # pid -> utime + stime of it and its descendants (each with all its threads)
   local t=0 p
-  for p in $(pids_of "$1"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  for p in $(descendants "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
   echo "$t"
 }
@@ -500,7 +506,7 @@ profile_cases() {
     on_load wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
     local w=$!
     sleep 1
-    "$PERF" record -q -F 1999 -g -p "${CASE_PID[$c]}" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
+    "$PERF" record -q -F 1999 -g -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
       >/dev/null 2>&1 || true
     wait "$w" || true
     "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort symbol \

@@ -27,9 +27,13 @@
 //! subscription created, suspended or re-keyed reaches every data plane within one round
 //! trip, like a config write.
 //!
-//! `POST /control/usage` (reserved, not in this build) is where data planes will hand in
-//! their analytics rollups: batches keyed by (node, sequence number) so a retried batch is
-//! counted once.
+//! `POST /control/usage` is where data planes hand in their analytics rollups: a
+//! [`UsageBatch`] of per-minute deltas, numbered per data-plane run (`node`, `boot`, `seq`:
+//! 1, 2, 3... sent in order, each retried until acknowledged). The store adds a batch and
+//! records its number in one transaction ([`tollgate_store::Store::add_usage_batch`]), so a
+//! batch retried after a lost acknowledgement or a control-plane crash is counted once: the
+//! control plane's analytics are the exact sum over its data planes. The answer says
+//! whether the batch was new (`{"added": true}`) or a repeat (`false`); both are 200.
 //!
 //! # Who may call
 //!
@@ -45,7 +49,7 @@
 //! waiting polls answer 204 at once, so a graceful shutdown never waits out a long poll.
 
 use crate::auth::DataPlaneCaller;
-use crate::extract::Q;
+use crate::extract::{JsonBody, Q};
 use crate::problem::{store_problem, Problem};
 use crate::subscriptions::parse_scope;
 use crate::AdminState;
@@ -58,6 +62,7 @@ use sha2::{Digest as _, Sha256};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
+use tollgate_analytics::{LatencySketch, Usage, UsageKey, UsageRow};
 use tollgate_gateway::keys::KeyEntry;
 use tollgate_gateway::{Subscription, SubscriptionState};
 use tollgate_store::StoreError;
@@ -205,6 +210,220 @@ impl ControlSnapshot {
     }
 }
 
+/// A batch of analytics rollup deltas from a data plane (`POST /control/usage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// The data plane's node id (`[A-Za-z0-9._-]{1,64}`).
+    pub node: String,
+    /// Its run: a random id made at each start (`[A-Za-z0-9._-]{1,64}`); batches are
+    /// numbered per run.
+    pub boot: String,
+    /// The batch number within the run: 1, 2, 3..., sent in order.
+    pub seq: u64,
+    /// The deltas: one row per (minute, product, API, operation, subscription, status).
+    pub rows: Vec<UsageBatchRow>,
+}
+
+/// One rollup delta on the wire: the key of a
+/// [`tollgate_analytics::UsageRow`] and its counts, the latency sketch in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatchRow {
+    /// Start of the minute, Unix seconds (a multiple of 60).
+    pub bucket: i64,
+    /// Product id.
+    pub product: Option<String>,
+    /// API id.
+    pub api: Option<String>,
+    /// Operation id.
+    pub operation: Option<String>,
+    /// Subscription id.
+    pub subscription: Option<String>,
+    /// Status sent (0: none).
+    pub status: u16,
+    /// Calls (= success + blocked + failed + other).
+    pub calls: u64,
+    /// Calls answered 2xx/3xx.
+    pub success: u64,
+    /// Calls a policy refused.
+    pub blocked: u64,
+    /// Calls that failed (5xx, upstream errors).
+    pub failed: u64,
+    /// The other calls.
+    pub other: u64,
+    /// Blocked by a rate limit.
+    pub rate_limited: u64,
+    /// Blocked by a quota.
+    pub quota_exceeded: u64,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Answer body bytes.
+    pub bytes_out: u64,
+    /// Sum of total latencies, microseconds.
+    pub latency_us_sum: u64,
+    /// Calls that went upstream.
+    pub upstream_calls: u64,
+    /// Sum of their upstream latencies, microseconds.
+    pub upstream_latency_us_sum: u64,
+    /// Cache hits.
+    pub cache_hits: u64,
+    /// Cache misses.
+    pub cache_misses: u64,
+    /// The latency sketch's encoded form, in hex.
+    pub latency_sketch: String,
+}
+
+fn arc(id: &Option<String>) -> Option<Arc<str>> {
+    id.as_deref().map(Arc::from)
+}
+
+impl UsageBatchRow {
+    /// The wire form of `row`.
+    pub fn from_row(row: &UsageRow) -> UsageBatchRow {
+        let (k, u) = (&row.key, &row.usage);
+        UsageBatchRow {
+            bucket: k.bucket,
+            product: k.product.as_deref().map(str::to_owned),
+            api: k.api.as_deref().map(str::to_owned),
+            operation: k.operation.as_deref().map(str::to_owned),
+            subscription: k.subscription.as_deref().map(str::to_owned),
+            status: k.status,
+            calls: u.calls,
+            success: u.success,
+            blocked: u.blocked,
+            failed: u.failed,
+            other: u.other,
+            rate_limited: u.rate_limited,
+            quota_exceeded: u.quota_exceeded,
+            bytes_in: u.bytes_in,
+            bytes_out: u.bytes_out,
+            latency_us_sum: u.latency_us_sum,
+            upstream_calls: u.upstream_calls,
+            upstream_latency_us_sum: u.upstream_latency_us_sum,
+            cache_hits: u.cache_hits,
+            cache_misses: u.cache_misses,
+            latency_sketch: hex(&u.latency.encode()),
+        }
+    }
+
+    /// The row, checked: a minute bucket, outcomes adding up to the calls, a sketch that
+    /// decodes and counts the calls.
+    pub fn to_row(&self) -> Result<UsageRow, String> {
+        if self.bucket.rem_euclid(60) != 0 {
+            return Err(format!(
+                "bucket {} is not the start of a minute",
+                self.bucket
+            ));
+        }
+        let outcomes = [self.success, self.blocked, self.failed, self.other]
+            .iter()
+            .try_fold(0u64, |a, b| a.checked_add(*b));
+        if outcomes != Some(self.calls) {
+            return Err("success + blocked + failed + other must equal calls".into());
+        }
+        let bytes = unhex(&self.latency_sketch).ok_or("latency_sketch is not hex")?;
+        let latency = LatencySketch::decode(&bytes)?;
+        if latency.count() != self.calls {
+            return Err("the latency sketch does not count the calls".into());
+        }
+        Ok(UsageRow {
+            key: UsageKey {
+                bucket: self.bucket,
+                product: arc(&self.product),
+                api: arc(&self.api),
+                operation: arc(&self.operation),
+                subscription: arc(&self.subscription),
+                status: self.status,
+            },
+            usage: Usage {
+                calls: self.calls,
+                success: self.success,
+                blocked: self.blocked,
+                failed: self.failed,
+                other: self.other,
+                rate_limited: self.rate_limited,
+                quota_exceeded: self.quota_exceeded,
+                bytes_in: self.bytes_in,
+                bytes_out: self.bytes_out,
+                latency_us_sum: self.latency_us_sum,
+                upstream_calls: self.upstream_calls,
+                upstream_latency_us_sum: self.upstream_latency_us_sum,
+                cache_hits: self.cache_hits,
+                cache_misses: self.cache_misses,
+                latency,
+            },
+        })
+    }
+}
+
+/// The answer of `POST /control/usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageAck {
+    /// True when the batch was added now; false when it had been added before (a retry).
+    pub added: bool,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `POST /control/usage`.
+#[utoipa::path(
+    post,
+    path = "/control/usage",
+    tag = "control",
+    request_body(content = UsageBatch, content_type = "application/json"),
+    description = "A data plane hands in a batch of analytics rollup deltas, numbered per run         (`node`, `boot`, `seq`). The batch and its number are stored in one transaction: a         batch sent again (`seq` not above the highest one stored for that run) is acknowledged         and not counted twice. Dataplane and admin tokens only.",
+    responses(
+        (status = 200, description = "Stored now, or stored before (`added: false`).", body = UsageAck),
+        (status = 403, description = "The operator token may not hand in analytics."),
+        (status = 422, description = "A malformed batch."),
+    )
+)]
+pub(crate) async fn usage(
+    _: DataPlaneCaller,
+    State(state): State<AdminState>,
+    JsonBody(batch): JsonBody<UsageBatch>,
+) -> Result<Json<UsageAck>, Problem> {
+    let invalid = |path: String, message: String| {
+        Problem::invalid(
+            "the batch is malformed",
+            vec![crate::problem::FieldError::at(path, message)],
+        )
+    };
+    if !valid_name(&batch.node) {
+        return Err(invalid(
+            "node".into(),
+            "expected [A-Za-z0-9._-]{1,64}".into(),
+        ));
+    }
+    if !valid_name(&batch.boot) {
+        return Err(invalid(
+            "boot".into(),
+            "expected [A-Za-z0-9._-]{1,64}".into(),
+        ));
+    }
+    if batch.seq == 0 {
+        return Err(invalid("seq".into(), "batches are numbered from 1".into()));
+    }
+    let mut rows = Vec::with_capacity(batch.rows.len());
+    for (i, r) in batch.rows.iter().enumerate() {
+        rows.push(r.to_row().map_err(|e| invalid(format!("rows[{i}]"), e))?);
+    }
+    let origin = format!("{}/{}", batch.node, batch.boot);
+    let seq = batch.seq;
+    let store = state.store.clone();
+    let added = tokio::task::spawn_blocking(move || store.add_usage_batch(&origin, seq, &rows))
+        .await
+        .map_err(|e| Problem::internal("the analytics task failed", &e))?
+        .map_err(|e| store_problem(e, "analytics batch"))?;
+    Ok(Json(UsageAck { added }))
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -213,6 +432,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Bytes from hex digits (an even number of them).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let pairs = text.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    pairs
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
 
 /// 32 bytes from 64 hex digits.
@@ -477,6 +707,53 @@ mod tests {
                 &s.subscriptions
             )
         );
+    }
+
+    #[test]
+    fn usage_rows_survive_the_wire_and_bad_ones_are_refused() {
+        let mut usage = Usage::default();
+        for (latency, outcome) in [(100u64, 0), (2500, 1), (90_000, 0)] {
+            usage.calls += 1;
+            if outcome == 0 {
+                usage.success += 1;
+            } else {
+                usage.blocked += 1;
+                usage.rate_limited += 1;
+            }
+            usage.latency_us_sum += latency;
+            usage.latency.add(latency);
+        }
+        usage.bytes_out = 42;
+        let row = UsageRow {
+            key: UsageKey {
+                bucket: 1_800_000_000,
+                product: Some(Arc::from("gold")),
+                api: Some(Arc::from("pets")),
+                operation: None,
+                subscription: Some(Arc::from("s1")),
+                status: 200,
+            },
+            usage,
+        };
+        let wire = UsageBatchRow::from_row(&row);
+        let json = serde_json::to_string(&wire).unwrap();
+        let back: UsageBatchRow = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_row().unwrap(), row);
+        let mut bad = wire.clone();
+        bad.bucket += 1;
+        assert!(bad.to_row().is_err());
+        let mut bad = wire.clone();
+        bad.calls += 1;
+        assert!(bad.to_row().is_err());
+        let mut bad = wire.clone();
+        bad.latency_sketch = "zz".into();
+        assert!(bad.to_row().is_err());
+        let mut bad = wire;
+        bad.success -= 1;
+        bad.other += 1;
+        bad.latency_sketch = hex(&LatencySketch::default().encode());
+        assert!(bad.to_row().unwrap_err().contains("sketch"));
+        assert!(valid_name("dp-1.a_b") && !valid_name("") && !valid_name("a/b"));
     }
 
     #[test]

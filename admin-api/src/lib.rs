@@ -2,8 +2,8 @@
 //!
 //! Calls: probes (`/healthz`, `/readyz`), `/config` (get, put, revisions, rollback,
 //! effective chain), `/products`, `/apis`, `/subscriptions`, `/cache`, `/analytics/requests`,
-//! `/metrics`, the data planes' control channel (`/control/snapshot`, see [`ControlSnapshot`]
-//! and docs/scaling.md), the operators' dashboard (`/`, `/dashboard/{file}`: static, no token) and
+//! `/metrics`, the data planes' control channel (`/control/snapshot`, `/control/usage`: see
+//! [`ControlSnapshot`], [`UsageBatch`] and docs/scaling.md), the operators' dashboard (`/`, `/dashboard/{file}`: static, no token) and
 //! `/openapi.json`. The handlers work on a
 //! [`tollgate_store::Store`] and a [`tollgate_gateway::Gateway`]; config writes go through
 //! [`apply_text`]'s path (validate, compile, apply to the gateway, then store), and every
@@ -92,7 +92,10 @@ mod usage;
 
 pub use analytics::gateway_metrics;
 pub use apply::{apply_text, load_latest, ApplyFailure, ApplyOutcome};
-pub use control::{current_snapshot, ControlSnapshot, SubscriptionKeys, PROTOCOL};
+pub use control::{
+    current_snapshot, ControlSnapshot, SubscriptionKeys, UsageAck, UsageBatch, UsageBatchRow,
+    PROTOCOL,
+};
 pub use openapi::openapi;
 pub use plan::{plan, Change, ChangeAction, ChangeKind};
 pub use problem::FieldError;
@@ -179,6 +182,7 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
         (Method::POST, "/cache/purge", post(cache_api::purge)),
         (Method::GET, "/cache/stats", get(cache_api::stats)),
         (Method::GET, "/control/snapshot", get(control::snapshot)),
+        (Method::POST, "/control/usage", post(control::usage)),
         (Method::GET, "/config", get(c::get_config)),
         (Method::PUT, "/config", put(c::put_config)),
         (Method::GET, "/config/revisions", get(c::list_revisions)),

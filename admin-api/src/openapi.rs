@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         crate::cache_api::purge,
         crate::cache_api::stats,
         crate::control::snapshot,
+        crate::control::usage,
         config_api::get_config,
         config_api::put_config,
         config_api::list_revisions,

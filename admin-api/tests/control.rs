@@ -248,3 +248,84 @@ async fn the_long_poll_wakes_on_config_writes_and_subscription_changes() {
     assert_eq!(snap.config_text, next);
     snap.verify().unwrap();
 }
+
+#[tokio::test]
+async fn usage_batches_count_once_and_only_from_data_planes() {
+    use tollgate_admin_api::UsageBatchRow;
+    use tollgate_analytics::{Usage, UsageKey, UsageRow};
+    let h = harness();
+    let mut usage = Usage::default();
+    for _ in 0..3 {
+        usage.calls += 1;
+        usage.success += 1;
+        usage.latency.add(1500);
+    }
+    let bucket = 1_800_000_000;
+    let row = UsageRow {
+        key: UsageKey {
+            bucket,
+            product: None,
+            api: Some(Arc::from("pets")),
+            operation: None,
+            subscription: None,
+            status: 200,
+        },
+        usage,
+    };
+    let batch = |seq: u64| {
+        json!({
+            "node": "dp-1", "boot": "b1", "seq": seq,
+            "rows": [serde_json::to_value(UsageBatchRow::from_row(&row)).unwrap()],
+        })
+    };
+    let post = |token: &'static str, body: Value| {
+        let router = h.router.clone();
+        async move {
+            call(
+                &router,
+                Method::POST,
+                "/control/usage",
+                Some(token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, body) = post(DATAPLANE, batch(1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["added"],
+        true
+    );
+    // Sent again (the acknowledgement was lost): acknowledged, not counted.
+    let (status, body) = post(DATAPLANE, batch(1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["added"],
+        false
+    );
+    let (status, _) = post(ADMIN, batch(2)).await;
+    assert_eq!(status, 200);
+    assert_eq!(post(OPERATOR, batch(3)).await.0, 403);
+    // Malformed: 422 with the path.
+    let mut bad = batch(3);
+    bad["rows"][0]["bucket"] = json!(bucket + 1);
+    let (status, body) = post(DATAPLANE, bad).await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("rows[0]"));
+    let mut bad = batch(3);
+    bad["node"] = json!("a/b");
+    assert_eq!(post(DATAPLANE, bad).await.0, 422);
+    // The store holds 2 batches of 3 calls.
+    let rows = h
+        .state
+        .store
+        .usage(
+            tollgate_analytics::Resolution::Minute,
+            0,
+            i64::MAX,
+            &Default::default(),
+        )
+        .unwrap();
+    assert_eq!(rows.iter().map(|r| r.usage.calls).sum::<u64>(), 6);
+}

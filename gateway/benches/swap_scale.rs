@@ -41,7 +41,11 @@ fn bench(c: &mut Criterion) {
         let apis = operations / 10;
         let texts = [config(apis, 10, 1), config(apis, 10, 2)];
         group.throughput(Throughput::Elements(operations as u64));
-        group.measurement_time(Duration::from_secs(if operations >= 10_000 { 15 } else { 4 }));
+        group.measurement_time(Duration::from_secs(if operations >= 10_000 {
+            15
+        } else {
+            4
+        }));
         let mut i = 0usize;
         group.bench_with_input(
             BenchmarkId::new("validate + compile + swap", operations),

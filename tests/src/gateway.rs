@@ -86,6 +86,7 @@ pub struct GatewayBuilder {
     dir: Option<Arc<TempDir>>,
     role: Role,
     control_plane: Option<String>,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl GatewayBuilder {
@@ -128,6 +129,13 @@ impl GatewayBuilder {
         self.role = Role::DataPlane;
         self.control_plane = Some(control_plane_url.to_string());
         self.config_flag = false;
+        self
+    }
+
+    /// Listens for admin calls (a data plane: status calls) on `addr` instead of a fresh
+    /// ephemeral port: a control plane restarted where its data planes look for it.
+    pub fn admin_listen(mut self, addr: SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
         self
     }
 
@@ -211,9 +219,11 @@ impl GatewayBuilder {
         let listen: SocketAddr = format!("127.0.0.1:{}", crate::free_port())
             .parse()
             .expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port())
-            .parse()
-            .expect("addr");
+        let admin: SocketAddr = self.admin_addr.unwrap_or_else(|| {
+            format!("127.0.0.1:{}", crate::free_port())
+                .parse()
+                .expect("addr")
+        });
         let tls: Option<SocketAddr> = tls_files.map(|_| {
             format!("127.0.0.1:{}", crate::free_port())
                 .parse()
@@ -234,13 +244,13 @@ impl GatewayBuilder {
         if let Some(cp) = &self.control_plane {
             cmd.arg("--control-plane").arg(cp);
         }
-        cmd.arg("--listen").arg(listen.to_string()).arg(
-            if self.role == Role::DataPlane {
+        cmd.arg("--listen")
+            .arg(listen.to_string())
+            .arg(if self.role == Role::DataPlane {
                 "--status-listen"
             } else {
                 "--admin-listen"
-            },
-        );
+            });
         cmd.arg(admin.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
@@ -383,6 +393,7 @@ impl Gateway {
             dir: None,
             role: Role::Serve,
             control_plane: None,
+            admin_addr: None,
         }
     }
 

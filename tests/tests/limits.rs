@@ -127,9 +127,12 @@ async fn retry_after_is_true() {
         assert_eq!(a.header("x-ratelimit-remaining"), Some("0"));
         let wait = retry_after(&a, "retry-after");
         assert!((1..=2).contains(&wait), "Retry-After {wait}");
-        // Well before the advertised time: still refused.
+        // Well before the advertised time: still refused (with `wait` 2 s, more than a
+        // second of the window was left).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        call(&gw, &sub.primary, "/pets/x").await.assert_problem(429);
+        if wait >= 2 {
+            call(&gw, &sub.primary, "/pets/x").await.assert_problem(429);
+        }
         // Right after it: allowed.
         tokio::time::sleep(Duration::from_millis(wait * 1000 - 300 + 20)).await;
         let a = call(&gw, &sub.primary, "/pets/x").await;
@@ -326,7 +329,7 @@ async fn quota_counts_survive_swaps_and_restarts_and_can_be_reset() {
     assert_eq!(call(&gw, &sub.primary, "/pets/x").await.status, 200);
 
     // A crash loses at most the last second: written every second.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     gw.kill9();
     let gw = Gateway::builder(&swapped)
         .admin_token("admin-t")

@@ -280,9 +280,13 @@ impl Metrics {
         let op = e.operation.as_deref().unwrap_or("");
         let class = status_class(e.status);
         Handles {
-            requests: self
-                .requests
-                .with_label_values(&[product, api, op, class, e.outcome.as_str()]),
+            requests: self.requests.with_label_values(&[
+                product,
+                api,
+                op,
+                class,
+                e.outcome.as_str(),
+            ]),
             duration: self.duration.with_label_values(&[product, api, op, class]),
             upstream: self.upstream_duration.with_label_values(&[api]),
             bytes_in: self.bytes_in.with_label_values(&[product, api, op]),

@@ -97,11 +97,9 @@ pub(crate) fn start_with_sink(
         ..MeterOptions::default()
     };
     let telemetry = gw.telemetry().clone();
-    telemetry.meter().start(
-        sink,
-        opts,
-        Box::new(std::io::stdout()),
-    )?;
+    telemetry
+        .meter()
+        .start(sink, opts, Box::new(std::io::stdout()))?;
     hooks.push(Box::new(move || {
         if !telemetry.meter().flush(Duration::from_secs(10)) {
             tracing::error!("the analytics queue could not be flushed at shutdown");

@@ -218,6 +218,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// stored minute row and into the hour row holding that minute (counts added, latency
     /// sketches merged), every row of the call in one transaction.
     fn add_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// Add analytics deltas handed in by a data plane as batch `seq` of `origin` (its node
+    /// and run), like [`Store::add_usage`], unless a batch of `origin` numbered `seq` or
+    /// higher was added already: the batch and its number are stored in one transaction, so
+    /// a retried batch is counted once. Returns whether the rows were added.
+    fn add_usage_batch(&self, origin: &str, seq: u64, rows: &[UsageRow]) -> Result<bool>;
     /// Stored rollup rows of `resolution` whose bucket overlaps `[from, to)` (Unix seconds)
     /// and that match `filter`, oldest first.
     fn usage(

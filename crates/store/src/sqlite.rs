@@ -93,6 +93,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 3: analytics rollups (`usage_minute`, `usage_hour`; see `sqlite/usage.rs`).
     usage::MIGRATION,
+    // 4: analytics batches from data planes (`usage_batches`; see `sqlite/batches.rs`).
+    batches::MIGRATION,
 ];
 
 /// The schema version this build writes (the number of known migrations).
@@ -554,7 +556,17 @@ impl Store for SqliteStore {
     }
 
     fn prune_usage(&self, minutes_before: i64, hours_before: i64) -> Result<(u64, u64)> {
-        self.write(|tx, _| usage::prune(tx, minutes_before, hours_before))
+        self.write(|tx, _| {
+            // A data plane that has been silent for the hours' retention sends no more
+            // batches of that run.
+            batches::prune(tx, hours_before)?;
+            usage::prune(tx, minutes_before, hours_before)
+        })
+    }
+
+    fn add_usage_batch(&self, origin: &str, seq: u64, rows: &[UsageRow]) -> Result<bool> {
+        let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.write(|tx, _| batches::add(tx, origin, seq, rows, now_s))
     }
 
     fn list_audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
@@ -883,6 +895,7 @@ fn now_rfc3339() -> Result<String> {
         .map_err(|e| StoreError::Backend(format!("formatting the time: {e}")))
 }
 
+mod batches;
 mod usage;
 
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //! `GET /control/snapshot` long poll ([`sync`]); every snapshot it accepts is written to
 //! `DATA_DIR/last-known-good.json` ([`lkg`]), from which it starts when the control plane
 //! is unreachable; a small status listener ([`status`]) answers `/healthz`, `/readyz` (which
-//! revision it serves) and `/metrics`.
+//! revision it serves) and `/metrics`. Its analytics rollups go to the control plane
+//! through an on-disk spool ([`analytics`]).
 //!
 //! Start-up order: data directory (0700) and node id → key ring with a placeholder secret
 //! (it holds no key until a snapshot comes) → counters (Redis with `--redis`, else in
-//! process) → the last-known-good file, applied when present → telemetry → the proxy, the
-//! sync task and the status listener as services of one Pingora server.
+//! process) → the last-known-good file, applied when present → the analytics spool, its
+//! shipper thread and the telemetry → the proxy, the sync task and the status listener as
+//! services of one Pingora server.
 
+pub(crate) mod analytics;
 pub(crate) mod lkg;
 pub(crate) mod status;
 pub(crate) mod sync;
@@ -45,6 +48,10 @@ pub(crate) struct GatewayArgs {
     /// start and kept in `DATA_DIR/node-id`).
     #[arg(long, env = "TOLLGATE_NODE_ID")]
     node_id: Option<String>,
+    /// The most analytics waiting for the control plane on disk, in MiB
+    /// (`DATA_DIR/analytics-spool`); beyond it rollups are held in memory.
+    #[arg(long, env = "TOLLGATE_ANALYTICS_SPOOL_MAX_MB", default_value_t = 64)]
+    analytics_spool_max_mb: u64,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -84,7 +91,10 @@ fn node_id(dir: &Path) -> Result<String, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
     let bytes = tollgate_gateway::keys::generate_key();
-    let id = format!("dp-{}", &bytes[..12].to_ascii_lowercase().replace(['-', '_'], "0"));
+    let id = format!(
+        "dp-{}",
+        &bytes[..12].to_ascii_lowercase().replace(['-', '_'], "0")
+    );
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -161,11 +171,37 @@ fn start(args: GatewayArgs) -> Result<(), String> {
                 ),
             }
         }
-        Ok(None) => tracing::info!("no last-known-good snapshot yet: waiting for the control plane"),
+        Ok(None) => {
+            tracing::info!("no last-known-good snapshot yet: waiting for the control plane")
+        }
         Err(e) => tracing::error!("{e}; waiting for the control plane"),
     }
 
-    let on_shutdown = crate::telemetry::start_with_sink(&gw, None, &args.serve.telemetry)?;
+    // Analytics: rollups to the spool, the spool to the control plane; at shutdown the
+    // aggregator's last flush (a telemetry hook) comes first, then one last shipping round.
+    let spool = Arc::new(analytics::Spool::open(
+        dir,
+        &node,
+        args.analytics_spool_max_mb.max(1) << 20,
+    )?);
+    let mut on_shutdown = crate::telemetry::start_with_sink(
+        &gw,
+        Some(Box::new(analytics::SpoolSink(spool.clone()))),
+        &args.serve.telemetry,
+    )?;
+    let shipper = analytics::Shipper {
+        spool: spool.clone(),
+        url: format!("{base}/control/usage"),
+        token: args.token.clone().filter(|t| !t.is_empty()),
+    };
+    let last_round = shipper.clone();
+    on_shutdown.push(Box::new(move || {
+        last_round.ship_before_exit(Duration::from_secs(5))
+    }));
+    std::thread::Builder::new()
+        .name("tollgate-analytics-shipper".into())
+        .spawn(move || shipper.run())
+        .map_err(|e| format!("cannot start the analytics shipper: {e}"))?;
 
     let syncer = sync::Syncer {
         base,
@@ -190,12 +226,12 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         // Fail now, clearly, rather than inside a service.
         std::net::TcpListener::bind(&status_addr)
             .map_err(|e| format!("cannot listen on the status address {status_addr}: {e}"))?;
-        let (status, gw) = (status.clone(), gw.clone());
+        let (status, gw, spool) = (status.clone(), gw.clone(), spool.clone());
         extra_services.push(server::task_service(
             "tollgate status",
             Box::new(move |mut shutdown| {
                 let addr = status_addr.clone();
-                let router = status::router(status.clone(), gw.clone());
+                let router = status::router(status.clone(), gw.clone(), spool.clone());
                 Box::pin(async move {
                     let listener = match tokio::net::TcpListener::bind(&addr).await {
                         Ok(l) => l,
@@ -266,7 +302,10 @@ mod tests {
     #[test]
     fn control_plane_urls() {
         assert_eq!(base_url("http://cp:8081/").unwrap(), "http://cp:8081");
-        assert_eq!(base_url("https://cp.example/").unwrap(), "https://cp.example");
+        assert_eq!(
+            base_url("https://cp.example/").unwrap(),
+            "https://cp.example"
+        );
         assert!(base_url("cp:8081").is_err());
         assert!(base_url("http://").is_err());
         assert!(base_url("ftp://cp").is_err());

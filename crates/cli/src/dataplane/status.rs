@@ -8,6 +8,7 @@
 //! revision and version are served, where they came from, and how the control plane
 //! answers.
 
+use super::analytics::Spool;
 use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::StatusCode;
@@ -194,15 +195,44 @@ impl Status {
 struct StatusState {
     status: Arc<Status>,
     gw: Arc<Gateway>,
+    spool: Arc<Spool>,
 }
 
 /// The status listener's router.
-pub(crate) fn router(status: Arc<Status>, gw: Arc<Gateway>) -> Router {
+pub(crate) fn router(status: Arc<Status>, gw: Arc<Gateway>, spool: Arc<Spool>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(StatusState { status, gw })
+        .with_state(StatusState { status, gw, spool })
+}
+
+fn spool_report(spool: &Spool) -> serde_json::Value {
+    json!({
+        "pending_bytes": spool.pending_bytes(),
+        "batches_shipped": spool.shipped.load(Ordering::Relaxed),
+        "batches_rejected": spool.rejected.load(Ordering::Relaxed),
+        "shipping_errors": spool.errors.load(Ordering::Relaxed),
+    })
+}
+
+fn spool_metrics(spool: &Spool) -> String {
+    format!(
+        "# HELP tollgate_dataplane_analytics_spool_bytes Analytics batches waiting for the control plane, bytes.\n\
+         # TYPE tollgate_dataplane_analytics_spool_bytes gauge\n\
+         tollgate_dataplane_analytics_spool_bytes {}\n\
+         # HELP tollgate_dataplane_analytics_batches_total Analytics batches by outcome.\n\
+         # TYPE tollgate_dataplane_analytics_batches_total counter\n\
+         tollgate_dataplane_analytics_batches_total{{outcome=\"shipped\"}} {}\n\
+         tollgate_dataplane_analytics_batches_total{{outcome=\"rejected\"}} {}\n\
+         # HELP tollgate_dataplane_analytics_shipping_errors_total Failed attempts to hand in a batch (retried).\n\
+         # TYPE tollgate_dataplane_analytics_shipping_errors_total counter\n\
+         tollgate_dataplane_analytics_shipping_errors_total {}\n",
+        spool.pending_bytes(),
+        spool.shipped.load(Ordering::Relaxed),
+        spool.rejected.load(Ordering::Relaxed),
+        spool.errors.load(Ordering::Relaxed),
+    )
 }
 
 async fn healthz() -> Response {
@@ -210,7 +240,8 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<StatusState>) -> Response {
-    let (ready, body) = s.status.report();
+    let (ready, mut body) = s.status.report();
+    body["analytics"] = spool_report(&s.spool);
     if ready {
         (StatusCode::OK, Json(body)).into_response()
     } else {
@@ -226,6 +257,7 @@ async fn readyz(State(s): State<StatusState>) -> Response {
 async fn metrics(State(s): State<StatusState>) -> Response {
     let mut text = tollgate_admin_api::gateway_metrics(&s.gw);
     text.push_str(&s.status.metrics());
+    text.push_str(&spool_metrics(&s.spool));
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
@@ -260,6 +292,8 @@ mod tests {
         assert_eq!(body["control_plane"]["last_error"], "connection refused");
         s.refused("5.def", "bad");
         assert_eq!(s.report().1["refused"]["version"], "5.def");
-        assert!(s.metrics().contains("tollgate_dataplane_snapshots_refused_total 1"));
+        assert!(s
+            .metrics()
+            .contains("tollgate_dataplane_snapshots_refused_total 1"));
     }
 }

@@ -70,7 +70,11 @@ pub(crate) fn accept(
     if !same_config {
         let compiled = tollgate_config::parse_and_compile(&snap.config_text).map_err(|errs| {
             let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            format!("revision {} is invalid here: {}", snap.revision, list.join("; "))
+            format!(
+                "revision {} is invalid here: {}",
+                snap.revision,
+                list.join("; ")
+            )
         })?;
         gw.apply(compiled, Some(snap.revision))
             .map_err(|e| format!("revision {} was refused: {e}", snap.revision))?;
@@ -176,7 +180,13 @@ impl Syncer {
     async fn take(&self, snap: ControlSnapshot) -> Result<(), String> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            accept(&this.gw, &this.keys, &this.status, &snap, Source::ControlPlane)?;
+            accept(
+                &this.gw,
+                &this.keys,
+                &this.status,
+                &snap,
+                Source::ControlPlane,
+            )?;
             tracing::info!(
                 revision = snap.revision,
                 version = %snap.version,
@@ -236,8 +246,7 @@ impl Syncer {
                                 "snapshot refused, the previous one keeps serving: {e}"
                             );
                             self.status.refused(&version, &e);
-                            refused =
-                                Some((version, tokio::time::Instant::now() + REFUSED_RETRY));
+                            refused = Some((version, tokio::time::Instant::now() + REFUSED_RETRY));
                         }
                     }
                     None
@@ -272,7 +281,12 @@ mod tests {
     const CONFIG: &str =
         "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: { targets: [\"http://127.0.0.1:9\"] }\n";
 
-    fn keys(id: &str, state: &str, key: &str, secret: &[u8; 32]) -> tollgate_admin_api::SubscriptionKeys {
+    fn keys(
+        id: &str,
+        state: &str,
+        key: &str,
+        secret: &[u8; 32],
+    ) -> tollgate_admin_api::SubscriptionKeys {
         let d = tollgate_gateway::keys::digest(secret, key);
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
         tollgate_admin_api::SubscriptionKeys {
