@@ -316,6 +316,14 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
         .set(telemetry.swapped_at_ms() as f64 / 1000.0);
     m.inflight.set(gw.inflight() as i64);
     Metrics::sync_counter(&m.jwks_failures, gw.registries().jwt.jwks().failure_count());
+    let store_errors = gw.registries().counters.store_errors();
+    for (outcome, n) in [
+        ("error", store_errors.errors),
+        ("allowed", store_errors.allowed),
+        ("denied", store_errors.denied),
+    ] {
+        Metrics::sync_counter(&m.counter_store_errors.with_label_values(&[outcome]), n);
+    }
     Metrics::sync_counter(&m.analytics_dropped, telemetry.meter().dropped());
     m.analytics_queue.set(telemetry.meter().queued() as i64);
     m.render()

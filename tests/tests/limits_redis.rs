@@ -140,6 +140,19 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
         assert_eq!(status(&gw, "/q-allow/x").await, 200);
     }
 
+    // The failures are on /metrics, by what the policies did about them.
+    let metrics = gw.admin().get("/metrics").await.text();
+    let value = |outcome: &str| -> f64 {
+        let prefix = format!("tollgate_counter_store_errors_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("error") >= 12.0, "{metrics}");
+    assert!(value("allowed") >= 6.0 && value("denied") >= 6.0, "{metrics}");
+
     // Back: the node reconnects by itself (the restarted Redis starts with empty counters).
     redis.restart();
     assert!(

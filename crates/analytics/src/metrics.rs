@@ -43,6 +43,9 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// `tollgate_jwks_fetch_failures_total`.
     pub jwks_failures: IntCounter,
+    /// Rate-limit / quota counter-store failures, by what the policy then did
+    /// (`error`: every failure; `allowed` / `denied`: the `on_store_error` outcome).
+    pub counter_store_errors: IntCounterVec,
     /// `tollgate_analytics_events_dropped_total`: events lost because the queue was full.
     pub analytics_dropped: IntCounter,
     /// `tollgate_analytics_queue_length`: events waiting for the aggregator.
@@ -145,6 +148,14 @@ impl Metrics {
                 "Failed JWKS / OpenID configuration fetches.",
             ))
             .expect("valid metric"),
+            counter_store_errors: IntCounterVec::new(
+                opts(
+                    "counter_store_errors_total",
+                    "Rate-limit and quota counter-store (Redis) failures, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             analytics_dropped: IntCounter::with_opts(opts(
                 "analytics_events_dropped_total",
                 "Request events dropped because the analytics queue was full.",
@@ -188,6 +199,7 @@ impl Metrics {
             Box::new(m.rejections.clone()),
             Box::new(m.upstream_healthy.clone()),
             Box::new(m.jwks_failures.clone()),
+            Box::new(m.counter_store_errors.clone()),
             Box::new(m.analytics_dropped.clone()),
             Box::new(m.analytics_queue.clone()),
             Box::new(m.analytics_flushes.clone()),
