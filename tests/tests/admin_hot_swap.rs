@@ -117,7 +117,7 @@ async fn fifty_puts_under_load_lose_no_request() {
     for t in tasks {
         t.await.expect("client task");
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     let total = total.load(Ordering::Relaxed);
     eprintln!(
         "{PUTS} PUTs in {took:?}; {total} client requests; {} failures",

@@ -151,7 +151,10 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
             .unwrap_or(0.0)
     };
     assert!(value("error") >= 12.0, "{metrics}");
-    assert!(value("allowed") >= 6.0 && value("denied") >= 6.0, "{metrics}");
+    assert!(
+        value("allowed") >= 6.0 && value("denied") >= 6.0,
+        "{metrics}"
+    );
 
     // Back: the node reconnects by itself (the restarted Redis starts with empty counters).
     redis.restart();

@@ -388,10 +388,7 @@ async fn sigkill_in_the_middle_of_writes_loses_nothing_answered() {
     let live_gen: String = newest_text
         .lines()
         .find_map(|l| l.split("value: \"").nth(1))
-        .map(|v| {
-            v.trim_end_matches(|c| c == '"' || c == ' ' || c == '}')
-                .to_string()
-        })
+        .map(|v| v.trim_end_matches(['"', ' ', '}']).to_string())
         .unwrap_or_default();
     for (id, key) in answered.subscriptions.iter().rev().take(10) {
         let a = call(&gw2, key).await;

@@ -23,7 +23,8 @@ pub fn substitute_env_with(
         let name = end.map(|e| &after[..e]);
         let valid = name.is_some_and(|n| {
             let mut b = n.bytes();
-            b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            b.next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
                 && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
         });
         if escaped {
@@ -114,8 +115,11 @@ mod tests {
 
     #[test]
     fn every_missing_variable_is_reported_with_its_position() {
-        let errs = substitute_env_with("a: ${env:NOPE}\nb:  ${env:ALSO_NOPE}\nc: ${env:1bad}\n", env)
-            .unwrap_err();
+        let errs = substitute_env_with(
+            "a: ${env:NOPE}\nb:  ${env:ALSO_NOPE}\nc: ${env:1bad}\n",
+            env,
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 3);
         assert_eq!((errs[0].line, errs[0].column), (Some(1), Some(4)));
         assert!(errs[0].message.contains("NOPE"));

@@ -7,18 +7,18 @@
 //! for an already parsed document, [`compile_file`] for a [`PolicyFile`].
 
 mod compile;
-pub mod env;
 pub mod compiled;
 pub mod duration;
+pub mod env;
 pub mod model;
 mod positions;
 pub mod template;
 pub mod validate;
 
 pub use compiled::*;
+pub use env::substitute_env;
 pub use model::PolicyFile;
 pub use template::{Part, Template, TemplateSource, Var};
-pub use env::substitute_env;
 pub use validate::ConfigError;
 
 use positions::PosIndex;

@@ -1354,8 +1354,17 @@ fn several_problems_in_one_policy_entry_are_all_reported() {
     let text = "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: { targets: [\"http://127.0.0.1:1\"] }\n    policies:\n      inbound:\n        - rate-limit: { calls: 3, renewal_period: [10], status: abc, colour: red }\n";
     let errs = crate::parse_and_compile(text).unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert!(paths.contains(&"apis[0].policies.inbound[0].rate-limit.renewal_period"), "{errs:?}");
-    assert!(paths.contains(&"apis[0].policies.inbound[0].rate-limit.status"), "{errs:?}");
-    assert!(paths.contains(&"apis[0].policies.inbound[0].rate-limit.colour"), "{errs:?}");
+    assert!(
+        paths.contains(&"apis[0].policies.inbound[0].rate-limit.renewal_period"),
+        "{errs:?}"
+    );
+    assert!(
+        paths.contains(&"apis[0].policies.inbound[0].rate-limit.status"),
+        "{errs:?}"
+    );
+    assert!(
+        paths.contains(&"apis[0].policies.inbound[0].rate-limit.colour"),
+        "{errs:?}"
+    );
     assert!(errs.iter().all(|e| e.line == Some(8)), "{errs:?}");
 }
