@@ -26,6 +26,7 @@
 #
 # Knobs: ROUNDS=3 SECS=6 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=6 WAIT_LOAD=1.0
 # WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
+# PROFILE_CASES="bare tg-pass tg-full"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,6 +41,7 @@ WAIT_MAX=${WAIT_MAX:-600}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PROFILE=${PROFILE:-auto}
+PROFILE_CASES=${PROFILE_CASES:-bare tg-pass tg-full}
 WRITE_DOCS=${WRITE_DOCS:-1}
 OUT=${OUT:-$ROOT/target/bench-peers}
 ALL_CASES="direct bare nginx nginx-lua tg-pass tg-pass-analytics tg-key tg-limits tg-full tg-jwt tg-cache tg-xml"
@@ -448,7 +450,7 @@ oha_run() { # case -> "p50_ms p99_ms p999_ms requests errors"
   local c=$1 args=()
   [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
   on_load "$OHA" --no-tui --output-format json --worker-threads 1 -z "${LAT_SECS}s" \
-    -q "$RATE" -c "$LAT_CONNS" --latency-correction "${args[@]}" "${CASE_URL[$c]}" |
+    -q "$RATE" -c "$LAT_CONNS" --latency-correction --wait-ongoing-requests-after-deadline "${args[@]}" "${CASE_URL[$c]}" |
     python3 -c '
 import json, sys
 r = json.load(sys.stdin)
@@ -498,7 +500,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- profiles
 profile_cases() {
   [ -n "$PERF" ] || { log "no perf: profiles skipped"; return; }
-  for c in bare tg-pass tg-full; do
+  for c in $PROFILE_CASES; do
     [[ " ${RUN[*]} " == *" $c "* ]] || continue
     log "perf record on $c"
     local args=()

@@ -11,7 +11,7 @@
 //! final answer with its length. Other routes keep Pingora's streaming path.
 
 use crate::pool::Pool;
-use crate::proxy::{problem, Ctx, Proxy};
+use crate::proxy::{Ctx, Failure, Proxy, REFUSED_OR_RESET};
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, StatusCode};
@@ -162,13 +162,9 @@ impl Proxy {
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
             if (body.len() + chunk.len()) as u64 > ctx.body_limit {
-                let a = problem(
-                    413,
-                    "payload-too-large",
-                    "Content Too Large",
-                    "the request body is larger than the limit",
-                );
-                return self.finish(session, ctx, a, true).await;
+                return self
+                    .finish(session, ctx, Failure::BodyTooLarge.answer(), true)
+                    .await;
             }
             body.extend_from_slice(&chunk);
         }
@@ -195,13 +191,9 @@ impl Proxy {
             let picked = match pool.pick(ctx.tried) {
                 Ok(p) => p,
                 Err(_) => {
-                    let a = problem(
-                        503,
-                        "no-healthy-upstream",
-                        "Service Unavailable",
-                        "no healthy upstream target",
-                    );
-                    return self.finish(session, ctx, a, true).await;
+                    return self
+                        .finish(session, ctx, Failure::NoHealthyUpstream.answer(), true)
+                        .await;
                 }
             };
             if picked.index < 64 {
@@ -237,50 +229,28 @@ impl Proxy {
                     if idempotent && more && ctx.attempts <= pool.def.retries {
                         continue;
                     }
-                    let a = if matches!(e.etype(), ErrorType::ConnectTimedout) {
-                        problem(
-                            504,
-                            "upstream-timeout",
-                            "Gateway Timeout",
-                            "the upstream did not answer in time",
-                        )
+                    let f = if matches!(e.etype(), ErrorType::ConnectTimedout) {
+                        Failure::UpstreamTimeout
                     } else {
-                        problem(
-                            502,
-                            "bad-gateway",
-                            "Bad Gateway",
-                            "the upstream refused or reset the connection",
-                        )
+                        Failure::BadGateway(REFUSED_OR_RESET)
                     };
-                    return self.finish(session, ctx, a, true).await;
+                    return self.finish(session, ctx, f.answer(), true).await;
                 }
                 Err(ExchangeError::Timeout) => {
-                    let a = problem(
-                        504,
-                        "upstream-timeout",
-                        "Gateway Timeout",
-                        "the upstream did not answer in time",
-                    );
-                    return self.finish(session, ctx, a, true).await;
+                    return self
+                        .finish(session, ctx, Failure::UpstreamTimeout.answer(), true)
+                        .await;
                 }
                 Err(ExchangeError::TooLarge) => {
-                    let a = problem(
-                        502,
-                        "bad-gateway",
-                        "Bad Gateway",
+                    let f = Failure::BadGateway(
                         "the upstream's answer is larger than the gateway buffers",
                     );
-                    return self.finish(session, ctx, a, true).await;
+                    return self.finish(session, ctx, f.answer(), true).await;
                 }
                 Err(ExchangeError::Broken(e)) => {
                     tracing::debug!("buffered exchange failed: {e}");
-                    let a = problem(
-                        502,
-                        "bad-gateway",
-                        "Bad Gateway",
-                        "the upstream refused or reset the connection",
-                    );
-                    return self.finish(session, ctx, a, true).await;
+                    let f = Failure::BadGateway(REFUSED_OR_RESET);
+                    return self.finish(session, ctx, f.answer(), true).await;
                 }
             }
         };
@@ -298,13 +268,8 @@ impl Proxy {
                     resp.remove_header(&CONTENT_ENCODING);
                 }
                 Some(Err(())) => {
-                    let a = problem(
-                        502,
-                        "bad-gateway",
-                        "Bad Gateway",
-                        "the upstream's answer could not be decoded",
-                    );
-                    return self.finish(session, ctx, a, true).await;
+                    let f = Failure::BadGateway("the upstream's answer could not be decoded");
+                    return self.finish(session, ctx, f.answer(), true).await;
                 }
                 // An encoding we cannot decode goes through untouched (transforms skip it).
                 None => {}

@@ -94,6 +94,50 @@ pub struct Ctx {
     pub(crate) trace: Option<TraceIds>,
 }
 
+/// The answers the core makes when a request cannot be proxied, shared by the streaming
+/// path (`fail_to_proxy`) and the buffered path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Failure {
+    /// 413: the request body is over the limit.
+    BodyTooLarge,
+    /// 503: no target is healthy (or every one was tried).
+    NoHealthyUpstream,
+    /// 504: connecting or reading timed out.
+    UpstreamTimeout,
+    /// 502, with what went wrong.
+    BadGateway(&'static str),
+}
+
+/// Detail of the most common 502.
+pub(crate) const REFUSED_OR_RESET: &str = "the upstream refused or reset the connection";
+
+impl Failure {
+    /// The problem answer.
+    pub(crate) fn answer(self) -> Answer {
+        match self {
+            Failure::BodyTooLarge => problem(
+                413,
+                "payload-too-large",
+                "Content Too Large",
+                "the request body is larger than the limit",
+            ),
+            Failure::NoHealthyUpstream => problem(
+                503,
+                "no-healthy-upstream",
+                "Service Unavailable",
+                "no healthy upstream target",
+            ),
+            Failure::UpstreamTimeout => problem(
+                504,
+                "upstream-timeout",
+                "Gateway Timeout",
+                "the upstream did not answer in time",
+            ),
+            Failure::BadGateway(detail) => problem(502, "bad-gateway", "Bad Gateway", detail),
+        }
+    }
+}
+
 /// An answer the core makes, before `X-Request-Id` and friends are added.
 pub(crate) fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Answer {
     Answer::problem(
@@ -356,13 +400,9 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_request_body) {
-            let a = problem(
-                413,
-                "payload-too-large",
-                "Content Too Large",
-                "the request body is larger than the limit",
-            );
-            return self.reject(session, ctx, a, true).await;
+            return self
+                .reject(session, ctx, Failure::BodyTooLarge.answer(), true)
+                .await;
         }
         ctx.body_limit = limits.max_request_body;
 
@@ -722,77 +762,57 @@ impl ProxyHttp for Proxy {
     /// The request failed: answer with the status that says why (502 refused or reset,
     /// 503 no healthy target, 504 timeout, 413 body over the limit), as problem+json.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (code, slug, title, detail) = match e.etype() {
-            ErrorType::HTTPStatus(413) => (
-                413,
-                "payload-too-large",
-                "Content Too Large",
-                "the request body is larger than the limit",
-            ),
-            ErrorType::HTTPStatus(503) => (
-                503,
-                "no-healthy-upstream",
-                "Service Unavailable",
-                "no healthy upstream target",
-            ),
-            ErrorType::HTTPStatus(c) if *c >= 400 => (*c, "error", "Error", "the request failed"),
+        let answer = match e.etype() {
+            ErrorType::HTTPStatus(413) => Some(Failure::BodyTooLarge.answer()),
+            ErrorType::HTTPStatus(503) => Some(Failure::NoHealthyUpstream.answer()),
+            ErrorType::HTTPStatus(c) if *c >= 400 => {
+                Some(problem(*c, "error", "Error", "the request failed"))
+            }
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if *e.esource() == ErrorSource::Upstream
                     || matches!(e.etype(), ErrorType::ConnectTimedout) =>
             {
-                (
-                    504,
-                    "upstream-timeout",
-                    "Gateway Timeout",
-                    "the upstream did not answer in time",
-                )
+                Some(Failure::UpstreamTimeout.answer())
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => (
-                    502,
-                    "bad-gateway",
-                    "Bad Gateway",
-                    "the upstream refused or reset the connection",
-                ),
+                ErrorSource::Upstream => Some(Failure::BadGateway(REFUSED_OR_RESET).answer()),
                 ErrorSource::Downstream => match e.etype() {
+                    // The client is gone: nobody to answer.
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, "", "", "")
+                        None
                     }
-                    ErrorType::ReadTimedout => (
+                    ErrorType::ReadTimedout => Some(problem(
                         408,
                         "request-timeout",
                         "Request Timeout",
                         "the request was not received in time",
-                    ),
-                    _ => (
+                    )),
+                    _ => Some(problem(
                         400,
                         "malformed-request",
                         "Bad Request",
                         "the request could not be read",
-                    ),
+                    )),
                 },
                 ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
                     ErrorType::ConnectRefused
                     | ErrorType::ConnectError
                     | ErrorType::ConnectNoRoute
                     | ErrorType::TLSHandshakeFailure
-                    | ErrorType::ConnectionClosed => (
-                        502,
-                        "bad-gateway",
-                        "Bad Gateway",
-                        "the upstream refused or reset the connection",
-                    ),
-                    _ => (
+                    | ErrorType::ConnectionClosed => {
+                        Some(Failure::BadGateway(REFUSED_OR_RESET).answer())
+                    }
+                    _ => Some(problem(
                         500,
                         "internal-error",
                         "Internal Server Error",
                         "the gateway failed to handle the request",
-                    ),
+                    )),
                 },
             },
         };
-        if code > 0 && session.response_written().is_none() {
-            let a = problem(code, slug, title, detail);
+        let code = answer.as_ref().map_or(0, |a| a.status.as_u16());
+        if let Some(a) = answer.filter(|_| session.response_written().is_none()) {
             if let Err(err) = self.write_answer(session, ctx, a, true).await {
                 tracing::debug!("could not send the error answer: {err}");
             }
