@@ -29,6 +29,11 @@ def load(out):
     for c, rs in by.items():
         m = {k: statistics.median(r[k] for r in rs) for k in
              ("rps", "cpu_us", "p50", "p99", "p999", "lat_cpu_us")}
+        ins = [(r.get("instr_user", 0) + r.get("instr_kernel", 0)) / r["instr_requests"]
+               for r in rs if r.get("instr_requests")]
+        m["instr"] = statistics.median(ins) if ins else None
+        ius = [r["instr_user"] / r["instr_requests"] for r in rs if r.get("instr_requests")]
+        m["instr_user"] = statistics.median(ius) if ius else None
         cpus = [r["cpu_us"] for r in rs]
         m["cpu_spread"] = (max(cpus) - min(cpus)) / m["cpu_us"] * 100 if m["cpu_us"] else 0
         m["errors"] = sum(r["errors"] + r["lat_errors"] for r in rs)
@@ -47,7 +52,11 @@ def targets(med):
         if not (bare and case):
             return (name, None, "not measured")
         r = case["cpu_us"] / bare["cpu_us"]
-        return (name, r <= limit, f"{case['cpu_us']:.1f} / {bare['cpu_us']:.1f} µs = {r:.2f}×")
+        detail = f"{case['cpu_us']:.1f} / {bare['cpu_us']:.1f} µs = {r:.2f}×"
+        if case.get("instr") and bare.get("instr"):
+            detail += (f" (instructions: {case['instr'] / 1e3:.1f}k / {bare['instr'] / 1e3:.1f}k = "
+                       f"{case['instr'] / bare['instr']:.2f}×)")
+        return (name, r <= limit, detail)
 
     out.append(ratio("Tollgate passthrough CPU/request ≤ 1.10× bare Pingora", ps, 1.10))
     out.append(ratio("full chain (key + rate-limit + quota + analytics) CPU/request ≤ 1.30× bare Pingora", full, 1.30))
@@ -94,13 +103,14 @@ def report(med, meta, cases, skips):
     lines.append("")
     lines.append(
         f"| case | req/s | vs bare | vs nginx | CPU µs/req | vs bare | vs nginx | spread | "
+        f"k instr/req | vs bare | vs nginx | "
         f"p50 ms | p99 ms | p99.9 ms | p99 − bare | CPU µs/req at {rate:,}/s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, what in cases:
         m = med.get(key)
         if not m:
             reason = skips.get(key, "not run")
-            lines.append(f"| {what} | skipped: {reason} |||||||||||| ")
+            lines.append(f"| {what} | skipped: {reason} ||||||||||||||| ")
             continue
         dp99 = f"{m['p99'] - bare['p99']:+.3f}" if bare else "–"
         errs = f" ⚠ {m['errors']} errors" if m["errors"] else ""
@@ -109,9 +119,14 @@ def report(med, meta, cases, skips):
             f"{fmt_ratio(m['rps'], ngx and ngx['rps'])} | {m['cpu_us']:.1f} | "
             f"{fmt_ratio(m['cpu_us'], bare and bare['cpu_us'])} | "
             f"{fmt_ratio(m['cpu_us'], ngx and ngx['cpu_us'])} | ±{m['cpu_spread'] / 2:.0f}% | "
+            f"{(m['instr'] or 0) / 1e3:.1f} | {fmt_ratio(m['instr'], bare and bare['instr'])} | "
+            f"{fmt_ratio(m['instr'], ngx and ngx['instr'])} | "
             f"{m['p50']:.3f} | {m['p99']:.3f} | {m['p999']:.3f} | {dp99} | {m['lat_cpu_us']:.1f} |")
     lines.append("")
     lines.append("`spread`: half the range of CPU µs/req over the rounds, in % of the median. "
+                 "`k instr/req`: thousands of instructions (user + kernel) of the proxy process per "
+                 f"request, from `perf stat -p` over a separate {meta.get('instr_secs', '?')} s wrk run: "
+                 "other load on the machine barely moves it, so it is the steadier ratio. "
                  "\"direct\" is a second copy of the upstream on the proxies' core: its CPU is the "
                  "upstream's own cost, the floor under every proxy.")
     if meta.get("xml_json_bytes"):

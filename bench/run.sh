@@ -14,7 +14,10 @@
 # - latency: oha at a fixed RATE (requests/s, LAT_CONNS connections, coordinated omission
 #   corrected), LAT_SECS seconds: p50, p99, p99.9;
 # - CPU per request of the proxy process: utime + stime from /proc/PID/stat (every thread,
-#   and for nginx master + workers) before and after the wrk run, over the requests done.
+#   and for nginx master + workers) before and after the wrk run, over the requests done;
+# - instructions per request of the proxy process (user + kernel; `perf stat -p` during a
+#   separate wrk run of INSTR_SECS seconds, so the counters cost nothing in the CPU
+#   figure): the figure that other load on a shared machine barely moves.
 #
 # Pinning (2 cores): every proxy under test (and the "direct" upstream copy) on core
 # PROXY_CPU with one worker (thread or process); the load generators and the upstream
@@ -24,7 +27,7 @@
 # PROFILE=1 (or PROFILE=auto, the default, when a target is missed) records `perf` on
 # the bare proxy and the Tollgate cases and writes the top symbols to OUT/profile-*.txt.
 #
-# Knobs: ROUNDS=3 SECS=6 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=6 WAIT_LOAD=1.0
+# Knobs: ROUNDS=3 SECS=6 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=6 INSTR_SECS=3 WAIT_LOAD=1.0
 # WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
 # PROFILE_CASES="bare tg-pass tg-full"
 set -euo pipefail
@@ -36,6 +39,7 @@ CONNS=${CONNS:-32}
 RATE=${RATE:-5000}
 LAT_CONNS=${LAT_CONNS:-16}
 LAT_SECS=${LAT_SECS:-6}
+INSTR_SECS=${INSTR_SECS:-3}
 WAIT_LOAD=${WAIT_LOAD:-1.0}
 WAIT_MAX=${WAIT_MAX:-600}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -460,10 +464,33 @@ ok = codes.get("200", 0)
 bad = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
 print(p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok + bad, bad)'
 }
+instr_run() { # case -> "user-instructions kernel-instructions requests" (perf stat, own wrk run)
+  local c=$1 sp req rps err
+  if [ -z "$PERF" ] || [ "$INSTR_SECS" = 0 ]; then echo "0 0 0"; return; fi
+  "$PERF" stat -e instructions:u,instructions:k -x, -o "$DIR/perf-stat.csv" \
+    -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" >/dev/null 2>&1 &
+  sp=$!
+  sleep 0.3
+  read -r req rps err < <(wrk_run "$c" "$INSTR_SECS")
+  kill -INT "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
+  python3 - "$DIR/perf-stat.csv" "$req" <<'PY2'
+import sys
+v = {}
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[2].startswith("instructions"):
+        try:
+            v[f[2]] = float(f[0])
+        except ValueError:
+            v[f[2]] = 0.0
+print(v.get("instructions:u", 0), v.get("instructions:k", 0), sys.argv[2])
+PY2
+}
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 measure() { # case round
-  local c=$1 r=$2 pid=${CASE_PID[$1]} t0 t1 req rps err us p50 p99 p999 lreq lerr lus
+  local c=$1 r=$2 pid=${CASE_PID[$1]} t0 t1 req rps err us p50 p99 p999 lreq lerr lus iu ik ireq
   t0=$(cpu_ticks "$pid")
   read -r req rps err < <(wrk_run "$c" "$SECS")
   t1=$(cpu_ticks "$pid")
@@ -472,9 +499,10 @@ measure() { # case round
   read -r p50 p99 p999 lreq lerr < <(oha_run "$c")
   t1=$(cpu_ticks "$pid")
   lus=$(python3 -c "print(($t1 - $t0) / $TICK * 1e6 / max($lreq, 1))")
-  printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s}\n' \
-    "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" >>"$RESULTS"
-  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
+  read -r iu ik ireq < <(instr_run "$c")
+  printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s,"instr_user":%s,"instr_kernel":%s,"instr_requests":%s}\n' \
+    "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" "$iu" "$ik" "$ireq" >>"$RESULTS"
+  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; $(python3 -c "print(f'{($iu + $ik) / max($ireq, 1) / 1e3:.1f}')")k instructions/req; errors $err/$lerr"
 }
 
 load1() { awk '{print $1}' /proc/loadavg; }
@@ -536,7 +564,7 @@ meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "nproc=$(nproc)" \
   "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   "kernel=$(uname -r)" "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" \
   "rounds=$ROUNDS" "secs=$SECS" "conns=$CONNS" "rate=$RATE" "lat_conns=$LAT_CONNS" \
-  "lat_secs=$LAT_SECS" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
+  "lat_secs=$LAT_SECS" "instr_secs=$INSTR_SECS" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
   "xml_json_bytes=${XML_JSON_BYTES:-}" "analytics_api=$ANALYTICS_API" "skips=$SKIPS" \
   "nginx=$(nginx -v 2>&1 | cut -d/ -f2)" "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')" \
   "oha=$("$OHA" --version | awk '{print $2}')" >"$OUT/meta.json"

@@ -594,8 +594,16 @@ async fn build(state: &AdminState) -> Result<Option<ControlSnapshot>, Problem> {
 pub(crate) async fn snapshot(
     _: DataPlaneCaller,
     State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
     Q(query): Q<SnapshotQuery>,
 ) -> Result<Response, Problem> {
+    let node = headers
+        .get("x-tollgate-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .chars()
+        .take(64)
+        .collect::<String>();
     let wait = match (&query.after, query.wait) {
         (_, Some(secs)) => Duration::from_secs(secs).min(MAX_WAIT),
         (Some(_), None) => DEFAULT_WAIT,
@@ -613,6 +621,12 @@ pub(crate) async fn snapshot(
         rx.borrow_and_update();
         if let Some(snap) = build(&state).await? {
             if query.after.as_deref() != Some(snap.version.as_str()) {
+                tracing::debug!(
+                    %node,
+                    after = query.after.as_deref().unwrap_or("-"),
+                    version = %snap.version,
+                    "snapshot sent to a data plane"
+                );
                 return Ok(Json(snap).into_response());
             }
         }

@@ -4,7 +4,7 @@
 //! `cargo build -p tollgate` on ephemeral ports, with its policy file and data directory in a
 //! temporary directory; [`Upstream`] is a real HTTP/1.1 server (hyper) on an ephemeral port
 //! that records every request it receives; [`raw`] speaks HTTP/1.1 over a plain TCP socket
-//! for requests no well-behaved client would send; [`client`] wraps `reqwest` for the rest;
+//! for requests no well-behaved client would send; [`client()`] wraps `reqwest` for the rest;
 //! [`admin`] talks to the admin REST API and runs the CLI verbs.
 //!
 //! Every test starts its own gateway and upstreams, so tests run in parallel. Every loop is

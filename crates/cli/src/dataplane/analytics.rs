@@ -211,6 +211,8 @@ pub(crate) struct Shipper {
     pub(crate) url: String,
     /// Bearer token.
     pub(crate) token: Option<String>,
+    /// A CA certificate to trust besides the public roots (`--control-plane-ca`).
+    pub(crate) ca: Option<reqwest::Certificate>,
 }
 
 /// How one round ended.
@@ -223,16 +225,21 @@ enum Round {
 }
 
 impl Shipper {
-    fn agent() -> ureq::Agent {
-        ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
+    /// The blocking HTTP client (this runs on its own thread, never on a runtime's).
+    fn client(&self) -> Result<reqwest::blocking::Client, String> {
+        let mut b = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
-            .user_agent(concat!("tollgate-dataplane/", env!("CARGO_PKG_VERSION")))
-            .build()
+            .user_agent(concat!("tollgate-dataplane/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &self.ca {
+            b = b.add_root_certificate(ca.clone());
+        }
+        b.build()
+            .map_err(|e| format!("cannot build the analytics HTTP client: {e}"))
     }
 
     /// Sends every waiting batch in order, until one fails or `deadline`.
-    fn round(&self, agent: &ureq::Agent, deadline: Option<Instant>) -> Round {
+    fn round(&self, http: &reqwest::blocking::Client, deadline: Option<Instant>) -> Round {
         let _one_at_a_time = self
             .spool
             .shipping
@@ -246,26 +253,30 @@ impl Shipper {
                 continue; // Gone meanwhile.
             };
             let len = bytes.len() as u64;
-            let mut req = agent
+            let mut req = http
                 .post(&self.url)
-                .set("content-type", "application/json");
+                .header("content-type", "application/json")
+                .body(bytes);
             if let Some(t) = &self.token {
-                req = req.set("authorization", &format!("Bearer {t}"));
+                req = req.bearer_auth(t);
             }
-            match req.send_bytes(&bytes) {
-                Ok(_) => {
+            let resp = match req.send() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.spool.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("analytics batch not delivered, retried later: {e}");
+                    return Round::Failed;
+                }
+            };
+            match resp.status().as_u16() {
+                200..=299 => {
                     if std::fs::remove_file(&path).is_ok() {
                         self.spool.bytes.fetch_sub(len, Ordering::Relaxed);
                     }
                     self.spool.shipped.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(ureq::Error::Status(code @ (400 | 413 | 415 | 422), resp)) => {
-                    let body: String = resp
-                        .into_string()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
+                code @ (400 | 413 | 415 | 422) => {
+                    let body: String = resp.text().unwrap_or_default().chars().take(300).collect();
                     let aside = self
                         .spool
                         .dir
@@ -281,9 +292,9 @@ impl Shipper {
                     }
                     self.spool.rejected.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
+                code => {
                     self.spool.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("analytics batch not delivered, retried later: {e}");
+                    tracing::debug!("analytics batch not delivered ({code}), retried later");
                     return Round::Failed;
                 }
             }
@@ -293,11 +304,17 @@ impl Shipper {
 
     /// Ships until shutdown (run on its own thread).
     pub(crate) fn run(self) {
-        let agent = Shipper::agent();
+        let http = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}: analytics stay in the spool");
+                return;
+            }
+        };
         let mut backoff = Duration::from_millis(200);
         let mut failing_since: Option<Instant> = None;
         while !self.spool.stopping.load(Ordering::Relaxed) {
-            match self.round(&agent, None) {
+            match self.round(&http, None) {
                 Round::Done => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
@@ -323,16 +340,29 @@ impl Shipper {
         }
     }
 
-    /// One last round at shutdown (after the aggregator's final flush), at most `limit`.
+    /// One last round at shutdown (after the aggregator's final flush), at most about
+    /// `limit`. Runs on a thread of its own: the shutdown hooks run on a runtime's thread,
+    /// where a blocking client may not be used.
     pub(crate) fn ship_before_exit(&self, limit: Duration) {
         self.spool.stopping.store(true, Ordering::Relaxed);
         self.spool.notify();
-        let agent = Shipper::agent();
-        if self.round(&agent, Some(Instant::now() + limit)) == Round::Failed {
-            tracing::warn!(
-                pending_bytes = self.spool.pending_bytes(),
-                "analytics batches left in the spool: the next start sends them"
-            );
+        let this = self.clone();
+        let done = std::thread::Builder::new()
+            .name("tollgate-analytics-last-round".into())
+            .spawn(move || {
+                let round = this
+                    .client()
+                    .map(|http| this.round(&http, Some(Instant::now() + limit)));
+                if round != Ok(Round::Done) {
+                    tracing::warn!(
+                        pending_bytes = this.spool.pending_bytes(),
+                        "analytics batches left in the spool: the next start sends them"
+                    );
+                }
+            })
+            .map(|h| h.join());
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::error!("the last analytics round could not run");
         }
     }
 }
@@ -424,8 +454,10 @@ mod tests {
             spool: spool.clone(),
             url: format!("http://127.0.0.1:{port}/control/usage"),
             token: None,
+            ca: None,
         };
-        assert_eq!(shipper.round(&Shipper::agent(), None), Round::Failed);
+        let http = shipper.client().unwrap();
+        assert_eq!(shipper.round(&http, None), Round::Failed);
         assert_eq!(spool.pending().len(), 1);
         assert_eq!(spool.errors.load(Ordering::Relaxed), 1);
         std::fs::remove_dir_all(&dir).unwrap();

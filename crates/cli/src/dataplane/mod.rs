@@ -41,6 +41,10 @@ pub(crate) struct GatewayArgs {
     /// token).
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` control plane, besides the public
+    /// roots (a private PKI).
+    #[arg(long, env = "TOLLGATE_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<std::path::PathBuf>,
     /// Status listener (`/healthz`, `/readyz`, `/metrics`, no token), or `off`.
     #[arg(long, env = "TOLLGATE_STATUS_LISTEN", default_value = "127.0.0.1:8082")]
     status_listen: String,
@@ -121,6 +125,17 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let ca = match &args.control_plane_ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("--control-plane-ca {}: {e}", path.display()))?;
+            Some(
+                reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("--control-plane-ca {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let node = match &args.node_id {
         Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
         _ => node_id(dir)?,
@@ -193,6 +208,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         spool: spool.clone(),
         url: format!("{base}/control/usage"),
         token: args.token.clone().filter(|t| !t.is_empty()),
+        ca: ca.clone(),
     };
     let last_round = shipper.clone();
     on_shutdown.push(Box::new(move || {
@@ -211,6 +227,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         keys,
         status: status.clone(),
         lkg: lkg_path,
+        ca,
     };
     tracing::info!(node = %node, control_plane = %syncer.base, "data plane starting");
     let sync_service = server::task_service(

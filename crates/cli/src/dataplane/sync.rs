@@ -49,6 +49,8 @@ pub(crate) struct Syncer {
     pub(crate) status: Arc<Status>,
     /// The last-known-good file.
     pub(crate) lkg: PathBuf,
+    /// A CA certificate to trust besides the public roots (`--control-plane-ca`).
+    pub(crate) ca: Option<reqwest::Certificate>,
 }
 
 /// Applies `snap` to the gateway and the key ring, whole or not at all.
@@ -126,15 +128,18 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Syncer {
-    fn client() -> Result<reqwest::Client, String> {
-        reqwest::Client::builder()
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A poll is held up to WAIT_SECS: beyond that plus a margin, the connection is
             // dead (a partition without a reset).
             .timeout(Duration::from_secs(WAIT_SECS + 15))
             .tcp_keepalive(Duration::from_secs(15))
-            .user_agent(concat!("tollgate-dataplane/", env!("CARGO_PKG_VERSION")))
-            .build()
+            .user_agent(concat!("tollgate-dataplane/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &self.ca {
+            b = b.add_root_certificate(ca.clone());
+        }
+        b.build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 
@@ -208,7 +213,7 @@ impl Syncer {
 
     /// Polls until `shutdown` changes.
     pub(crate) async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let http = match Syncer::client() {
+        let http = match self.client() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("{e}");

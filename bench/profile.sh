@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Where the proxy's instructions go, per request: the bare Pingora proxy of bench/run.sh
+# and Tollgate (passthrough, key auth, key + rate-limit + quota, + analytics) under
+# `valgrind --tool=callgrind`, counting only the requests (the counters are zeroed after a
+# warm-up and dumped after REQUESTS requests). Instruction counts do not depend on what
+# else the machine runs, so two builds can be compared on a busy machine. User space only
+# (the kernel's share of a request is in bench/run.sh's `k instr/req`, from perf stat).
+#
+#   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare tg-pass tg-key tg-limits tg-full"
+#
+# Writes OUT/callgrind.CASE (open with callgrind_annotate or kcachegrind) and prints, per
+# case, the instructions per request and the functions with the largest inclusive share.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+REQUESTS=${REQUESTS:-20000}
+CASES=${CASES:-bare tg-pass tg-key tg-limits tg-full}
+OUT=${OUT:-$ROOT/target/bench-profile}
+TOP=${TOP:-40}
+command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind; }
+command -v nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+[ -x "$OHA" ] || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
+cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
+TG=$ROOT/target/release/tollgate
+BARE=$ROOT/target/release/bare-proxy
+mkdir -p "$OUT"
+DIR=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 600); do curl -fs -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2; return 1
+}
+
+UP=$(port)
+cat >"$DIR/up.conf" <<EOF
+user root; worker_processes 1; pid $DIR/up.pid; error_log $DIR/up.err warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $DIR/b; proxy_temp_path $DIR/p; fastcgi_temp_path $DIR/f;
+  uwsgi_temp_path $DIR/u; scgi_temp_path $DIR/s;
+  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "hello, world\n"; } } }
+EOF
+nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
+cat >"$DIR/policy.yaml" <<YAML
+version: 1
+apis:
+  - id: pass
+    path: /pass
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+  - id: key
+    path: /key
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+  - id: limits
+    path: /limits
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+    policies:
+      inbound:
+        - rate-limit: { calls: 1000000000, renewal_period: 1m }
+        - quota: { calls: 1000000000, renewal_period: calendar-month }
+YAML
+
+profile() { # case
+  local c=$1 p a url hdr=() vg
+  p=$(port); a=$(port)
+  vg=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$c" --dump-instr=no)
+  case $c in
+    bare) "${vg[@]}" "$BARE" "127.0.0.1:$p" "127.0.0.1:$UP" 1 >"$DIR/$c.log" 2>&1 &
+      url=http://127.0.0.1:$p/pass/hello ;;
+    tg-*)
+      local analytics=off path=/pass/hello
+      case $c in
+        tg-key) path=/key/hello ;;
+        tg-limits) path=/limits/hello ;;
+        tg-full) path=/limits/hello; analytics=on ;;
+      esac
+      TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn "${vg[@]}" "$TG" serve --config "$DIR/policy.yaml" \
+        --listen "127.0.0.1:$p" --admin-listen "127.0.0.1:$a" --data-dir "$DIR/data-$c" \
+        --threads 1 --analytics "$analytics" >"$DIR/$c.log" 2>&1 &
+      url=http://127.0.0.1:$p$path ;;
+  esac
+  local pid=$!
+  PIDS+=($pid)
+  if [[ $c == tg-* ]]; then
+    wait_http "http://127.0.0.1:$a/readyz"
+    local key
+    key=$(curl -fs -X POST "http://127.0.0.1:$a/subscriptions" -H 'authorization: Bearer bench' \
+      -H 'content-type: application/json' -d '{"id":"bench","display_name":"bench","scope":"all"}' |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["primary_key"])')
+    [ "$c" != tg-pass ] && hdr=(-H "Ocp-Apim-Subscription-Key: $key")
+  fi
+  wait_http "$url" || true
+  "$OHA" --no-tui -n 2000 -c 8 "${hdr[@]}" "$url" >/dev/null # warm-up: pools, caches, counters
+  callgrind_control -z "$pid" >/dev/null
+  "$OHA" --no-tui --output-format json -n "$REQUESTS" -c 8 "${hdr[@]}" "$url" >"$DIR/$c.json"
+  callgrind_control -d "$pid" >/dev/null
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local dump ok
+  dump=$(ls -t "$OUT/callgrind.$c"* | grep -v '\.txt$' | head -1)
+  ok=$(python3 -c "import json,sys; print(json.load(open('$DIR/$c.json'))['statusCodeDistribution'].get('200', 0))")
+  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$OUT/annotate-inclusive.$c.txt"
+  callgrind_annotate "$dump" 2>/dev/null >"$OUT/annotate-self.$c.txt"
+  python3 - "$OUT/annotate-inclusive.$c.txt" "$OUT/annotate-self.$c.txt" "$c" "$ok" "$TOP" <<'PY'
+import re, sys
+inc, slf, case, ok, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def rows(path):
+    total, out = None, []
+    for line in open(path, errors="replace"):
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+        if m:
+            out.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3).strip()))
+        t = re.match(r"\s*([\d,]+).*PROGRAM TOTALS", line)
+        if t:
+            total = int(t.group(1).replace(",", ""))
+    return total, out
+total, inc_rows = rows(inc)
+_, self_rows = rows(slf)
+print(f"== {case}: {ok} requests answered 200, {total / max(ok, 1):,.0f} instructions per request (user space)")
+print(f"-- inclusive (top {top}): instructions/request, % of total, function")
+for ir, pct, fn in inc_rows[:top]:
+    print(f"{ir / max(ok, 1):>9,.0f} {pct:6.2f}%  {fn[:170]}")
+print(f"-- self (top {top // 2})")
+for ir, pct, fn in self_rows[:top // 2]:
+    print(f"{ir / max(ok, 1):>9,.0f} {pct:6.2f}%  {fn[:170]}")
+PY
+}
+for c in $CASES; do profile "$c" | tee "$OUT/summary.$c.txt"; done
