@@ -34,6 +34,16 @@ def load(out):
         m["instr"] = statistics.median(ins) if ins else None
         ius = [r["instr_user"] / r["instr_requests"] for r in rs if r.get("instr_requests")]
         m["instr_user"] = statistics.median(ius) if ius else None
+        def per_req(key):
+            xs = [r.get(key, 0) / r["instr_requests"] for r in rs if r.get("instr_requests")]
+            return statistics.median(xs) if xs else None
+        m["instr_kernel"] = per_req("instr_kernel")
+        m["cycles"] = None
+        cyc = [(r.get("cycles_user", 0) + r.get("cycles_kernel", 0)) / r["instr_requests"]
+               for r in rs if r.get("instr_requests") and r.get("cycles_user")]
+        if cyc:
+            m["cycles"] = statistics.median(cyc)
+        m["cs"] = per_req("context_switches")
         cpus = [r["cpu_us"] for r in rs]
         m["cpu_spread"] = (max(cpus) - min(cpus)) / m["cpu_us"] * 100 if m["cpu_us"] else 0
         m["errors"] = sum(r["errors"] + r["lat_errors"] for r in rs)
@@ -135,6 +145,24 @@ def report(med, meta, cases, skips):
     if meta.get("analytics_api") == "yes":
         lines.append("Analytics: on in the \"+ analytics\" and full-chain rows (`GET /analytics/requests` "
                      "answers in this build), `--analytics off` in the other Tollgate rows.")
+    if any(m.get("instr_user") for m in med.values()):
+        lines.append("")
+        lines.append("Where the instructions go (`perf stat -p` on the proxy process, medians per request): "
+                     "user and kernel instructions, cycles (instructions per cycle), context switches.")
+        lines.append("")
+        lines.append("| case | user k instr | vs bare | kernel k instr | vs bare | k cycles | IPC | context switches |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for key, what in cases:
+            m = med.get(key)
+            if not m or not m.get("instr_user"):
+                continue
+            ipc = f"{m['instr'] / m['cycles']:.2f}" if m.get("cycles") else "–"
+            cyc = f"{m['cycles'] / 1e3:.1f}" if m.get("cycles") else "–"
+            cs = f"{m['cs']:.2f}" if m.get("cs") is not None else "–"
+            lines.append(
+                f"| {what} | {m['instr_user'] / 1e3:.1f} | {fmt_ratio(m['instr_user'], bare and bare.get('instr_user'))} | "
+                f"{m['instr_kernel'] / 1e3:.1f} | {fmt_ratio(m['instr_kernel'], bare and bare.get('instr_kernel'))} | "
+                f"{cyc} | {ipc} | {cs} |")
     lines.append("")
     lines.append("Targets (issue 10):")
     lines.append("")

@@ -67,6 +67,7 @@ YAML
 profile() { # case
   local c=$1 p a url hdr=() vg
   p=$(port); a=$(port)
+  rm -f "$OUT/callgrind.$c" "$OUT/callgrind.$c".*
   vg=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$c" --dump-instr=no)
   case $c in
     bare) "${vg[@]}" "$BARE" "127.0.0.1:$p" "127.0.0.1:$UP" 1 >"$DIR/$c.log" 2>&1 &
@@ -101,10 +102,10 @@ profile() { # case
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   local dump ok
-  dump=$(ls -t "$OUT/callgrind.$c"* | grep -v '\.txt$' | head -1)
+  dump=$OUT/callgrind.$c.1 # the dump of the measured requests (callgrind.$c is the shutdown)
   ok=$(python3 -c "import json,sys; print(json.load(open('$DIR/$c.json'))['statusCodeDistribution'].get('200', 0))")
-  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$OUT/annotate-inclusive.$c.txt"
-  callgrind_annotate "$dump" 2>/dev/null >"$OUT/annotate-self.$c.txt"
+  callgrind_annotate --auto=no --threshold=99.9 --inclusive=yes "$dump" 2>/dev/null >"$OUT/annotate-inclusive.$c.txt"
+  callgrind_annotate --auto=no --threshold=99.9 "$dump" 2>/dev/null >"$OUT/annotate-self.$c.txt"
   python3 - "$OUT/annotate-inclusive.$c.txt" "$OUT/annotate-self.$c.txt" "$c" "$ok" "$TOP" <<'PY'
 import re, sys
 inc, slf, case, ok, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])

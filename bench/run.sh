@@ -464,11 +464,12 @@ ok = codes.get("200", 0)
 bad = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
 print(p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok + bad, bad)'
 }
-instr_run() { # case -> "user-instructions kernel-instructions requests" (perf stat, own wrk run)
+instr_run() { # case -> JSON fields from perf stat over its own wrk run: instructions and
+  # cycles (user, kernel), context switches, and the requests done
   local c=$1 sp req rps err
-  if [ -z "$PERF" ] || [ "$INSTR_SECS" = 0 ]; then echo "0 0 0"; return; fi
-  "$PERF" stat -e instructions:u,instructions:k -x, -o "$DIR/perf-stat.csv" \
-    -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" >/dev/null 2>&1 &
+  if [ -z "$PERF" ] || [ "$INSTR_SECS" = 0 ]; then echo '"instr_requests":0'; return; fi
+  "$PERF" stat -e instructions:u,instructions:k,cycles:u,cycles:k,context-switches -x, \
+    -o "$DIR/perf-stat.csv" -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" >/dev/null 2>&1 &
   sp=$!
   sleep 0.3
   read -r req rps err < <(wrk_run "$c" "$INSTR_SECS")
@@ -479,18 +480,20 @@ import sys
 v = {}
 for line in open(sys.argv[1]):
     f = line.strip().split(",")
-    if len(f) > 2 and f[2].startswith("instructions"):
+    if len(f) > 2 and not line.startswith("#"):
         try:
             v[f[2]] = float(f[0])
         except ValueError:
             v[f[2]] = 0.0
-print(v.get("instructions:u", 0), v.get("instructions:k", 0), sys.argv[2])
+names = {"instructions:u": "instr_user", "instructions:k": "instr_kernel", "cycles:u": "cycles_user",
+         "cycles:k": "cycles_kernel", "context-switches": "context_switches"}
+print(",".join(f'"{k}":{v.get(e, 0)}' for e, k in names.items()) + f',"instr_requests":{sys.argv[2]}')
 PY2
 }
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 measure() { # case round
-  local c=$1 r=$2 pid=${CASE_PID[$1]} t0 t1 req rps err us p50 p99 p999 lreq lerr lus iu ik ireq
+  local c=$1 r=$2 pid=${CASE_PID[$1]} t0 t1 req rps err us p50 p99 p999 lreq lerr lus
   t0=$(cpu_ticks "$pid")
   read -r req rps err < <(wrk_run "$c" "$SECS")
   t1=$(cpu_ticks "$pid")
@@ -499,10 +502,13 @@ measure() { # case round
   read -r p50 p99 p999 lreq lerr < <(oha_run "$c")
   t1=$(cpu_ticks "$pid")
   lus=$(python3 -c "print(($t1 - $t0) / $TICK * 1e6 / max($lreq, 1))")
-  read -r iu ik ireq < <(instr_run "$c")
-  printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s,"instr_user":%s,"instr_kernel":%s,"instr_requests":%s}\n' \
-    "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" "$iu" "$ik" "$ireq" >>"$RESULTS"
-  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; $(python3 -c "print(f'{($iu + $ik) / max($ireq, 1) / 1e3:.1f}')")k instructions/req; errors $err/$lerr"
+  local stat
+  stat=$(instr_run "$c")
+  printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s,%s}\n' \
+    "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" "$stat" >>"$RESULTS"
+  local ki
+  ki=$(echo "{$stat}" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(f"{(r.get(\"instr_user\", 0) + r.get(\"instr_kernel\", 0)) / max(r[\"instr_requests\"], 1) / 1e3:.1f}")')
+  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req, ${ki}k instructions/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
 }
 
 load1() { awk '{print $1}' /proc/loadavg; }

@@ -21,8 +21,9 @@ cargo build -p tollgate
 cargo test --workspace --no-fail-fast
 # The operators' dashboard in a real browser (writes docs/dashboard.png). `npm ci` installs
 # exactly the lockfile's playwright-core (no browser download: it drives /usr/bin/chromium).
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 (
   cd tests/browser
   npm ci --no-audit --no-fund --loglevel=error
-  TOLLGATE_BIN="$PWD/../../target/debug/tollgate" npm test
+  TOLLGATE_BIN="$target_dir/debug/tollgate" npm test
 )
