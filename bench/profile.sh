@@ -8,15 +8,18 @@
 #
 #   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare tg-pass tg-key tg-limits tg-full"
 #
-# Writes OUT/callgrind.CASE (open with callgrind_annotate or kcachegrind) and prints, per
-# case, the instructions per request and the functions with the largest inclusive share.
+# Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and prints, per
+# case, the instructions per request, the inclusive cost of Tollgate's own functions (its
+# ProxyHttp hooks and what they call), the largest self costs (bench/callgrind-self.py)
+# and who calls memcpy. Note: valgrind counts each byte of a `rep movsb` copy as an
+# instruction, so large memcpys weigh more here than on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 REQUESTS=${REQUESTS:-20000}
 CASES=${CASES:-bare tg-pass tg-key tg-limits tg-full}
 OUT=${OUT:-$ROOT/target/bench-profile}
-TOP=${TOP:-40}
+TOP=${TOP:-25}
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind; }
 command -v nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
@@ -105,29 +108,28 @@ profile() { # case
   dump=$OUT/callgrind.$c.1 # the dump of the measured requests (callgrind.$c is the shutdown)
   ok=$(python3 -c "import json,sys; print(json.load(open('$DIR/$c.json'))['statusCodeDistribution'].get('200', 0))")
   callgrind_annotate --auto=no --threshold=99.9 --inclusive=yes "$dump" 2>/dev/null >"$OUT/annotate-inclusive.$c.txt"
-  callgrind_annotate --auto=no --threshold=99.9 "$dump" 2>/dev/null >"$OUT/annotate-self.$c.txt"
-  python3 - "$OUT/annotate-inclusive.$c.txt" "$OUT/annotate-self.$c.txt" "$c" "$ok" "$TOP" <<'PY'
+  python3 - "$OUT/annotate-inclusive.$c.txt" "$c" "$ok" "$TOP" <<'PY'
 import re, sys
-inc, slf, case, ok, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-def rows(path):
-    total, out = None, []
-    for line in open(path, errors="replace"):
-        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
-        if m:
-            out.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3).strip()))
-        t = re.match(r"\s*([\d,]+).*PROGRAM TOTALS", line)
-        if t:
-            total = int(t.group(1).replace(",", ""))
-    return total, out
-total, inc_rows = rows(inc)
-_, self_rows = rows(slf)
+inc, case, ok, top = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+total, rows, seen = None, [], set()
+for line in open(inc, errors="replace"):
+    m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+    if m:
+        fn = m.group(3).strip()
+        fn = re.sub(r" \[/.*\]$", "", fn)                  # the object
+        fn = re.sub(r"^[^<\s]*?\.(rs|c|S|h):", "", fn)     # the source file
+        if fn not in seen:
+            seen.add(fn)
+            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), fn))
+    t = re.match(r"\s*([\d,]+).*PROGRAM TOTALS", line)
+    if t:
+        total = int(t.group(1).replace(",", ""))
 print(f"== {case}: {ok} requests answered 200, {total / max(ok, 1):,.0f} instructions per request (user space)")
-print(f"-- inclusive (top {top}): instructions/request, % of total, function")
-for ir, pct, fn in inc_rows[:top]:
-    print(f"{ir / max(ok, 1):>9,.0f} {pct:6.2f}%  {fn[:170]}")
-print(f"-- self (top {top // 2})")
-for ir, pct, fn in self_rows[:top // 2]:
+print("-- Tollgate's own code, inclusive: instructions/request, % of total, function")
+for ir, pct, fn in [r for r in rows if "tollgate" in r[2]][:top]:
     print(f"{ir / max(ok, 1):>9,.0f} {pct:6.2f}%  {fn[:170]}")
 PY
+  python3 "$ROOT/bench/callgrind-self.py" "$dump" "$ok" "$TOP"
+  python3 "$ROOT/bench/callgrind-self.py" "$dump" "$ok" 8 --callers memcpy
 }
 for c in $CASES; do profile "$c" | tee "$OUT/summary.$c.txt"; done

@@ -507,7 +507,7 @@ measure() { # case round
   printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s,%s}\n' \
     "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" "$stat" >>"$RESULTS"
   local ki
-  ki=$(echo "{$stat}" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(f"{(r.get(\"instr_user\", 0) + r.get(\"instr_kernel\", 0)) / max(r[\"instr_requests\"], 1) / 1e3:.1f}")')
+  ki=$(echo "{$stat}" | python3 -c 'import json, sys; r = json.load(sys.stdin); n = max(r["instr_requests"], 1); print(round((r.get("instr_user", 0) + r.get("instr_kernel", 0)) / n / 1e3, 1))')
   log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req, ${ki}k instructions/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
 }
 
@@ -542,13 +542,18 @@ profile_cases() {
     on_load wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
     local w=$!
     sleep 1
-    "$PERF" record -q -F 1999 -g -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
+    # DWARF call graphs: the release profile keeps line tables, not frame pointers.
+    "$PERF" record -q -F 499 --call-graph dwarf,16384 \
+      -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
       >/dev/null 2>&1 || true
     wait "$w" || true
+    # Self time per function, then inclusive time (children) per function.
     "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort symbol \
-      --percent-limit 0.7 -g none 2>/dev/null | sed '/^$/d' | head -60 >"$OUT/profile-$c.txt" || true
+      --percent-limit 0.7 -g none 2>/dev/null | sed '/^$/d; s/  *$//' | head -60 >"$OUT/profile-$c.txt" || true
+    "$PERF" report -q -i "$OUT/perf-$c.data" --children --stdio --sort symbol \
+      --percent-limit 0.5 -g none 2>/dev/null | sed '/^$/d; s/  *$//' | head -120 >"$OUT/profile-$c-inclusive.txt" || true
     "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort dso \
-      -g none 2>/dev/null | sed '/^$/d' | head -15 >"$OUT/profile-$c-dso.txt" || true
+      -g none 2>/dev/null | sed '/^$/d; s/  *$//' | head -15 >"$OUT/profile-$c-dso.txt" || true
   done
 }
 

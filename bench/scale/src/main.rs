@@ -8,8 +8,14 @@
 //!   (which also records the subscription of each counter).
 //!
 //! For each size it prints the live heap bytes the structure holds (allocated minus freed
-//! while building it, the structure kept alive), the resident set growth of the process, and
-//! the build time. `scale-memory [SIZES...]` (default 10000 100000 1000000).
+//! while building it, the structure kept alive), the growth of the process's resident set
+//! and of its peak resident set (VmHWM: a ring is built beside the one it replaces), and
+//! the build time. RSS figures mean something only for the first measurement of a process:
+//! bench/scale.sh runs one per process.
+//!
+//! ```text
+//! scale-memory [keyring|rate|quota|all] [SIZES...]     default: all 10000 100000 1000000
+//! ```
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -54,15 +60,26 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// A `VmRSS` / `VmHWM` line of /proc/self/status, bytes.
+fn status_kib(field: &str) -> isize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<isize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 /// Resident set size of this process, bytes.
 fn rss() -> isize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: isize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    status_kib("VmRSS:")
+}
+
+/// Peak resident set size of this process, bytes.
+fn hwm() -> isize {
+    status_kib("VmHWM:")
 }
 
 fn mib(b: isize) -> String {
@@ -72,18 +89,20 @@ fn mib(b: isize) -> String {
 struct Figure {
     live: isize,
     rss: isize,
+    peak: isize,
     time: Duration,
 }
 
 /// Measure `build`, keeping what it returns alive until the figures are read.
 fn measure<T>(build: impl FnOnce() -> T) -> (Figure, T) {
-    let (l0, r0, t0) = (live(), rss(), Instant::now());
+    let (l0, r0, h0, t0) = (live(), rss(), hwm(), Instant::now());
     let kept = build();
     let time = t0.elapsed();
     (
         Figure {
             live: live() - l0,
             rss: rss() - r0,
+            peak: hwm() - h0,
             time,
         },
         kept,
@@ -124,11 +143,12 @@ fn keyring(n: usize) {
     });
     assert_eq!(ring.len(), 2 * n);
     println!(
-        "key ring, {n} subscriptions ({} keys): live heap {} ({:.0} B/subscription), RSS +{}, replace_all {:.1} ms",
+        "key ring, {n} subscriptions ({} keys): live heap {} ({:.0} B/subscription), RSS +{}, peak RSS +{}, replace_all {:.1} ms",
         2 * n,
         mib(f.live),
         f.live as f64 / n as f64,
         mib(f.rss),
+        mib(f.peak),
         f.time.as_secs_f64() * 1e3
     );
     drop(ring);
@@ -154,7 +174,7 @@ fn registry(kind: TableKind, n: usize) {
     });
     assert_eq!(counters.len(), n);
     println!(
-        "{} registry, {n} distinct keys: live heap {} ({:.0} B/key), approx_memory() {}, RSS +{}, {:.0} ns/first check",
+        "{} registry, {n} distinct keys: live heap {} ({:.0} B/key), approx_memory() {}, RSS +{}, peak RSS +{}, {:.0} ns/first check",
         match kind {
             TableKind::Rate => "rate-limit",
             TableKind::Quota => "quota",
@@ -163,25 +183,37 @@ fn registry(kind: TableKind, n: usize) {
         f.live as f64 / n as f64,
         mib(counters.approx_memory() as isize),
         mib(f.rss),
+        mib(f.peak),
         f.time.as_secs_f64() * 1e9 / n as f64
     );
 }
 
 fn main() {
-    let mut sizes: Vec<usize> = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args
+        .iter()
+        .find(|a| ["keyring", "rate", "quota", "all"].contains(&a.as_str()))
+        .map_or("all", |a| a.as_str());
+    let mut sizes: Vec<usize> = args
+        .iter()
         .filter_map(|a| a.replace('_', "").parse().ok())
         .collect();
     if sizes.is_empty() {
         sizes = vec![10_000, 100_000, 1_000_000];
     }
-    for &n in &sizes {
-        keyring(n);
+    if matches!(what, "keyring" | "all") {
+        for &n in &sizes {
+            keyring(n);
+        }
     }
-    for &n in &sizes {
-        registry(TableKind::Rate, n);
+    if matches!(what, "rate" | "all") {
+        for &n in &sizes {
+            registry(TableKind::Rate, n);
+        }
     }
-    for &n in &sizes {
-        registry(TableKind::Quota, n);
+    if matches!(what, "quota" | "all") {
+        for &n in &sizes {
+            registry(TableKind::Quota, n);
+        }
     }
 }
