@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The report of bench/run.sh: medians over the rounds, a markdown table with ratios
+"""The report of bench/run.sh: per case over the rounds, a markdown table with ratios
 against the bare Pingora proxy and against nginx, and the targets of issue 10.
 
     peers-report.py OUT_DIR              print the report
@@ -9,6 +9,13 @@ against the bare Pingora proxy and against nginx, and the targets of issue 10.
                                          (a "Peers" section is appended when they are missing)
 
 OUT_DIR holds results.jsonl (one line per case and round), meta.json and cases.tsv.
+
+CPU per request (and throughput) are given two ways. `/proc/PID/stat` time (what the issue asks for) is
+bimodal on this kind of machine: the same case, with the same cycles per request, takes
+11.8 µs in one round and 17.9 µs in the next, when the host runs something on the vCPU's
+sibling hyperthread. Its *minimum* over the rounds (the *maximum* for throughput) is the
+uncontended figure, and ratios are taken on it. Cycles per request (`perf stat`, unhalted cycles of the
+process) do not move with that, and are the figure the verdicts trust first.
 """
 import json
 import statistics
@@ -29,23 +36,18 @@ def load(out):
     for c, rs in by.items():
         m = {k: statistics.median(r[k] for r in rs) for k in
              ("rps", "cpu_us", "p50", "p99", "p999", "lat_cpu_us")}
-        ins = [(r.get("instr_user", 0) + r.get("instr_kernel", 0)) / r["instr_requests"]
-               for r in rs if r.get("instr_requests")]
-        m["instr"] = statistics.median(ins) if ins else None
-        ius = [r["instr_user"] / r["instr_requests"] for r in rs if r.get("instr_requests")]
-        m["instr_user"] = statistics.median(ius) if ius else None
-        def per_req(key):
-            xs = [r.get(key, 0) / r["instr_requests"] for r in rs if r.get("instr_requests")]
+        m["cpu_min"] = min(r["cpu_us"] for r in rs)
+        m["rps_max"] = max(r["rps"] for r in rs)
+
+        def per_req(f):
+            xs = [f(r) / r["instr_requests"] for r in rs if r.get("instr_requests")]
             return statistics.median(xs) if xs else None
-        m["instr_kernel"] = per_req("instr_kernel")
-        m["cycles"] = None
-        cyc = [(r.get("cycles_user", 0) + r.get("cycles_kernel", 0)) / r["instr_requests"]
-               for r in rs if r.get("instr_requests") and r.get("cycles_user")]
-        if cyc:
-            m["cycles"] = statistics.median(cyc)
-        m["cs"] = per_req("context_switches")
-        cpus = [r["cpu_us"] for r in rs]
-        m["cpu_spread"] = (max(cpus) - min(cpus)) / m["cpu_us"] * 100 if m["cpu_us"] else 0
+
+        m["instr"] = per_req(lambda r: r.get("instr_user", 0) + r.get("instr_kernel", 0))
+        m["instr_user"] = per_req(lambda r: r.get("instr_user", 0))
+        m["instr_kernel"] = per_req(lambda r: r.get("instr_kernel", 0))
+        m["cycles"] = per_req(lambda r: r.get("cycles_user", 0) + r.get("cycles_kernel", 0)) or None
+        m["cs"] = per_req(lambda r: r.get("context_switches", 0))
         m["errors"] = sum(r["errors"] + r["lat_errors"] for r in rs)
         m["rounds"] = len(rs)
         med[c] = m
@@ -61,28 +63,37 @@ def targets(med):
     def ratio(name, case, limit):
         if not (bare and case):
             return (name, None, "not measured")
-        r = case["cpu_us"] / bare["cpu_us"]
-        detail = f"{case['cpu_us']:.1f} / {bare['cpu_us']:.1f} µs = {r:.2f}×"
+        r_cpu = case["cpu_min"] / bare["cpu_min"]
+        r_med = case["cpu_us"] / bare["cpu_us"]
+        detail = (f"CPU time {case['cpu_min']:.1f} / {bare['cpu_min']:.1f} µs = **{r_cpu:.2f}×** "
+                  f"(best rounds; medians {r_med:.2f}×)")
+        ok = r_cpu <= limit
+        if case.get("cycles") and bare.get("cycles"):
+            r_cyc = case["cycles"] / bare["cycles"]
+            detail += (f", cycles {case['cycles'] / 1e3:.1f}k / {bare['cycles'] / 1e3:.1f}k = "
+                       f"**{r_cyc:.2f}×**")
+            ok = ok and r_cyc <= limit
         if case.get("instr") and bare.get("instr"):
-            detail += (f" (instructions: {case['instr'] / 1e3:.1f}k / {bare['instr'] / 1e3:.1f}k = "
-                       f"{case['instr'] / bare['instr']:.2f}×)")
-        return (name, r <= limit, detail)
+            detail += f", instructions {case['instr'] / bare['instr']:.2f}×"
+        return (name, ok, detail)
 
     out.append(ratio("Tollgate passthrough CPU/request ≤ 1.10× bare Pingora", ps, 1.10))
-    out.append(ratio("full chain (key + rate-limit + quota + analytics) CPU/request ≤ 1.30× bare Pingora", full, 1.30))
+    out.append(ratio("full chain (key + rate-limit + quota + analytics) CPU/request ≤ 1.30× bare Pingora",
+                     full, 1.30))
     if full and lua:
-        out.append(("full-chain throughput above nginx + Lua", full["rps"] > lua["rps"],
-                    f"{full['rps']:,.0f} vs {lua['rps']:,.0f} req/s ({full['rps'] / lua['rps']:.2f}×)"))
+        out.append(("full-chain throughput above nginx + Lua", full["rps_max"] > lua["rps_max"],
+                    f"{full['rps_max']:,.0f} vs {lua['rps_max']:,.0f} req/s, best rounds "
+                    f"({full['rps_max'] / lua['rps_max']:.2f}×; medians {full['rps'] / lua['rps']:.2f}×)"))
     else:
         out.append(("full-chain throughput above nginx + Lua", None, "not measured"))
     for key, label in (("tg-pass", "passthrough"), ("tg-full", "full chain")):
         c = med.get(key)
+        name = f"p99 at the fixed rate within 1 ms of bare Pingora ({label})"
         if bare and c:
             d = c["p99"] - bare["p99"]
-            out.append((f"p99 at the fixed rate within 1 ms of bare Pingora ({label})", d <= 1.0,
-                        f"{c['p99']:.3f} vs {bare['p99']:.3f} ms ({d:+.3f} ms)"))
+            out.append((name, d <= 1.0, f"{c['p99']:.3f} vs {bare['p99']:.3f} ms ({d:+.3f} ms)"))
         else:
-            out.append((f"p99 at the fixed rate within 1 ms of bare Pingora ({label})", None, "not measured"))
+            out.append((name, None, "not measured"))
     return out
 
 
@@ -93,6 +104,7 @@ def fmt_ratio(a, b):
 def report(med, meta, cases, skips):
     bare, ngx = med.get("bare"), med.get("nginx")
     rate = int(float(meta["rate"]))
+    g = lambda m, k: m and m.get(k)  # noqa: E731
     lines = []
     lines.append(
         f"Run of {meta['date']}, commit `{meta['commit']}`; machine: {meta['nproc']} cores "
@@ -104,51 +116,50 @@ def report(med, meta, cases, skips):
         f"Pinning: every proxy under test on core {meta['proxy_cpu']} with one worker (Pingora "
         f"`threads: 1`, Tollgate `--threads 1`, nginx `worker_processes 1`); the load generators "
         f"and the upstream nginx (`return 200`, 13-byte body; one worker) on core {meta['load_cpu']}. "
-        f"Throughput: wrk, 1 thread, {meta['conns']} keep-alive connections, {meta['secs']} s. "
-        f"Latency: oha at a fixed {rate:,} req/s, {meta['lat_conns']} connections, "
-        f"{meta['lat_secs']} s, coordinated omission corrected. CPU/request: utime + stime of the "
-        f"proxy process (all threads; nginx master + worker) from `/proc/PID/stat` over the wrk "
-        f"run, divided by its requests; also over the fixed-rate run (last column). Medians of "
-        f"{meta['rounds']} rounds, the cases alternating within each round.")
+        f"{meta['rounds']} rounds, the cases alternating within each round. Throughput: wrk, "
+        f"1 thread, {meta['conns']} keep-alive connections, {meta['secs']} s: best round / median, "
+        f"ratios on the best round. Latency: "
+        f"oha at a fixed {rate:,} req/s, {meta['lat_conns']} connections, {meta['lat_secs']} s, "
+        f"coordinated omission corrected (medians). CPU µs/req: utime + stime of the proxy "
+        f"process (all threads; nginx master + worker) from `/proc/PID/stat` over the wrk run, "
+        f"divided by its requests: best round / median, ratios on the best round. k cycles/req: "
+        f"`perf stat -p` over a separate {meta.get('instr_secs', '?')} s wrk run (median).")
     lines.append("")
     lines.append(
-        f"| case | req/s | vs bare | vs nginx | CPU µs/req | vs bare | vs nginx | spread | "
-        f"k instr/req | vs bare | vs nginx | "
+        f"| case | req/s best / median | vs bare | vs nginx | CPU µs/req best / median | vs bare | vs nginx | "
+        f"k cycles/req | vs bare | vs nginx | "
         f"p50 ms | p99 ms | p99.9 ms | p99 − bare | CPU µs/req at {rate:,}/s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, what in cases:
         m = med.get(key)
         if not m:
             reason = skips.get(key, "not run")
-            lines.append(f"| {what} | skipped: {reason} ||||||||||||||| ")
+            lines.append(f"| {what} | skipped: {reason} |||||||||||||| ")
             continue
         dp99 = f"{m['p99'] - bare['p99']:+.3f}" if bare else "–"
         errs = f" ⚠ {m['errors']} errors" if m["errors"] else ""
+        cyc = f"{m['cycles'] / 1e3:.1f}" if m.get("cycles") else "–"
         lines.append(
-            f"| {what}{errs} | {m['rps']:,.0f} | {fmt_ratio(m['rps'], bare and bare['rps'])} | "
-            f"{fmt_ratio(m['rps'], ngx and ngx['rps'])} | {m['cpu_us']:.1f} | "
-            f"{fmt_ratio(m['cpu_us'], bare and bare['cpu_us'])} | "
-            f"{fmt_ratio(m['cpu_us'], ngx and ngx['cpu_us'])} | ±{m['cpu_spread'] / 2:.0f}% | "
-            f"{(m['instr'] or 0) / 1e3:.1f} | {fmt_ratio(m['instr'], bare and bare['instr'])} | "
-            f"{fmt_ratio(m['instr'], ngx and ngx['instr'])} | "
+            f"| {what}{errs} | {m['rps_max']:,.0f} / {m['rps']:,.0f} | {fmt_ratio(m['rps_max'], g(bare, 'rps_max'))} | "
+            f"{fmt_ratio(m['rps_max'], g(ngx, 'rps_max'))} | {m['cpu_min']:.1f} / {m['cpu_us']:.1f} | "
+            f"{fmt_ratio(m['cpu_min'], g(bare, 'cpu_min'))} | {fmt_ratio(m['cpu_min'], g(ngx, 'cpu_min'))} | "
+            f"{cyc} | {fmt_ratio(m.get('cycles'), g(bare, 'cycles'))} | "
+            f"{fmt_ratio(m.get('cycles'), g(ngx, 'cycles'))} | "
             f"{m['p50']:.3f} | {m['p99']:.3f} | {m['p999']:.3f} | {dp99} | {m['lat_cpu_us']:.1f} |")
     lines.append("")
-    lines.append("`spread`: half the range of CPU µs/req over the rounds, in % of the median. "
-                 "`k instr/req`: thousands of instructions (user + kernel) of the proxy process per "
-                 f"request, from `perf stat -p` over a separate {meta.get('instr_secs', '?')} s wrk run: "
-                 "other load on the machine barely moves it, so it is the steadier ratio. "
-                 "\"direct\" is a second copy of the upstream on the proxies' core: its CPU is the "
-                 "upstream's own cost, the floor under every proxy.")
+    notes = ("\"direct\" is a second copy of the upstream on the proxies' core: its CPU is the "
+             "upstream's own cost, the floor under every proxy. ")
     if meta.get("xml_json_bytes"):
-        lines.append(f"The xml-to-json case turns a {int(meta['xml_bytes']):,}-byte XML answer into "
-                     f"{int(meta['xml_json_bytes']):,} bytes of JSON.")
+        notes += (f"The xml-to-json case turns a {int(meta['xml_bytes']):,}-byte XML answer into "
+                  f"{int(meta['xml_json_bytes']):,} bytes of JSON. ")
     if meta.get("analytics_api") == "yes":
-        lines.append("Analytics: on in the \"+ analytics\" and full-chain rows (`GET /analytics/requests` "
-                     "answers in this build), `--analytics off` in the other Tollgate rows.")
+        notes += ("Analytics is on in the \"+ analytics\" and full-chain rows (`GET /analytics/requests` "
+                  "answers in this build), `--analytics off` in the other Tollgate rows.")
+    lines.append(notes.strip())
     if any(m.get("instr_user") for m in med.values()):
         lines.append("")
-        lines.append("Where the instructions go (`perf stat -p` on the proxy process, medians per request): "
-                     "user and kernel instructions, cycles (instructions per cycle), context switches.")
+        lines.append("Per request, from `perf stat -p` on the proxy process (medians): user and kernel "
+                     "instructions, cycles, instructions per cycle, context switches.")
         lines.append("")
         lines.append("| case | user k instr | vs bare | kernel k instr | vs bare | k cycles | IPC | context switches |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -160,11 +171,12 @@ def report(med, meta, cases, skips):
             cyc = f"{m['cycles'] / 1e3:.1f}" if m.get("cycles") else "–"
             cs = f"{m['cs']:.2f}" if m.get("cs") is not None else "–"
             lines.append(
-                f"| {what} | {m['instr_user'] / 1e3:.1f} | {fmt_ratio(m['instr_user'], bare and bare.get('instr_user'))} | "
-                f"{m['instr_kernel'] / 1e3:.1f} | {fmt_ratio(m['instr_kernel'], bare and bare.get('instr_kernel'))} | "
+                f"| {what} | {m['instr_user'] / 1e3:.1f} | {fmt_ratio(m['instr_user'], g(bare, 'instr_user'))} | "
+                f"{m['instr_kernel'] / 1e3:.1f} | {fmt_ratio(m['instr_kernel'], g(bare, 'instr_kernel'))} | "
                 f"{cyc} | {ipc} | {cs} |")
     lines.append("")
-    lines.append("Targets (issue 10):")
+    lines.append("Targets (issue 10; a CPU target passes only when both the CPU time of the best "
+                 "rounds and the cycles are within it):")
     lines.append("")
     for name, ok, detail in targets(med):
         mark = "n/a" if ok is None else ("**pass**" if ok else "**MISSED**")

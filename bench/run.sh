@@ -83,17 +83,29 @@ BARE=$ROOT/target/release/bare-proxy
 mkdir -p "$OUT"
 DIR=$(mktemp -d)
 PIDS=()
+descendants() { # pid -> it and every process below it (nginx workers are children of
+  # the master)
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
+}
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Every process this script started, and whatever they started (nginx workers).
+  local all=() p
+  for p in "${PIDS[@]}"; do all+=($(descendants "$p")); done
+  [ "${#all[@]}" -gt 0 ] || { rm -rf "$DIR"; return; }
+  kill "${all[@]}" 2>/dev/null || true
+  for _ in $(seq 20); do
+    kill -0 "${all[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "${all[@]}" 2>/dev/null || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-on_proxy() { taskset -c "$PROXY_CPU" "$@"; }
 on_load() { taskset -c "$LOAD_CPU" "$@"; }
 wait_http() { # url [header]
   for _ in $(seq 100); do
@@ -141,9 +153,10 @@ nginx_http_common() { # name
   keepalive_timeout 300s;
 EOF
 }
-start_nginx() { # name pin-function conf-file
-  local name=$1 pin=$2 conf=$3
-  "$pin" nginx -p "$DIR" -c "$conf" -g 'daemon off;' >"$DIR/logs/$name.out" 2>&1 &
+start_nginx() { # name cpu conf-file
+  local name=$1 cpu=$2 conf=$3
+  # A simple command in the background: $! is nginx's master itself (taskset execs it).
+  taskset -c "$cpu" nginx -p "$DIR" -c "$conf" -g 'daemon off;' >"$DIR/logs/$name.out" 2>&1 &
   PIDS+=($!)
   NGX_PID[$name]=$!
 }
@@ -165,8 +178,8 @@ EOF
 }
 upstream_conf upstream "$UP" >"$DIR/upstream.conf"
 upstream_conf direct "$CEIL" >"$DIR/direct.conf"
-start_nginx upstream on_load "$DIR/upstream.conf"
-start_nginx direct on_proxy "$DIR/direct.conf"
+start_nginx upstream "$LOAD_CPU" "$DIR/upstream.conf"
+start_nginx direct "$PROXY_CPU" "$DIR/direct.conf"
 
 {
   nginx_common nginx
@@ -185,7 +198,7 @@ $(nginx_http_common nginx)
 }
 EOF
 } >"$DIR/nginx.conf"
-start_nginx nginx on_proxy "$DIR/nginx.conf"
+start_nginx nginx "$PROXY_CPU" "$DIR/nginx.conf"
 
 # nginx + Lua as an API gateway, the core of Kong's key-auth and rate-limiting (local
 # policy): the key looked up in a shared dict, then two shared-dict counters per consumer
@@ -229,9 +242,9 @@ $(nginx_http_common lua)
 }
 EOF
 } >"$DIR/lua.conf"
-start_nginx nginx-lua on_proxy "$DIR/lua.conf"
+start_nginx nginx-lua "$PROXY_CPU" "$DIR/lua.conf"
 
-on_proxy "$BARE" "127.0.0.1:$BAREP" "127.0.0.1:$UP" 1 >"$DIR/logs/bare.log" 2>&1 &
+taskset -c "$PROXY_CPU" "$BARE" "127.0.0.1:$BAREP" "127.0.0.1:$UP" 1 >"$DIR/logs/bare.log" 2>&1 &
 PIDS+=($!); BARE_PID=$!
 
 # ---------------------------------------------------------------- Tollgate
@@ -337,7 +350,7 @@ declare -A TG_PROXY TG_ADMIN TG_PID TG_KEY
 start_tollgate() { # name, extra flags...
   local name=$1; shift
   TG_PROXY[$name]=$(port); TG_ADMIN[$name]=$(port)
-  TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn on_proxy "$TG" serve --config "$DIR/policy.yaml" \
+  TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn taskset -c "$PROXY_CPU" "$TG" serve --config "$DIR/policy.yaml" \
     --listen "127.0.0.1:${TG_PROXY[$name]}" --admin-listen "127.0.0.1:${TG_ADMIN[$name]}" \
     --data-dir "$DIR/data-$name" --threads 1 "$@" >"$DIR/logs/tollgate-$name.log" 2>&1 &
   PIDS+=($!); TG_PID[$name]=$!
@@ -424,12 +437,6 @@ fi
 
 # ---------------------------------------------------------------- measuring
 TICK=$(getconf CLK_TCK)
-descendants() { # pid -> it and every process below it (a background job is a subshell
-  # whose child is taskset's exec; nginx workers are children of the master)
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
-}
 cpu_ticks() { # pid -> utime + stime of it and its descendants (each with all its threads)
   local t=0 p
   for p in $(descendants "$1"); do
@@ -539,7 +546,7 @@ profile_cases() {
     log "perf record on $c"
     local args=()
     [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
-    on_load wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
     local w=$!
     sleep 1
     # DWARF call graphs: the release profile keeps line tables, not frame pointers.

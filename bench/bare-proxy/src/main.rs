@@ -52,6 +52,9 @@ fn main() {
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1usize);
     let conf = ServerConf {
         threads: threads.max(1),
+        // SIGTERM ends it at once (a benchmark has nothing in flight worth waiting for).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
