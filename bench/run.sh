@@ -21,24 +21,26 @@
 #
 # Pinning (2 cores): every proxy under test (and the "direct" upstream copy) on core
 # PROXY_CPU with one worker (thread or process); the load generators and the upstream
-# nginx on core LOAD_CPU. Medians over the rounds go into a markdown table (ratios against
-# the bare Pingora proxy and against nginx), printed and written between the markers of
-# the "Peers" section of docs/benchmarks.md (WRITE_DOCS=0 to leave the file alone).
-# PROFILE=1 (or PROFILE=auto, the default, when a target is missed) records `perf` on
-# the bare proxy and the Tollgate cases and writes the top symbols to OUT/profile-*.txt.
+# nginx on core LOAD_CPU. bench/peers-report.py turns the rounds into a markdown table
+# (best round and median; ratios against the bare Pingora proxy and against nginx, on the
+# best round, since other load on the shared machine only ever adds), checks the targets,
+# prints it and writes it between the markers of the "Peers" section of
+# docs/benchmarks.md (WRITE_DOCS=0 to leave the file alone). PROFILE=1 (or PROFILE=auto,
+# the default, when a target is missed) records `perf` on PROFILE_CASES and writes the top
+# symbols to OUT/profile-*.txt and the user cycles by group to OUT/profile-groups.txt.
 #
-# Knobs: ROUNDS=3 SECS=6 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=6 INSTR_SECS=3 WAIT_LOAD=1.0
+# Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 WAIT_LOAD=1.0
 # WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
 # PROFILE_CASES="bare tg-pass tg-full"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-6}
+ROUNDS=${ROUNDS:-5}
+SECS=${SECS:-5}
 CONNS=${CONNS:-32}
 RATE=${RATE:-5000}
 LAT_CONNS=${LAT_CONNS:-16}
-LAT_SECS=${LAT_SECS:-6}
+LAT_SECS=${LAT_SECS:-5}
 INSTR_SECS=${INSTR_SECS:-3}
 WAIT_LOAD=${WAIT_LOAD:-1.0}
 WAIT_MAX=${WAIT_MAX:-600}
@@ -549,6 +551,7 @@ profile_cases() {
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((SECS + 2))s" "${args[@]}" "${CASE_URL[$c]}" >/dev/null &
     local w=$!
     sleep 1
+    rm -f "$OUT/perf-$c.data" "$OUT/perf-$c.data.old"
     # DWARF call graphs: the release profile keeps line tables, not frame pointers.
     "$PERF" record -q -F 499 --call-graph dwarf,16384 \
       -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" -o "$OUT/perf-$c.data" -- sleep "$SECS" \
@@ -562,6 +565,7 @@ profile_cases() {
     "$PERF" report -q -i "$OUT/perf-$c.data" --no-children --stdio --sort dso \
       -g none 2>/dev/null | sed '/^$/d; s/  *$//' | head -15 >"$OUT/profile-$c-dso.txt" || true
   done
+  python3 "$ROOT/bench/perf-groups.py" "$OUT" $PROFILE_CASES >"$OUT/profile-groups.txt" 2>&1 || true
 }
 
 # ---------------------------------------------------------------- report
@@ -595,7 +599,8 @@ fi
 args=("$OUT")
 [ "$WRITE_DOCS" = 1 ] && args+=(--docs "$ROOT/docs/benchmarks.md")
 python3 "$ROOT/bench/peers-report.py" "${args[@]}"
-for f in "$OUT"/profile-*.txt; do
-  [ -e "$f" ] && { echo; echo "== $(basename "$f")"; head -30 "$f"; }
-done
+if [ -e "$OUT/profile-groups.txt" ]; then
+  echo; cat "$OUT/profile-groups.txt"
+  echo; echo "(profiles: $OUT/profile-*.txt, perf data: $OUT/perf-*.data)"
+fi
 exit 0
