@@ -202,7 +202,7 @@ impl Proxy {
             ctx.target = Some(picked.index);
             ctx.attempts += 1;
             let mut head = session.req_header().clone();
-            self.prepare_upstream(&mut head, ctx, pool.target(picked.index), https)?;
+            self.prepare_upstream(&mut head, ctx, pool, picked.index, https)?;
             head.remove_header(&TRANSFER_ENCODING);
             if body.is_empty()
                 && !matches!(

@@ -46,13 +46,19 @@ enum Phase {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// A stream whose request heads must arrive within a time limit.
+///
+/// The timer costs nothing while heads arrive whole: it is only looked at when a read of a
+/// head would wait (`Pending`) or returns part of a head, and only re-armed when a head on
+/// a keep-alive connection arrives in more than one read.
 #[derive(Debug)]
 pub struct HeaderDeadline {
     inner: Stream,
     limit: Duration,
     phase: Phase,
+    /// The current head's deadline; meaningful while `phase` is `InHead`.
     sleep: Pin<Box<Sleep>>,
-    /// Last bytes seen, to find a head end split across reads.
+    /// Last bytes seen (the most recent in the low byte), to find a head end split across
+    /// reads.
     tail: u32,
     /// Nothing has been read yet.
     fresh: bool,
@@ -71,14 +77,41 @@ impl HeaderDeadline {
         }
     }
 
+    fn timed_out() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")
+    }
+}
+
+/// Watch `bytes` for the end of a head: a line feed after an empty line (`\n\n` or
+/// `\n\r\n`, which covers `\r\n\r\n`). `tail` carries the last bytes of earlier reads of
+/// the same head (the most recent in the low byte). Lenient on purpose: ending the watch
+/// early only leaves the server's per-read timeout in charge.
+fn head_ends(tail: &mut u32, bytes: &[u8]) -> bool {
+    let last = *tail;
+    let before = |p: usize, k: usize| -> u8 {
+        if p >= k {
+            bytes[p - k]
+        } else {
+            (last >> (8 * (k - p - 1))) as u8
+        }
+    };
+    for p in memchr::memchr_iter(b'\n', bytes) {
+        let b1 = before(p, 1);
+        if b1 == b'\n' || (b1 == b'\r' && before(p, 2) == b'\n') {
+            *tail = 0;
+            return true;
+        }
+    }
+    for &b in &bytes[bytes.len().saturating_sub(4)..] {
+        *tail = (*tail << 8) | u32::from(b);
+    }
+    false
+}
+
+impl HeaderDeadline {
     fn scan(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.tail = (self.tail << 8) | u32::from(b);
-            if self.tail == u32::from_be_bytes(*b"\r\n\r\n") || (self.tail & 0xffff) == 0x0a0a {
-                self.phase = Phase::AfterHead;
-                self.tail = 0;
-                return;
-            }
+        if head_ends(&mut self.tail, bytes) {
+            self.phase = Phase::AfterHead;
         }
     }
 }
@@ -90,17 +123,14 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.phase == Phase::InHead && this.sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not received in time",
-            )));
-        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &res {
-            let new = &buf.filled()[before..];
-            if !new.is_empty() {
+        match &res {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    return res;
+                }
                 // "PRI" is no HTTP/1 method: three bytes tell the two apart.
                 if std::mem::take(&mut this.fresh)
                     && new.len() >= 3
@@ -108,18 +138,35 @@ impl AsyncRead for HeaderDeadline {
                 {
                     this.phase = Phase::Off;
                 }
-                if this.phase == Phase::Idle {
-                    this.phase = Phase::InHead;
-                    this.tail = 0;
-                    let deadline = Instant::now() + this.limit;
-                    this.sleep.as_mut().reset(deadline);
+                match this.phase {
+                    Phase::Idle => {
+                        // The first bytes of the next head: its deadline starts now, but the
+                        // timer is only armed when the head did not come whole.
+                        this.phase = Phase::InHead;
+                        this.tail = 0;
+                        this.scan(new);
+                        if this.phase == Phase::InHead {
+                            let deadline = Instant::now() + this.limit;
+                            this.sleep.as_mut().reset(deadline);
+                        }
+                    }
+                    Phase::InHead => {
+                        this.scan(new);
+                        if this.phase == Phase::InHead && this.sleep.deadline() <= Instant::now() {
+                            return Poll::Ready(Err(Self::timed_out()));
+                        }
+                    }
+                    Phase::AfterHead | Phase::Off => {}
                 }
-                if this.phase == Phase::InHead {
-                    this.scan(new);
-                }
+                res
             }
+            Poll::Pending
+                if this.phase == Phase::InHead && this.sleep.as_mut().poll(cx).is_ready() =>
+            {
+                Poll::Ready(Err(Self::timed_out()))
+            }
+            _ => res,
         }
-        res
     }
 }
 
@@ -273,5 +320,38 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_ends;
+
+    fn ends_after(reads: &[&[u8]]) -> Option<usize> {
+        let mut tail = 0;
+        reads.iter().position(|r| head_ends(&mut tail, r))
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_in_one_read_or_split() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ends_after(&[head]), Some(0));
+        // Every split point, including inside the final CRLF CRLF.
+        for cut in 1..head.len() {
+            assert_eq!(ends_after(&[&head[..cut], &head[cut..]]), Some(1), "cut {cut}");
+        }
+        // One byte at a time.
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(ends_after(&bytes), Some(head.len() - 1));
+        // Bare line feeds.
+        assert_eq!(ends_after(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
+    }
+
+    #[test]
+    fn a_partial_head_does_not_end() {
+        assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n"]), None);
+        assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\n", b"Host: a\r", b"\n"]), None);
+        assert_eq!(ends_after(&[b"\n"]), None);
+        assert_eq!(ends_after(&[b"\r\n"]), None);
     }
 }

@@ -1,6 +1,9 @@
 //! Upstream pools: one per API, built on `pingora-load-balancing`.
 //!
-//! - Round robin over healthy targets.
+//! - Round robin over healthy targets: an atomic counter over the pool's own target list,
+//!   with the health state read from `pingora-load-balancing`'s `Backends` only when the
+//!   API configures a health check (its selector clones a `Backend`, extensions and all,
+//!   and hashes every candidate: too much for the per-request path).
 //! - Active HTTP health checks when the API configures `health_check` (run by the
 //!   gateway's maintenance task, since load balancers made after start-up are not Pingora
 //!   services).
@@ -20,7 +23,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::ToSocketAddrs;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_config::{Target, UpstreamDef};
@@ -28,15 +31,19 @@ use tollgate_config::{Target, UpstreamDef};
 /// How long a target that refused a connection is skipped.
 pub const EJECT_FOR: Duration = Duration::from_secs(5);
 
-/// Index of a target in its pool, kept in each `Backend`'s extensions.
-#[derive(Debug, Clone, Copy)]
-struct TargetIndex(usize);
-
 /// The upstream pool of one API.
 pub struct Pool {
     /// The definition this pool was built from.
     pub def: UpstreamDef,
     lb: LoadBalancer<RoundRobin>,
+    /// Per target: its `Backend` (for the health state) and the peer every attempt starts
+    /// from.
+    backends: Vec<Backend>,
+    peers: Vec<HttpPeer>,
+    /// Per target: the `Host` the upstream sees (`host:port`).
+    hosts: Vec<http::HeaderValue>,
+    /// Round-robin position.
+    next: AtomicUsize,
     epoch: Instant,
     /// Per target: milliseconds since `epoch` until which it is ejected (0: not ejected).
     ejected_until: Vec<AtomicU64>,
@@ -70,15 +77,29 @@ impl Pool {
     /// Build a pool; resolves host names once (blocking DNS, done at config apply).
     pub fn build(def: &UpstreamDef) -> Result<Pool, String> {
         let mut set = BTreeSet::new();
-        for (i, t) in def.targets.iter().enumerate() {
+        let mut targets = Vec::with_capacity(def.targets.len());
+        let mut peers = Vec::with_capacity(def.targets.len());
+        let mut hosts = Vec::with_capacity(def.targets.len());
+        for t in &def.targets {
             let addr = resolve(t)?;
-            let mut b = Backend {
+            let b = Backend {
                 addr: SocketAddr::Inet(addr),
                 weight: 1,
                 ext: Default::default(),
             };
-            b.ext.insert(TargetIndex(i));
-            set.insert(b);
+            set.insert(b.clone());
+            targets.push(b);
+            let sni = if t.tls { t.host.clone() } else { String::new() };
+            let mut peer = HttpPeer::new(addr, t.tls, sni);
+            peer.options.connection_timeout = Some(def.connect_timeout);
+            peer.options.read_timeout = Some(def.timeout);
+            peer.options.write_timeout = Some(def.timeout);
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+            peers.push(peer);
+            hosts.push(
+                http::HeaderValue::try_from(t.authority())
+                    .map_err(|_| format!("upstream host {} is no valid Host header", t.host))?,
+            );
         }
         let backends = Backends::new(Static::new(set));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
@@ -114,6 +135,10 @@ impl Pool {
         Ok(Pool {
             def: def.clone(),
             lb,
+            backends: targets,
+            peers,
+            hosts,
+            next: AtomicUsize::new(0),
             epoch: Instant::now(),
             ejected_until: def.targets.iter().map(|_| AtomicU64::new(0)).collect(),
             next_check: AtomicU64::new(0),
@@ -122,12 +147,6 @@ impl Pool {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn is_ejected(&self, index: usize, now: u64) -> bool {
-        self.ejected_until
-            .get(index)
-            .is_some_and(|t| t.load(Ordering::Relaxed) > now)
     }
 
     /// Skip target `index` for [`EJECT_FOR`] (passive health).
@@ -143,44 +162,35 @@ impl Pool {
     /// Pick the next target by round robin among healthy ones, skipping the targets in
     /// `tried` (a bit set of indexes) and, while others remain, ejected ones.
     pub fn pick(&self, tried: u64) -> Result<Picked, PickError> {
-        let now = self.now_ms();
-        let n = self.def.targets.len();
-        let iterations = n * 2 + 1;
-        let index_of = |b: &Backend| b.ext.get::<TargetIndex>().map_or(0, |i| i.0);
-        let not_tried = |i: usize| i >= 64 || tried & (1 << i) == 0;
-        let chosen = self
-            .lb
-            .select_with(b"", iterations, |b, healthy| {
-                let i = index_of(b);
-                healthy && not_tried(i) && !self.is_ejected(i, now)
-            })
-            .or_else(|| {
-                self.lb.select_with(b"", iterations, |b, healthy| {
-                    healthy && not_tried(index_of(b))
-                })
-            })
-            .ok_or(PickError::NoHealthyTarget)?;
-        let index = index_of(&chosen);
-        let target = &self.def.targets[index];
-        let addr = chosen
-            .addr
-            .as_inet()
-            .copied()
-            .ok_or(PickError::NoHealthyTarget)?;
-        let sni = if target.tls {
-            target.host.clone()
-        } else {
-            String::new()
+        let n = self.peers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let checked = self.def.health_check.is_some();
+        let candidate = |i: usize| {
+            (i >= 64 || tried & (1 << i) == 0)
+                && (!checked || self.lb.backends().ready(&self.backends[i]))
         };
-        let mut peer = HttpPeer::new(addr, target.tls, sni);
-        peer.options.connection_timeout = Some(self.def.connect_timeout);
-        peer.options.read_timeout = Some(self.def.timeout);
-        peer.options.write_timeout = Some(self.def.timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // The clock is read only when some target has been ejected.
+        let mut now = None;
+        let index = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| {
+                candidate(i) && {
+                    let until = self.ejected_until[i].load(Ordering::Relaxed);
+                    until == 0 || until <= *now.get_or_insert_with(|| self.now_ms())
+                }
+            })
+            // Every candidate is ejected: try one anyway rather than fail.
+            .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| candidate(i)))
+            .ok_or(PickError::NoHealthyTarget)?;
         Ok(Picked {
             index,
-            peer: Box::new(peer),
+            peer: Box::new(self.peers[index].clone()),
         })
+    }
+
+    /// The `Host` header value for the target at `index`.
+    pub fn host(&self, index: usize) -> &http::HeaderValue {
+        &self.hosts[index]
     }
 
     /// The target at `index`.
@@ -204,11 +214,8 @@ impl Pool {
 
     /// Whether the target at `index` currently passes the active health check.
     pub fn is_healthy(&self, index: usize) -> bool {
-        self.lb
-            .backends()
-            .get_backend()
-            .iter()
-            .find(|b| b.ext.get::<TargetIndex>().is_some_and(|i| i.0 == index))
+        self.backends
+            .get(index)
             .is_some_and(|b| self.lb.backends().ready(b))
     }
 }

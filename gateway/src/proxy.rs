@@ -13,7 +13,7 @@ use crate::normalize::normalize_path;
 use crate::pool::Pool;
 use crate::snapshot::{RuntimeChain, Snapshot};
 use crate::telemetry::{export_span, unix_ms, SpanInfo};
-use crate::trace::{new_request_id, next_traceparent, TraceIds};
+use crate::trace::{new_request_id, TraceIds};
 use crate::{Gateway, InflightGuard, SubscriptionScope, SubscriptionState};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,12 +30,26 @@ use tollgate_analytics::{classify, AccessFields, Event};
 use tollgate_config::OpMatch;
 use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx};
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// Names of the headers Tollgate sets, as written on the wire. Pingora keeps a
+/// case-preserving spelling beside every header; inserting by `HeaderName` would allocate
+/// a copy of that spelling each time, a static one costs nothing.
+mod wire {
+    use bytes::Bytes;
+    pub(super) static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
+    pub(super) static X_FORWARDED_FOR: Bytes = Bytes::from_static(b"x-forwarded-for");
+    pub(super) static X_FORWARDED_PROTO: Bytes = Bytes::from_static(b"x-forwarded-proto");
+    pub(super) static X_FORWARDED_HOST: Bytes = Bytes::from_static(b"x-forwarded-host");
+    pub(super) static TRACEPARENT: Bytes = Bytes::from_static(b"traceparent");
+}
 
 /// The proxy service.
 pub struct Proxy {
@@ -92,6 +106,8 @@ pub struct Ctx {
     pub(crate) upstream_us: Option<u64>,
     /// This request's trace identity (set once it is routed; see [`TraceIds`]).
     pub(crate) trace: Option<TraceIds>,
+    /// `ctx.req.request_id` as a header value (upstream and answer share it).
+    pub(crate) request_id: HeaderValue,
 }
 
 /// The answers the core makes when a request cannot be proxied, shared by the streaming
@@ -172,6 +188,17 @@ fn add_answer_headers(
     Ok(())
 }
 
+/// The client address as an `X-Forwarded-For` value.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // The longest IPv6 text is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let len = 48 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| unreachable!("an address is text"))
+}
+
 /// Remove query parameter `name` (its encoded form as written) from a raw query.
 fn strip_query_param(query: &str, name: &str) -> Option<String> {
     let mut out = String::with_capacity(query.len());
@@ -236,7 +263,7 @@ impl Proxy {
         if status != StatusCode::NOT_MODIFIED {
             resp.insert_header(CONTENT_LENGTH, body.len())?;
         }
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        resp.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         if close {
             resp.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
@@ -263,24 +290,30 @@ impl Proxy {
         &self,
         upstream: &mut RequestHeader,
         ctx: &Ctx,
-        target: &tollgate_config::Target,
+        pool: &Pool,
+        t: usize,
         https: bool,
     ) -> Result<()> {
+        let target = pool.target(t);
+        let query = ctx.req.upstream_query.as_deref();
+        let keep_rest = ctx.req.upstream_path != "/" || target.base_path.is_empty();
         let mut uri = String::with_capacity(
             target.base_path.len()
                 + ctx.req.upstream_path.len()
-                + ctx.req.upstream_query.as_ref().map_or(0, |q| q.len() + 1),
+                + query.map_or(0, |q| q.len() + 1),
         );
         uri.push_str(&target.base_path);
-        if ctx.req.upstream_path != "/" || target.base_path.is_empty() {
+        if keep_rest {
             uri.push_str(&ctx.req.upstream_path);
         }
-        if let Some(q) = &ctx.req.upstream_query {
+        if let Some(q) = query {
             uri.push('?');
             uri.push_str(q);
         }
-        upstream.set_raw_path(uri.as_bytes())?;
-        upstream.insert_header(HOST, target.authority())?;
+        if upstream.raw_path() != uri.as_bytes() {
+            upstream.set_raw_path(uri.as_bytes())?;
+        }
+        upstream.insert_header(HOST, pool.host(t).clone())?;
         // Hop-by-hop headers named by the client's Connection header go no further.
         if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
             if let Ok(list) = conn.to_str() {
@@ -293,35 +326,32 @@ impl Proxy {
                 }
             }
         }
-        upstream.remove_header("proxy-connection");
-        upstream.remove_header("keep-alive");
+        upstream.remove_header(&PROXY_CONNECTION);
+        upstream.remove_header(&KEEP_ALIVE);
         match ctx.req.client_ip {
-            Some(ip) => upstream.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
+            Some(ip) => upstream.insert_header(wire::X_FORWARDED_FOR.clone(), ip_value(ip))?,
             None => {
                 upstream.remove_header(&X_FORWARDED_FOR);
             }
         }
-        upstream.insert_header(
-            X_FORWARDED_PROTO.clone(),
-            if https { "https" } else { "http" },
-        )?;
+        let proto = if https { &HTTPS } else { &HTTP };
+        upstream.insert_header(wire::X_FORWARDED_PROTO.clone(), proto.clone())?;
         match &ctx.orig_host {
-            Some(h) => upstream.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
+            Some(h) => upstream.insert_header(wire::X_FORWARDED_HOST.clone(), h.clone())?,
             None => {
                 upstream.remove_header(&X_FORWARDED_HOST);
             }
         }
         let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
-        let tp = match &ctx.trace {
-            Some(ids) => ids.traceparent(),
-            None => next_traceparent(incoming),
-        };
-        let continued = incoming.is_some_and(|i| i.len() >= 36 && tp.as_bytes()[..36] == i[..36]);
-        if !continued {
+        let ids = ctx
+            .trace
+            .unwrap_or_else(|| TraceIds::from_incoming(incoming));
+        // A continued trace keeps the caller's vendor state; a new one drops it.
+        if ids.parent_span_id.is_none() {
             upstream.remove_header(&TRACESTATE);
         }
-        upstream.insert_header(TRACEPARENT.clone(), tp)?;
-        upstream.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        upstream.insert_header(wire::TRACEPARENT.clone(), ids.traceparent_value())?;
+        upstream.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -363,6 +393,7 @@ impl ProxyHttp for Proxy {
             upstream_start: None,
             upstream_us: None,
             trace: None,
+            request_id: HeaderValue::from_static(""),
         }
     }
 
@@ -370,7 +401,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.gw.snapshot();
         ctx.snap = Some(snap.clone());
-        ctx.req.request_id = new_request_id();
+        (ctx.req.request_id, ctx.request_id) = new_request_id();
         ctx.req.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -698,9 +729,8 @@ impl ProxyHttp for Proxy {
         let (Some(pool), Some(t)) = (ctx.pool.as_ref(), ctx.target) else {
             return Ok(());
         };
-        let target = pool.target(t);
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        self.prepare_upstream(upstream, ctx, target, https)
+        self.prepare_upstream(upstream, ctx, pool, t, https)
     }
 
     /// Runs the outbound section on the upstream's answer and adds `X-Request-Id` and the
@@ -735,7 +765,7 @@ impl ProxyHttp for Proxy {
             .cache
             .after_outbound(session.req_header(), ctx.replace_body.is_some());
         add_answer_headers(resp, &ctx.req.answer_headers)?;
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.req.request_id.as_str())?;
+        resp.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         Ok(())
     }
 

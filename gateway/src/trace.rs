@@ -5,17 +5,26 @@
 //! trace. Request ids are 128 random bits in hex, made by Tollgate for every request; a
 //! client-sent `X-Request-Id` is never trusted.
 
-use std::fmt::Write;
+use http::HeaderValue;
 
-/// A new request id: 32 lower-case hex digits.
-pub fn new_request_id() -> String {
-    hex128(rand::random::<u128>())
+/// A new request id: 32 lower-case hex digits, as text and as the header value sent
+/// upstream and to the client (made once, then shared).
+pub fn new_request_id() -> (String, HeaderValue) {
+    let mut buf = [0u8; 32];
+    hex_into(&mut buf, &rand::random::<u128>().to_be_bytes());
+    let value = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| unreachable!("hex digits"));
+    let text = std::str::from_utf8(&buf).unwrap_or_else(|_| unreachable!("hex digits"));
+    (text.to_owned(), value)
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    // The lengths are fixed by the callers: this cannot fail.
+    hex::encode_to_slice(bytes, out).unwrap_or_else(|_| unreachable!("buffer sized for the hex"));
 }
 
 fn hex128(v: u128) -> String {
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{v:032x}");
-    s
+    hex::encode(v.to_be_bytes())
 }
 
 /// The trace identity of one request: the trace it belongs to, the span the gateway makes
@@ -71,13 +80,24 @@ impl TraceIds {
 
     /// `00-TRACE-SPAN-FLAGS`: the `traceparent` sent upstream.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        let _ = write!(
-            s,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        );
-        s
+        let buf = self.traceparent_bytes();
+        std::str::from_utf8(&buf)
+            .unwrap_or_else(|_| unreachable!("hex digits and dashes"))
+            .to_owned()
+    }
+
+    /// The `traceparent` as a header value.
+    pub fn traceparent_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.traceparent_bytes())
+            .unwrap_or_else(|_| unreachable!("hex digits and dashes"))
+    }
+
+    fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&mut buf[3..35], &self.trace_id.to_be_bytes());
+        hex_into(&mut buf[36..52], &self.span_id.to_be_bytes());
+        hex_into(&mut buf[53..55], &[self.flags]);
+        buf
     }
 
     /// The trace id in hex (32 digits).
@@ -169,10 +189,35 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique_hex() {
-        let a = new_request_id();
-        let b = new_request_id();
+        let (a, av) = new_request_id();
+        let (b, _) = new_request_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(av.as_bytes(), a.as_bytes());
+    }
+
+    #[test]
+    fn traceparent_renders_every_field() {
+        let ids = TraceIds {
+            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+            span_id: 0x00f067aa0ba902b7,
+            parent_span_id: None,
+            flags: 1,
+        };
+        let tp = ids.traceparent();
+        assert_eq!(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(ids.traceparent_value().as_bytes(), tp.as_bytes());
+        assert_eq!(ids.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let small = TraceIds {
+            trace_id: 1,
+            span_id: 2,
+            parent_span_id: None,
+            flags: 0,
+        };
+        assert_eq!(
+            small.traceparent(),
+            "00-00000000000000000000000000000001-0000000000000002-00"
+        );
     }
 }

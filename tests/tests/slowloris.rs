@@ -14,17 +14,14 @@ fn start() -> (Upstream, Gateway) {
     (up, gw)
 }
 
-#[test]
-fn a_trickled_head_is_cut_off() {
-    let (up, gw) = start();
-    let mut stream = std::net::TcpStream::connect(gw.addr()).expect("connect");
+/// Trickle `x` bytes one every 150 ms after `start` was written; whether and when the
+/// gateway closed the connection.
+fn trickle(stream: &mut std::net::TcpStream, start: &[u8]) -> (bool, Duration) {
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
     let started = Instant::now();
-    stream
-        .write_all(b"GET /echo/slow HTTP/1.1\r\nHost: a\r\n")
-        .expect("write");
+    stream.write_all(start).expect("write");
     let mut closed = false;
     // One byte every 150 ms: each read is quick, the head never ends. Bounded: 40 bytes.
     for _ in 0..40 {
@@ -34,7 +31,7 @@ fn a_trickled_head_is_cut_off() {
             break;
         }
         let mut buf = [0u8; 256];
-        match std::io::Read::read(&mut stream, &mut buf) {
+        match std::io::Read::read(stream, &mut buf) {
             Ok(0) => {
                 closed = true;
                 break;
@@ -49,14 +46,46 @@ fn a_trickled_head_is_cut_off() {
             }
         }
     }
-    let took = started.elapsed();
+    (closed, started.elapsed())
+}
+
+fn assert_cut(closed: bool, took: Duration) {
     assert!(closed, "the connection stayed open for {took:?}");
     assert!(took < Duration::from_secs(4), "closed only after {took:?}");
     assert!(
         took >= Duration::from_millis(900),
         "closed too early: {took:?}"
     );
+}
+
+#[test]
+fn a_trickled_head_is_cut_off() {
+    let (up, gw) = start();
+    let mut stream = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    let (closed, took) = trickle(&mut stream, b"GET /echo/slow HTTP/1.1\r\nHost: a\r\n");
+    assert_cut(closed, took);
     assert_eq!(up.count(), 0, "the upstream saw the trickled request");
+}
+
+#[test]
+fn a_trickled_second_head_on_a_keep_alive_connection_is_cut_off() {
+    let (up, gw) = start();
+    let mut stream = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    stream
+        .write_all(b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut stream, &mut buf).expect("first answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "first answer");
+    // Idle past the head timeout first: the deadline starts with the next head's first
+    // byte, not with the previous answer.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (closed, took) = trickle(&mut stream, b"GET /echo/slow HTTP/1.1\r\n");
+    assert_cut(closed, took);
+    assert_eq!(up.count(), 1, "the upstream saw the trickled request");
 }
 
 #[test]
