@@ -7,7 +7,8 @@
 //! `/openapi.json`. The handlers work on a
 //! [`tollgate_store::Store`] and a [`tollgate_gateway::Gateway`]; config writes go through
 //! [`apply_text`]'s path (validate, compile, apply to the gateway, then store), and every
-//! subscription change rebuilds the proxy's key ring ([`refresh_keys`]).
+//! subscription change updates that subscription's keys in the proxy's key ring, after the
+//! store write (the ring is built whole only at start: [`refresh_keys`]).
 //!
 //! # Choices where the contract is silent
 //!

@@ -2,8 +2,17 @@
 //!
 //! Keys are 43-character random strings ([`generate_key`]); only their HMAC digests under
 //! the installation secret are stored ([`KeyRing::digest`]). A key is therefore shown once:
-//! in the answer that made it. After every change the proxy's key ring is rebuilt from the
-//! store ([`refresh_keys`]), so a regenerated key stops working at once.
+//! in the answer that made it.
+//!
+//! The proxy's key ring is built from every stored subscription at start ([`refresh_keys`]).
+//! After that, a change touches only its own subscription in the ring, so its cost does not
+//! grow with the number of subscriptions. Under one write lock, a change reads that
+//! subscription's row (the digests the ring holds for it), writes to the store, reads the
+//! row again, and then maps the new digests and unmaps the old ones
+//! ([`KeyRing::upsert`], [`KeyRing::remove`]). So the ring follows the store: it changes only
+//! after the store write, from what the store holds, never from what the handler meant to
+//! write. Two changes to one subscription (two regenerations at once) cannot interleave. A
+//! regenerated key stops working before the answer leaves.
 //!
 //! Scope rule: `product:ID` and `api:ID` must name a product or an API of the live config
 //! when the subscription is created (else 422). A product or API removed later leaves its
@@ -20,13 +29,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
-use tollgate_gateway::keys::{generate_key, KeyEntry, KeyRing};
+use tollgate_gateway::keys::{generate_key, Digest, KeyEntry, KeyRing};
 use tollgate_gateway::{Subscription, SubscriptionScope};
 use tollgate_store::{AuditEntry, KeySlot, Store, StoreError, SubscriptionRecord};
 use utoipa::ToSchema;
 
-/// Subscription writes and key ring rebuilds, one at a time: a check-then-write (cancelled
-/// is final) cannot interleave, and an older ring never replaces a newer one.
+/// Subscription writes and their key ring changes, one at a time: a check-then-write
+/// (cancelled is final) cannot interleave, the rows read around a write are the ones before
+/// and after it, and an older ring never replaces a newer one.
 static SUBSCRIPTION_WRITES: Mutex<()> = Mutex::new(());
 
 /// Parses a stored scope: `all`, `product:ID` or `api:ID`.
@@ -57,25 +67,27 @@ fn gateway_state(s: tollgate_store::SubscriptionState) -> tollgate_gateway::Subs
     }
 }
 
+/// The ring entry of a stored subscription; `None` when its scope cannot be read (never
+/// grant access on a scope that cannot be read: its keys are left out).
+fn key_entry(sub: SubscriptionRecord) -> Option<KeyEntry> {
+    let Some(scope) = parse_scope(&sub.scope) else {
+        tracing::warn!(subscription = %sub.id, scope = %sub.scope, "unreadable scope: its keys are left out");
+        return None;
+    };
+    Some(KeyEntry {
+        primary: sub.primary_digest,
+        secondary: sub.secondary_digest,
+        subscription: Subscription {
+            id: Arc::from(sub.id.as_str()),
+            state: gateway_state(sub.state),
+            scope,
+        },
+    })
+}
+
 fn rebuild(store: &dyn Store, keys: &KeyRing) -> Result<usize, StoreError> {
     let subs = store.all_subscriptions()?;
-    let mut entries = Vec::with_capacity(subs.len());
-    for sub in subs {
-        let Some(scope) = parse_scope(&sub.scope) else {
-            // Never grant access on a scope that cannot be read.
-            tracing::warn!(subscription = %sub.id, scope = %sub.scope, "unreadable scope: its keys are left out");
-            continue;
-        };
-        entries.push(KeyEntry {
-            primary: sub.primary_digest,
-            secondary: sub.secondary_digest,
-            subscription: Subscription {
-                id: Arc::from(sub.id.as_str()),
-                state: gateway_state(sub.state),
-                scope,
-            },
-        });
-    }
+    let entries: Vec<KeyEntry> = subs.into_iter().filter_map(key_entry).collect();
     let n = entries.len();
     keys.replace_all(entries);
     // Data planes waiting on `/control/snapshot` learn of the change now.
@@ -84,13 +96,59 @@ fn rebuild(store: &dyn Store, keys: &KeyRing) -> Result<usize, StoreError> {
 }
 
 /// Rebuilds the proxy's key ring from every subscription in the store (call it at start;
-/// the handlers call it after every change). Returns how many subscriptions it holds.
-/// Subscriptions whose stored scope cannot be read are left out (their keys are unknown).
+/// the handlers change only the subscription they write, see [`sync_one`]). Returns how
+/// many subscriptions it holds. Subscriptions whose stored scope cannot be read are left
+/// out (their keys are unknown).
 pub fn refresh_keys(store: &dyn Store, keys: &KeyRing) -> Result<usize, StoreError> {
     let _guard = SUBSCRIPTION_WRITES
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     rebuild(store, keys)
+}
+
+/// Brings subscription `id`'s keys in the ring in line with its stored row, after a write
+/// (called under [`SUBSCRIPTION_WRITES`]). `before` is the row read before the write, under
+/// the same lock: its digests are the ones the ring holds for `id` (none when it did not
+/// exist or its scope cannot be read), and they are unmapped unless the row still has them.
+/// Reads one row; the ring changes in O(1).
+///
+/// When the store cannot be read, the ring cannot know what `id` holds now: it falls back
+/// to a full rebuild, and if that fails too, refuses `id`'s old keys (fail closed) until the
+/// next change or start.
+fn sync_one(
+    store: &dyn Store,
+    keys: &KeyRing,
+    id: &str,
+    before: Result<SubscriptionRecord, StoreError>,
+) {
+    let old: Vec<Digest> = match &before {
+        Ok(row) => vec![row.primary_digest, row.secondary_digest],
+        Err(StoreError::NotFound) => Vec::new(),
+        Err(e) => {
+            tracing::error!(subscription = %id, error = %e, "cannot read the subscription before its change: rebuilding the whole key ring");
+            if let Err(e) = rebuild(store, keys) {
+                tracing::error!(error = %e, "cannot rebuild the subscription key ring");
+            }
+            return;
+        }
+    };
+    match store.subscription(id) {
+        Ok(row) => match key_entry(row) {
+            Some(entry) => keys.upsert(entry, &old),
+            None => keys.remove(id, &old),
+        },
+        Err(StoreError::NotFound) => keys.remove(id, &old),
+        Err(e) => {
+            tracing::error!(subscription = %id, error = %e, "cannot read the subscription after its change: rebuilding the whole key ring");
+            if let Err(e) = rebuild(store, keys) {
+                tracing::error!(error = %e, "cannot rebuild the subscription key ring: the subscription's old keys are refused");
+                keys.remove(id, &old);
+            }
+            return;
+        }
+    }
+    // Data planes waiting on `/control/snapshot` learn of the change now.
+    crate::control::ring();
 }
 
 /// Who does what to which subscription (the audit entry's fields).
@@ -121,21 +179,23 @@ impl Act<'_> {
     }
 }
 
-/// Runs one subscription write (under the write lock), then rebuilds the key ring. A
-/// refused write is audited.
+/// Runs one write to subscription `id` (under the write lock), then brings that
+/// subscription's keys in the ring in line with the store ([`sync_one`]). A refused write is
+/// audited.
 fn write<T>(
     state: &AdminState,
     act: Act<'_>,
+    id: &str,
     f: impl FnOnce(&dyn Store) -> Result<T, Problem>,
 ) -> Result<T, Problem> {
     let _guard = SUBSCRIPTION_WRITES
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let result = f(state.store.as_ref());
-    // Rebuild even after a failure: part of a change may have been stored.
-    if let Err(e) = rebuild(state.store.as_ref(), &state.keys) {
-        tracing::error!(error = %e, "cannot rebuild the subscription key ring");
-    }
+    let store = state.store.as_ref();
+    let before = store.subscription(id);
+    let result = f(store);
+    // Even after a failure: part of a change may have been stored.
+    sync_one(store, &state.keys, id, before);
     if let Err(p) = &result {
         act.refused(state, p);
     }
@@ -331,7 +391,7 @@ pub(crate) async fn create_subscription(
         primary_digest: state.keys.digest(&primary),
         secondary_digest: state.keys.digest(&secondary),
     };
-    let stored = write(&state, act, |store| {
+    let stored = write(&state, act, &id, |store| {
         store
             .create_subscription(&record, act.ok())
             .map_err(not_found(&id))?;
@@ -448,7 +508,7 @@ pub(crate) async fn patch_subscription(
         },
         target: &target,
     };
-    let updated = write(&state, act, |store| {
+    let updated = write(&state, act, &id, |store| {
         let current = store.subscription(&id).map_err(not_found(&id))?;
         if current.state == tollgate_store::SubscriptionState::Cancelled
             && body.state != StateView::Cancelled
@@ -492,7 +552,7 @@ fn rotate(
         action,
         target: &target,
     };
-    write(state, act, |store| {
+    write(state, act, id, |store| {
         let current = store.subscription(id).map_err(not_found(id))?;
         if current.state == tollgate_store::SubscriptionState::Cancelled {
             return Err(Problem::conflict(format!(
@@ -645,7 +705,7 @@ pub(crate) async fn delete_subscription(
         action: "subscription.delete",
         target: &target,
     };
-    write(&state, act, |store| {
+    write(&state, act, &id, |store| {
         store
             .delete_subscription(&id, act.ok())
             .map_err(not_found(&id))

@@ -1345,3 +1345,129 @@ async fn cache_purge_and_stats() {
     assert_eq!(a.json()["max_bytes"], 256 << 20);
     assert_eq!(a.json()["entries"], 0);
 }
+
+// ---- the key ring follows the store ----------------------------------------------------
+
+/// Every key an answer showed.
+fn keys_in(doc: &Value) -> Vec<String> {
+    ["primary_key", "secondary_key"]
+        .iter()
+        .filter_map(|k| doc[*k].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_subscription_changes_leave_the_ring_equal_to_a_rebuild() {
+    let h = Arc::new(Harness::with_config());
+    let mut issued: Vec<String> = Vec::new();
+    for i in 0..6 {
+        let scope = ["all", "product:gold", "api:pets"][i % 3];
+        let doc = create(
+            &h,
+            json!({"id": format!("c{i}"), "display_name": "c", "scope": scope}),
+        )
+        .await;
+        issued.extend(keys_in(&doc));
+    }
+    assert_eq!(h.state.keys.len(), 12);
+
+    // Eight clients, each changing random subscriptions of the six (and re-creating the
+    // deleted ones), at the same time.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut x = 0x2545_F491_4F6C_DD1D_u64 ^ (t + 1);
+                let mut keys = Vec::new();
+                for _ in 0..40 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let id = format!("c{}", x % 6);
+                    let (method, path, body) = match (x >> 8) % 7 {
+                        0 => (
+                            Method::POST,
+                            format!("/subscriptions/{id}/regenerate-primary-key"),
+                            None,
+                        ),
+                        1 => (
+                            Method::POST,
+                            format!("/subscriptions/{id}/regenerate-secondary-key"),
+                            None,
+                        ),
+                        2 => (Method::POST, format!("/subscriptions/{id}/secrets"), None),
+                        3 => (
+                            Method::PATCH,
+                            format!("/subscriptions/{id}"),
+                            Some(json!({"state": "suspended"})),
+                        ),
+                        4 => (
+                            Method::PATCH,
+                            format!("/subscriptions/{id}"),
+                            Some(json!({"state": "active"})),
+                        ),
+                        5 => (Method::DELETE, format!("/subscriptions/{id}"), None),
+                        _ => (
+                            Method::POST,
+                            "/subscriptions".to_owned(),
+                            Some(
+                                json!({"id": id, "display_name": "c", "scope": "product:starter"}),
+                            ),
+                        ),
+                    };
+                    let mut call = Call::new(method, &path);
+                    if let Some(body) = body {
+                        call = call.json(body);
+                    }
+                    let a = h.call(call).await;
+                    // 404 (deleted meanwhile) and 409 (exists already) are expected.
+                    assert!(
+                        a.status.is_success()
+                            || a.status == StatusCode::NOT_FOUND
+                            || a.status == StatusCode::CONFLICT,
+                        "{path}: {} {}",
+                        a.status,
+                        a.text()
+                    );
+                    if a.status.is_success() && !a.body.is_empty() {
+                        keys.extend(keys_in(&a.json()));
+                    }
+                }
+                keys
+            })
+        })
+        .collect();
+    for t in tasks {
+        issued.extend(t.await.unwrap());
+    }
+
+    // The ring, changed one subscription at a time, equals one rebuilt from the store: the
+    // same number of keys (no stale digest left), and every key ever issued finds the same
+    // subscription, state and scope in both, or nothing in both.
+    let rebuilt = KeyRing::new(h.state.store.installation_secret());
+    let n = refresh_keys(h.state.store.as_ref(), &rebuilt).unwrap();
+    assert_eq!(h.state.keys.len(), 2 * n);
+    assert_eq!(rebuilt.len(), 2 * n);
+    let mut live_keys = 0;
+    for key in &issued {
+        let (live, want) = (h.state.keys.lookup(key), rebuilt.lookup(key));
+        match (&live, &want) {
+            (None, None) => {}
+            (Some(l), Some(w)) => {
+                assert_eq!(
+                    (&l.id, l.state, &l.scope),
+                    (&w.id, w.state, &w.scope),
+                    "key of {}",
+                    w.id
+                );
+                live_keys += 1;
+            }
+            _ => panic!("the live ring and the store disagree on a key: {live:?} vs {want:?}"),
+        }
+    }
+    assert_eq!(
+        live_keys,
+        2 * n,
+        "every stored key was issued by some answer"
+    );
+}

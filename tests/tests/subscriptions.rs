@@ -1,10 +1,14 @@
 //! Subscriptions through the proxy: keys made by the admin API authenticate at once, by
 //! header or query parameter (default or per-API names), never reach the upstream; state
 //! changes, key rotation and deletion take effect for the next request; scopes `api:ID`,
-//! `product:ID` and `all`; a product subscription gets the product's policies.
+//! `product:ID` and `all`; a product subscription gets the product's policies. A change
+//! touches only its own subscription's keys (the others keep working), concurrent
+//! regenerations of one key leave exactly one new key working, and a restart rebuilds the
+//! same keys from the store.
 #![allow(missing_docs)]
 
 use serde_json::json;
+use std::time::Duration;
 use tollgate_tests::*;
 
 const ADMIN: &str = "admin-token-for-subscription-tests";
@@ -343,4 +347,186 @@ async fn removing_the_scoped_product_refuses_its_subscriptions() {
         .assert_problem(403);
     // The subscription itself stays.
     assert_eq!(admin.get("/subscriptions/gold").await.status, 200);
+}
+
+/// The status of `GET /pets/x` with `key`, and the same through `/orders` (its own header).
+async fn statuses(gw: &Gateway, key: &str) -> (u16, u16) {
+    let pets = with_header(gw, "/pets/x", key).await.status;
+    let orders = fetch(client().get(gw.url("/orders/x")).header("X-Api-Key", key))
+        .await
+        .status;
+    (pets, orders)
+}
+
+/// What each key of the test below must get: `(what, key, pets status, orders status)`.
+type Expect = Vec<(String, String, u16, u16)>;
+
+async fn check_all(gw: &Gateway, expect: &Expect, when: &str) {
+    for (what, key, pets, orders) in expect {
+        assert_eq!(
+            statuses(gw, key).await,
+            (*pets, *orders),
+            "{what} {when} (statuses through /pets and /orders)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_change_touches_only_its_subscription_and_a_restart_keeps_them_all() {
+    let up = Upstream::start("u");
+    let mut gw = start(&up);
+    let admin = gw.admin();
+
+    // Twenty subscriptions created at once, on all scopes.
+    let scopes = ["all", "api:pets", "product:silver", "api:orders"];
+    let created: Vec<Sub> = {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let admin = admin.clone();
+                let scope = scopes[i % scopes.len()];
+                tokio::spawn(async move {
+                    admin
+                        .create_subscription(&format!("bulk-{i:02}"), scope)
+                        .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    let allowed = |scope: &str| match scope {
+        "all" => (200, 200),
+        "api:pets" => (200, 403),
+        _ => (403, 200),
+    };
+    let mut expect: Expect = Vec::new();
+    for (i, sub) in created.iter().enumerate() {
+        let (pets, orders) = allowed(scopes[i % scopes.len()]);
+        for (slot, key) in [("primary", &sub.primary), ("secondary", &sub.secondary)] {
+            expect.push((format!("{} {slot}", sub.id), key.clone(), pets, orders));
+        }
+    }
+    check_all(&gw, &expect, "after creation").await;
+
+    // bulk-00 (all): regenerate the primary. The old key is refused, the new one works.
+    let a = admin
+        .post_empty("/subscriptions/bulk-00/regenerate-primary-key")
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let p0 = a.json()["primary_key"].as_str().unwrap().to_string();
+    expect[0].2 = 401;
+    expect[0].3 = 401;
+    expect.push(("bulk-00 new primary".into(), p0, 200, 200));
+
+    // bulk-01 (api:pets): regenerate the secondary.
+    let a = admin
+        .post_empty("/subscriptions/bulk-01/regenerate-secondary-key")
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let s1 = a.json()["secondary_key"].as_str().unwrap().to_string();
+    expect[3].2 = 401;
+    expect[3].3 = 401;
+    expect.push(("bulk-01 new secondary".into(), s1, 200, 403));
+
+    // bulk-02 (product:silver): suspended, both keys 403.
+    let a = admin
+        .patch_json("/subscriptions/bulk-02", &json!({"state": "suspended"}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    for e in &mut expect[4..6] {
+        e.2 = 403;
+        e.3 = 403;
+    }
+
+    // bulk-03 (api:orders): deleted, both keys 401.
+    let a = admin.delete("/subscriptions/bulk-03").await;
+    assert_eq!(a.status, 204, "{}", a.text());
+    for e in &mut expect[6..8] {
+        e.2 = 401;
+        e.3 = 401;
+    }
+
+    // bulk-04 (all): suspended, then active again.
+    for state in ["suspended", "active"] {
+        let a = admin
+            .patch_json("/subscriptions/bulk-04", &json!({"state": state}))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+
+    // bulk-05 (api:pets): eight regenerations of the primary at once. The answers come from
+    // changes made one after the other: the last stored key works, the seven others and
+    // the original are refused, the secondary is untouched.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let a = admin
+                    .post_empty("/subscriptions/bulk-05/regenerate-primary-key")
+                    .await;
+                assert_eq!(a.status, 200, "{}", a.text());
+                a.json()["primary_key"].as_str().unwrap().to_string()
+            })
+        })
+        .collect();
+    let mut raced = Vec::new();
+    for t in tasks {
+        raced.push(t.await.unwrap());
+    }
+    let mut working = Vec::new();
+    for key in &raced {
+        match statuses(&gw, key).await {
+            (200, 403) => working.push(key.clone()),
+            (401, 401) => {}
+            other => panic!("a raced primary of bulk-05 got {other:?}"),
+        }
+    }
+    assert_eq!(
+        working.len(),
+        1,
+        "exactly one of the concurrently regenerated primaries must work"
+    );
+    expect[10].2 = 401;
+    expect[10].3 = 401;
+    for key in raced {
+        let ok = working.contains(&key);
+        let status = if ok { (200, 403) } else { (401, 401) };
+        expect.push(("bulk-05 raced primary".into(), key, status.0, status.1));
+    }
+
+    // A new subscription after all that, and a bad request that changes nothing.
+    let late = admin.create_subscription("late", "product:gold").await;
+    expect.push(("late primary".into(), late.primary.clone(), 200, 403));
+    expect.push(("late secondary".into(), late.secondary.clone(), 200, 403));
+    let a = admin
+        .post_empty("/subscriptions/bulk-03/regenerate-primary-key")
+        .await;
+    assert_eq!(a.status, 404, "{}", a.text());
+
+    check_all(&gw, &expect, "after the changes").await;
+
+    // A restart on the same data directory rebuilds the ring from the store: the same keys
+    // work, the same are refused.
+    let exit = gw.stop(Duration::from_secs(15));
+    assert_eq!(exit.code(), Some(0), "exit after SIGTERM: {exit}");
+    let gw2 = Gateway::builder(&config(&up.url()))
+        .admin_token(ADMIN)
+        .without_config_flag()
+        .in_dir(gw.shared_dir())
+        .start();
+    check_all(&gw2, &expect, "after a restart").await;
+
+    // And changes after the restart are incremental on the rebuilt ring.
+    let a = gw2
+        .admin()
+        .post_empty("/subscriptions/late/regenerate-secondary-key")
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let late2 = a.json()["secondary_key"].as_str().unwrap().to_string();
+    assert_eq!(statuses(&gw2, &late.secondary).await, (401, 401));
+    assert_eq!(statuses(&gw2, &late2).await, (200, 403));
+    assert_eq!(statuses(&gw2, &late.primary).await, (200, 403));
 }

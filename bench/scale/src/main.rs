@@ -1,8 +1,12 @@
 //! Memory against scale, measured in process with the allocator of the `tollgate` binary
 //! (mimalloc) wrapped by a counter of live heap bytes:
 //!
-//! - the proxy's key ring (`tollgate_gateway::keys::KeyRing::replace_all`) against the number
-//!   of subscriptions (two keys each, as the admin API builds it);
+//! - the proxy's key ring (`tollgate_gateway::keys::KeyRing::replace_all`, the start-up
+//!   build) against the number of subscriptions (two keys each, as the admin API builds
+//!   it); then, at that size, the cost of one subscription change (`upsert` / `remove`, what
+//!   the admin API does per change) and of one lookup (the proxy's per-request work: HMAC,
+//!   map lookup, constant-time compare), beside the same lookup in a `std` `HashMap` (the
+//!   structure the ring used before it became a concurrent map);
 //! - the rate-limit registry (`tollgate_counters::Counters`, one table, one counter per
 //!   distinct key) against the number of distinct keys, and the same for a quota table
 //!   (which also records the subscription of each counter).
@@ -19,12 +23,14 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use tollgate_counters::{CachedPeriod, Counters, Period, SystemClock, TableKind, Take};
-use tollgate_gateway::keys::{KeyEntry, KeyRing};
-use tollgate_gateway::{Subscription, SubscriptionScope, SubscriptionState};
+use tollgate_gateway::keys::{digest, generate_key, Digest, KeyEntry, KeyRing};
+use tollgate_gateway::{Subscription, SubscriptionLookup, SubscriptionScope, SubscriptionState};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -125,25 +131,36 @@ fn pseudo_digest(i: u64, salt: u64) -> [u8; 32] {
     d
 }
 
+fn entry(i: u64, product: &Arc<str>) -> KeyEntry {
+    KeyEntry {
+        primary: pseudo_digest(i, 1),
+        secondary: pseudo_digest(i, 2),
+        subscription: Subscription {
+            // The admin API's generated ids: `sub-` and 16 hex digits.
+            id: Arc::from(format!("sub-{i:016x}").as_str()),
+            state: SubscriptionState::Active,
+            scope: if i.is_multiple_of(2) {
+                SubscriptionScope::All
+            } else {
+                SubscriptionScope::Product(product.clone())
+            },
+        },
+    }
+}
+
+/// How many subscriptions with real keys the change and lookup figures use.
+const REAL: usize = 10_000;
+/// How many lookups the lookup figures time.
+const LOOKUPS: usize = 1_000_000;
+
+fn per_op(t: Duration, ops: usize) -> f64 {
+    t.as_secs_f64() * 1e9 / ops as f64
+}
+
 fn keyring(n: usize) {
     let product: Arc<str> = Arc::from("gold");
     let ring = KeyRing::new([7u8; 32]);
-    let (f, ()) = measure(|| {
-        ring.replace_all((0..n as u64).map(|i| KeyEntry {
-            primary: pseudo_digest(i, 1),
-            secondary: pseudo_digest(i, 2),
-            subscription: Subscription {
-                // The admin API's generated ids: `sub-` and 16 hex digits.
-                id: Arc::from(format!("sub-{i:016x}").as_str()),
-                state: SubscriptionState::Active,
-                scope: if i % 2 == 0 {
-                    SubscriptionScope::All
-                } else {
-                    SubscriptionScope::Product(product.clone())
-                },
-            },
-        }))
-    });
+    let (f, ()) = measure(|| ring.replace_all((0..n as u64).map(|i| entry(i, &product))));
     assert_eq!(ring.len(), 2 * n);
     println!(
         "key ring, {n} subscriptions ({} keys): live heap {} ({:.0} B/subscription), RSS +{}, peak RSS +{}, replace_all {:.1} ms",
@@ -154,7 +171,127 @@ fn keyring(n: usize) {
         mib(f.peak),
         f.time.as_secs_f64() * 1e3
     );
+    changes_and_lookups(&ring, n, &product);
     drop(ring);
+}
+
+/// At `n` subscriptions: `REAL` more with real keys created, one key of each rotated, and
+/// each deleted, one `upsert` / `remove` at a time; lookups of their keys in the ring and
+/// in a `std` `HashMap` holding the same entries.
+fn changes_and_lookups(ring: &KeyRing, n: usize, product: &Arc<str>) {
+    let secret = ring.secret();
+    let mut real: Vec<(String, String, KeyEntry)> = (0..REAL)
+        .map(|i| {
+            let (p, s) = (generate_key(), generate_key());
+            let mut e = entry((n + i) as u64, product);
+            e.primary = digest(&secret, &p);
+            e.secondary = digest(&secret, &s);
+            (p, s, e)
+        })
+        .collect();
+    let t0 = Instant::now();
+    for (_, _, e) in &real {
+        ring.upsert(e.clone(), &[]);
+    }
+    let create = t0.elapsed();
+    // New primary keys, made before the clock starts.
+    let rotated: Vec<(String, KeyEntry)> = real
+        .iter()
+        .map(|(_, _, e)| {
+            let p = generate_key();
+            let mut e = e.clone();
+            e.primary = digest(&secret, &p);
+            (p, e)
+        })
+        .collect();
+    let t0 = Instant::now();
+    for ((_, _, old), (_, new)) in real.iter().zip(&rotated) {
+        ring.upsert(new.clone(), &[old.primary, old.secondary]);
+    }
+    let rotate = t0.elapsed();
+    for ((p, _, e), (p2, e2)) in real.iter_mut().zip(rotated) {
+        *p = p2;
+        *e = e2;
+    }
+    assert_eq!(ring.len(), 2 * (n + REAL));
+
+    // Lookups in a scattered order (a stride prime to REAL), primary and secondary keys.
+    let order: Vec<&str> = (0..LOOKUPS)
+        .map(|k| {
+            let (p, s, _) = &real[(k * 7919) % REAL];
+            if k.is_multiple_of(2) {
+                p.as_str()
+            } else {
+                s.as_str()
+            }
+        })
+        .collect();
+    let ring_lookups = || {
+        let t0 = Instant::now();
+        for key in &order {
+            let sub = ring.lookup(key);
+            assert!(sub.is_some());
+            std::hint::black_box(sub);
+        }
+        t0.elapsed()
+    };
+
+    // The same lookup in a std HashMap of the same entries.
+    let mut map: HashMap<Digest, Subscription> = HashMap::with_capacity(2 * (n + REAL));
+    for i in 0..n as u64 {
+        let e = entry(i, product);
+        map.insert(e.primary, e.subscription.clone());
+        map.insert(e.secondary, e.subscription);
+    }
+    for (_, _, e) in &real {
+        map.insert(e.primary, e.subscription.clone());
+        map.insert(e.secondary, e.subscription.clone());
+    }
+    let std_lookups = || {
+        let t0 = Instant::now();
+        for key in &order {
+            let d = digest(&secret, key);
+            let sub = map
+                .get_key_value(&d)
+                .and_then(|(stored, sub)| bool::from(stored.ct_eq(&d)).then(|| sub.clone()));
+            assert!(sub.is_some());
+            std::hint::black_box(sub);
+        }
+        t0.elapsed()
+    };
+    // The HMAC alone.
+    let hmacs = || {
+        let t0 = Instant::now();
+        for key in &order {
+            std::hint::black_box(digest(&secret, key));
+        }
+        t0.elapsed()
+    };
+    // Alternated, best of three each: the machine is shared.
+    let (mut lookup, mut lookup_std, mut hmac) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        lookup = lookup.min(ring_lookups());
+        lookup_std = lookup_std.min(std_lookups());
+        hmac = hmac.min(hmacs());
+    }
+    drop(map);
+
+    let t0 = Instant::now();
+    for (_, _, e) in &real {
+        ring.remove(&e.subscription.id, &[e.primary, e.secondary]);
+    }
+    let remove = t0.elapsed();
+    assert_eq!(ring.len(), 2 * n);
+    println!(
+        "key ring, {n} subscriptions: one change: create {:.2} µs, rotate a key {:.2} µs, delete {:.2} µs; \
+         one lookup: {:.0} ns (std HashMap: {:.0} ns; HMAC alone {:.0} ns)",
+        per_op(create, REAL) / 1e3,
+        per_op(rotate, REAL) / 1e3,
+        per_op(remove, REAL) / 1e3,
+        per_op(lookup, LOOKUPS),
+        per_op(lookup_std, LOOKUPS),
+        per_op(hmac, LOOKUPS),
+    );
 }
 
 fn registry(kind: TableKind, n: usize) {
