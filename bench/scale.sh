@@ -3,11 +3,13 @@
 #
 # 1. memory of a real `tollgate serve` against subscriptions: RSS after start, then after
 #    creating SUBS subscriptions through the admin API (POST /subscriptions, CONCURRENCY
-#    clients), with the time each thousand took (every change rebuilds the key ring from
-#    the store, so creation slows down as the count grows);
+#    clients), with the time each thousand took (a change touches only its subscription in
+#    the key ring, so this should stay flat as the count grows);
 # 2. `scale-memory` (bench/scale): live heap of the key ring at 10k / 100k / 1M subscriptions
-#    (`KeyRing::replace_all`, the structure the proxy reads) and of the rate-limit and quota
-#    registries (`tollgate_counters::Counters`) at 10k / 100k / 1M distinct keys.
+#    (`KeyRing::replace_all`, the start-up build of the structure the proxy reads), the cost
+#    of one subscription change and of one lookup at that size, and the live heap of the
+#    rate-limit and quota registries (`tollgate_counters::Counters`) at 10k / 100k / 1M
+#    distinct keys.
 #
 # Compile + swap time against config size is a criterion bench:
 #   cargo bench -p tollgate-gateway --bench swap_scale

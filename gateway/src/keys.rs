@@ -11,8 +11,8 @@
 //! A subscription change touches only that subscription's digests:
 //! [`KeyRing::upsert`] maps its (at most two) new digests and unmaps the (at most two) old
 //! ones, [`KeyRing::remove`] unmaps them. Both mutate the live map in place: O(1) whatever
-//! the number of subscriptions. The ring keeps no id → digests index (it would cost a
-//! quarter more memory at 1M subscriptions): the caller names the digests it replaces, which
+//! the number of subscriptions. The ring keeps no id → digests index (its table would add
+//! about 45% to the ring's memory): the caller names the digests it replaces, which
 //! the admin API reads from the store row before the change (see
 //! `tollgate_admin_api::subscriptions`). A digest is unmapped only while it still belongs
 //! to the subscription named, so a stale or mistaken digest list never removes another
@@ -148,6 +148,11 @@ impl KeyRing {
     ///
     /// Between the two steps a lookup may find both an old and a new key: a rotated key
     /// stops working before this call returns.
+    ///
+    /// `replaced` must be what the ring holds for this subscription: changes to one
+    /// subscription come one at a time, each naming the digests the previous one left (the
+    /// admin API reads them from the store row under its write lock). Two changes racing
+    /// on one subscription with the same `replaced` would leave both their new digests.
     pub fn upsert(&self, entry: KeyEntry, replaced: &[Digest]) {
         let _w = self.writer();
         let ring = self.ring.load();
