@@ -57,9 +57,16 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
     let mut lengths = 0usize;
     let mut chunked = false;
     let mut hosts = 0usize;
-    let mut lines = raw.split(|&b| b == b'\n');
-    lines.next(); // request line
-    for line in lines {
+    // Line by line (memchr: a head is a few hundred bytes of mostly long lines); the
+    // request line is skipped.
+    let mut start = match memchr::memchr(b'\n', raw) {
+        Some(i) => i + 1,
+        None => raw.len(),
+    };
+    while start < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[start..]).map_or(raw.len(), |i| start + i);
+        let line = &raw[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
@@ -67,13 +74,13 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(HeadProblem::FoldedHeader);
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = &line[..colon];
-        let value = trim(&line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
+            let value = trim(&line[colon + 1..]);
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 // A comma list (`3, 3`) is a duplicate in disguise.
                 return Err(if value.contains(&b',') {

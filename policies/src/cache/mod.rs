@@ -89,7 +89,8 @@ pub struct CacheCtx {
     wait_limit: Option<Duration>,
     /// Set by `cache-store`: the answer may be stored for this long.
     ttl: Option<Duration>,
-    head: Option<ResponseHeader>,
+    /// Boxed: most requests fill nothing, and this context lives in every request's state.
+    head: Option<Box<ResponseHeader>>,
     vary: Vec<(HeaderName, Option<Vec<u8>>)>,
     body: BytesMut,
 }
@@ -165,7 +166,7 @@ impl CacheCtx {
             // At most the entry limit (checked above).
             self.body.reserve(n as usize);
         }
-        self.head = Some(resp.clone());
+        self.head = Some(Box::new(resp.clone()));
     }
 
     /// After the outbound section: the fill goes on only when `cache-store` said the answer
@@ -221,7 +222,7 @@ pub fn on_body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool)
     let body = std::mem::take(&mut c.body).freeze();
     let initial_age = rules::upstream_age(&head.headers);
     let entry = Entry::new(
-        stored_head(head),
+        stored_head(*head),
         body,
         ttl,
         initial_age,
