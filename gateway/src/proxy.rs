@@ -938,7 +938,8 @@ impl Proxy {
         let end = SystemTime::now();
         let upstream_error = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
         let outcome = classify(status, ctx.blocked_by.is_some(), upstream_error);
-        let upstream = match (ctx.pool.as_ref(), ctx.target) {
+        // Only spans and access-log lines name the upstream: formatted only for them.
+        let upstream = |ctx: &Ctx| match (ctx.pool.as_ref(), ctx.target) {
             (Some(pool), Some(t)) => Some(pool.target(t).authority()),
             _ => None,
         };
@@ -962,7 +963,7 @@ impl Proxy {
                     product: ctx.req.product_id.as_deref(),
                     subscription: ctx.req.subscription_id.as_deref(),
                     request_id: &ctx.req.request_id,
-                    upstream: upstream.clone(),
+                    upstream: upstream(ctx),
                     client_ip: ctx.req.client_ip,
                     error: e.map(|e| e.etype().as_str()),
                 },
@@ -972,6 +973,7 @@ impl Proxy {
             return;
         }
         let access = meter.access_log().then(|| {
+            let upstream = upstream(ctx);
             Box::new(AccessFields {
                 request_id: std::mem::take(&mut ctx.req.request_id),
                 method: req.method.as_str().to_owned(),

@@ -173,7 +173,7 @@ impl Meter {
             sink,
             metrics: self.metrics.clone(),
             observe: ObserveCache::default(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             opts,
             out,
             line: Vec::with_capacity(64 * 1024),
@@ -214,7 +214,8 @@ struct Aggregator {
     sink: Option<Box<dyn UsageSink>>,
     metrics: Arc<Metrics>,
     observe: ObserveCache,
-    pending: HashMap<UsageKey, Usage>,
+    /// foldhash rather than SipHash: one lookup per request on this thread.
+    pending: HashMap<UsageKey, Usage, foldhash::fast::RandomState>,
     opts: MeterOptions,
     out: Box<dyn Write + Send>,
     /// Access log lines not yet written.

@@ -374,7 +374,9 @@ struct Handles {
 /// that observes; bounded: cleared when it reaches [`ObserveCache::MAX`] entries).
 #[derive(Debug, Default)]
 pub struct ObserveCache {
-    handles: HashMap<ObserveKey, Handles>,
+    /// foldhash: the keys are configured ids and a status, not attacker-chosen bytes, and
+    /// SipHash was most of this lookup's cost.
+    handles: HashMap<ObserveKey, Handles, foldhash::fast::RandomState>,
 }
 
 impl ObserveCache {
