@@ -9,6 +9,15 @@
 //! The head's end is found by watching for `\r\n\r\n` (or `\n\n`) in the bytes read. A
 //! request body that contains those bytes only ends the watch early (the server's own
 //! per-read timeout still applies), so the error is always on the lenient side.
+//!
+//! The same wrapper gives Pingora's own 400 a problem document. A few malformed heads
+//! (differing duplicate `Content-Length`s, `Content-Length: +3`, a duplicate `Host`) are
+//! refused by Pingora's parser before any hook runs, with a canned empty 400 that has no
+//! hook to change it. Every answer Tollgate writes (and every proxied one) carries
+//! `X-Request-Id`, so a 400 head written to the client without one, with the canned
+//! answer's `Cache-Control: private, no-store`, can only be that one: the wrapper writes
+//! a `malformed-request` problem+json with a fresh `X-Request-Id` and `Connection: close`
+//! in its place (Pingora closes the connection after it).
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -20,6 +29,7 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora_core::server::ShutdownWatch;
+use bytes::{Buf, Bytes};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -62,6 +72,40 @@ pub struct HeaderDeadline {
     tail: u32,
     /// Nothing has been read yet.
     fresh: bool,
+    /// What is left to write of the problem answer that replaced Pingora's canned 400.
+    replacement: Option<Bytes>,
+}
+
+/// Whether `head` is the canned 400 Pingora writes when its parser refuses a request (see
+/// the module docs).
+fn is_canned_400(head: &[u8]) -> bool {
+    (head.starts_with(b"HTTP/1.1 400 ") || head.starts_with(b"HTTP/1.0 400 "))
+        && memchr::memmem::find(head, b"\r\nCache-Control: private, no-store\r\n").is_some()
+        && !head
+            .windows(b"x-request-id".len())
+            .any(|w| w.eq_ignore_ascii_case(b"x-request-id"))
+}
+
+/// The problem answer written instead of the canned 400.
+fn problem_400() -> Bytes {
+    let body = tollgate_policies::problem_body(
+        http::StatusCode::BAD_REQUEST,
+        "malformed-request",
+        "Bad Request",
+        "the request head is malformed (for example a duplicate or invalid Content-Length, \
+         or a duplicate Host)",
+        None,
+    );
+    let (request_id, _) = crate::trace::new_request_id();
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
+        tollgate_policies::PROBLEM_JSON.to_str().unwrap_or("application/problem+json"),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Bytes::from(out)
 }
 
 impl HeaderDeadline {
@@ -74,6 +118,40 @@ impl HeaderDeadline {
             sleep: Box::pin(tokio::time::sleep(limit)),
             tail: 0,
             fresh: true,
+            replacement: None,
+        }
+    }
+
+    /// Write what is left of the replacement answer.
+    fn drain_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(rest) = self.replacement.as_mut() {
+            if rest.is_empty() {
+                self.replacement = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    self.replacement = None;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => rest.advance(n),
+                Poll::Ready(Err(e)) => {
+                    self.replacement = None;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Take over a write of Pingora's canned 400 (reported as written in full).
+    fn replace_canned(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        self.replacement = Some(problem_400());
+        match self.drain_replacement(cx) {
+            // The rest goes out on the next write, flush or shutdown.
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(len)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
@@ -177,6 +255,10 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.drain_replacement(cx))?;
+        if is_canned_400(buf) {
+            return this.replace_canned(cx, buf.len());
+        }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) && this.phase == Phase::AfterHead {
             this.phase = Phase::Idle;
@@ -185,10 +267,12 @@ impl AsyncWrite for HeaderDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -198,6 +282,14 @@ impl AsyncWrite for HeaderDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.drain_replacement(cx))?;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if is_canned_400(first) {
+                // Its body is empty: the head is everything.
+                let len = bufs.iter().map(|b| b.len()).sum();
+                return this.replace_canned(cx, len);
+            }
+        }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) && this.phase == Phase::AfterHead {
             this.phase = Phase::Idle;
@@ -345,6 +437,28 @@ mod tests {
         assert_eq!(ends_after(&bytes), Some(head.len() - 1));
         // Bare line feeds.
         assert_eq!(ends_after(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
+    }
+
+    #[test]
+    fn only_the_canned_400_is_replaced() {
+        use super::is_canned_400;
+        let canned = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nDate: Sun, 06 Nov 1994 \
+            08:49:37 GMT\r\nContent-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
+        assert!(is_canned_400(canned));
+        // Tollgate's own 400s and proxied ones carry X-Request-Id.
+        let ours = b"HTTP/1.1 400 Bad Request\r\nCache-Control: private, no-store\r\n\
+            x-request-id: 0123\r\nContent-Length: 0\r\n\r\n";
+        assert!(!is_canned_400(ours));
+        assert!(!is_canned_400(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!is_canned_400(b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"));
+        let replacement = super::problem_400();
+        let text = std::str::from_utf8(&replacement).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(text.contains("\r\nX-Request-Id: "));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(body.contains("urn:tollgate:problem:malformed-request"));
     }
 
     #[test]
