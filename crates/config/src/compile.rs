@@ -195,7 +195,9 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
         .map(|(i, api)| (api.prefix.clone(), i))
         .collect();
     prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-    let prefix_map: HashMap<String, usize> = prefixes.iter().cloned().collect();
+    let prefix_map: HashMap<String, usize, foldhash::fast::RandomState> =
+        prefixes.iter().cloned().collect();
+    let max_prefix_len = prefixes.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
 
     CompiledConfig {
         file,
@@ -204,5 +206,6 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
         products: product_defs,
         prefixes,
         prefix_map,
+        max_prefix_len,
     }
 }

@@ -26,8 +26,11 @@ pub struct CompiledConfig {
     pub products: Vec<ProductDef>,
     /// API prefixes, longest first: (prefix, api index).
     pub(crate) prefixes: Vec<(String, usize)>,
-    /// API prefix → api index, for [`CompiledConfig::route`].
-    pub(crate) prefix_map: HashMap<String, usize>,
+    /// API prefix → api index, for [`CompiledConfig::route`]. foldhash: the keys are the
+    /// configured prefixes, lookups cannot add any.
+    pub(crate) prefix_map: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// Length of the longest prefix: no longer part of a path can match.
+    pub(crate) max_prefix_len: usize,
 }
 
 impl CompiledConfig {
@@ -35,12 +38,20 @@ impl CompiledConfig {
     /// boundary (`/petstore` matches `/petstore` and `/petstore/x`, not `/petstorex`; the
     /// root API `""` matches everything). Returns the API index and the rest of the path:
     /// it starts with `/`, or is empty when the path equals the prefix. No allocation.
+    ///
+    /// Only the part of the path as long as the longest prefix is searched, so a long path of
+    /// many segments costs no more lookups than the configured prefixes can need.
     pub fn route<'p>(&self, path: &'p str) -> Option<(usize, &'p str)> {
-        if let Some(&api) = self.prefix_map.get(path) {
-            return Some((api, ""));
+        if path.len() <= self.max_prefix_len {
+            if let Some(&api) = self.prefix_map.get(path) {
+                return Some((api, ""));
+            }
         }
-        let mut end = path.len();
-        while let Some(slash) = path[..end].rfind('/') {
+        // A prefix ending before a `/` at index `i` is `i` bytes long: `i <= max_prefix_len`.
+        let bytes = path.as_bytes();
+        let mut end = bytes.len().min(self.max_prefix_len + 1);
+        while let Some(slash) = bytes[..end].iter().rposition(|&b| b == b'/') {
+            // `/` is ASCII: slicing there is on a character boundary.
             if let Some(&api) = self.prefix_map.get(&path[..slash]) {
                 return Some((api, &path[slash..]));
             }
@@ -643,6 +654,20 @@ mod tests {
             prefixes,
             vec![("/petstore/v2", 1), ("/other/deep", 2), ("/petstore", 0)]
         );
+    }
+
+    #[test]
+    fn long_paths_search_only_as_far_as_the_longest_prefix() {
+        let c = config(&["/petstore", "/a/b"]);
+        let deep = format!("/petstore{}", "/x".repeat(10_000));
+        assert_eq!(c.route(&deep), Some((0, &deep["/petstore".len()..])));
+        assert_eq!(c.route(&"/".repeat(20_000)), None);
+        // The search window may end inside a multi-byte character.
+        assert_eq!(c.route("/a/b/ééé"), Some((1, "/ééé")));
+        assert_eq!(c.route("/éééééééé/x"), None);
+        assert_eq!(c.route("/a/é"), None);
+        let root = config(&["/"]);
+        assert_eq!(root.route(&deep), Some((0, deep.as_str())));
     }
 
     #[test]
