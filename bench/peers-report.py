@@ -190,7 +190,28 @@ def report(med, meta, cases, skips):
     for name, ok, detail in targets(med):
         mark = "n/a" if ok is None else ("**pass**" if ok else "**MISSED**")
         lines.append(f"- {name}: {mark} — {detail}")
+    hdr = med.get("bare-hdr")
+    if hdr and bare:
+        lines.append("")
+        lines.append("Not a target, for reading the two CPU targets: the contract's header edits "
+                     "alone, made through Pingora's API by the bare proxy (`bare-hdr`), cost "
+                     + contrast(hdr, bare) + " of the bare proxy; against that row, Tollgate "
+                     "passthrough costs " + contrast(med.get("tg-pass"), hdr)
+                     + " and the full chain " + contrast(med.get("tg-full"), hdr) + ".")
     return "\n".join(lines) + "\n"
+
+
+def contrast(case, base):
+    """`instructions A×, cycles B×, CPU time C×` of `case` against `base`."""
+    if not (case and base):
+        return "(not measured)"
+    parts = []
+    if case.get("instr") and base.get("instr"):
+        parts.append(f"instructions {case['instr'] / base['instr']:.2f}×")
+    if case.get("cycles") and base.get("cycles"):
+        parts.append(f"cycles {case['cycles'] / base['cycles']:.2f}×")
+    parts.append(f"CPU time {case['cpu_min'] / base['cpu_min']:.2f}×")
+    return ", ".join(parts)
 
 
 def write_docs(path, text):

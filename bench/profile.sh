@@ -6,7 +6,7 @@
 # else the machine runs, so two builds can be compared on a busy machine. User space only
 # (the kernel's share of a request is in bench/run.sh's `k instr/req`, from perf stat).
 #
-#   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare tg-pass tg-key tg-limits tg-full"
+#   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare bare-hdr tg-pass tg-key tg-limits tg-full"
 #
 # Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and prints, per
 # case, the instructions per request, the inclusive cost of Tollgate's own functions (its
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 REQUESTS=${REQUESTS:-20000}
-CASES=${CASES:-bare tg-pass tg-key tg-limits tg-full}
+CASES=${CASES:-bare bare-hdr tg-pass tg-key tg-limits tg-full}
 OUT=${OUT:-$ROOT/target/bench-profile}
 TOP=${TOP:-25}
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind; }
@@ -74,6 +74,9 @@ profile() { # case
   vg=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$c" --dump-instr=no)
   case $c in
     bare) "${vg[@]}" "$BARE" "127.0.0.1:$p" "127.0.0.1:$UP" 1 >"$DIR/$c.log" 2>&1 &
+      url=http://127.0.0.1:$p/pass/hello ;;
+    bare-hdr) "${vg[@]}" "$BARE" "127.0.0.1:$p" "127.0.0.1:$UP" 1 --contract-headers \
+        >"$DIR/$c.log" 2>&1 &
       url=http://127.0.0.1:$p/pass/hello ;;
     tg-*)
       local analytics=off path=/pass/hello

@@ -31,7 +31,7 @@
 #
 # Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 WAIT_LOAD=1.0
 # WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
-# PROFILE_CASES="bare tg-pass tg-full"
+# PROFILE_CASES="bare tg-pass tg-full"; case names: $ALL_CASES below
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,7 +50,7 @@ PROFILE=${PROFILE:-auto}
 PROFILE_CASES=${PROFILE_CASES:-bare tg-pass tg-full}
 WRITE_DOCS=${WRITE_DOCS:-1}
 OUT=${OUT:-$ROOT/target/bench-peers}
-ALL_CASES="direct bare nginx nginx-lua tg-pass tg-pass-analytics tg-key tg-limits tg-full tg-jwt tg-cache tg-xml"
+ALL_CASES="direct bare bare-hdr nginx nginx-lua tg-pass tg-pass-analytics tg-key tg-limits tg-full tg-jwt tg-cache tg-xml"
 CASES=${CASES:-$ALL_CASES}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -164,7 +164,7 @@ start_nginx() { # name cpu conf-file
 }
 declare -A NGX_PID
 
-UP=$(port); CEIL=$(port); NGX=$(port); LUA=$(port); BAREP=$(port)
+UP=$(port); CEIL=$(port); NGX=$(port); LUA=$(port); BAREP=$(port); BAREH=$(port)
 upstream_conf() { # name port
   nginx_common "$1"
   cat <<EOF
@@ -248,6 +248,10 @@ start_nginx nginx-lua "$PROXY_CPU" "$DIR/lua.conf"
 
 taskset -c "$PROXY_CPU" "$BARE" "127.0.0.1:$BAREP" "127.0.0.1:$UP" 1 >"$DIR/logs/bare.log" 2>&1 &
 PIDS+=($!); BARE_PID=$!
+# The same engine making the contract's header edits (see bench/bare-proxy/src/main.rs).
+taskset -c "$PROXY_CPU" "$BARE" "127.0.0.1:$BAREH" "127.0.0.1:$UP" 1 --contract-headers \
+  >"$DIR/logs/bare-hdr.log" 2>&1 &
+PIDS+=($!); BAREH_PID=$!
 
 # ---------------------------------------------------------------- Tollgate
 # An RS256 key pair and a token signed with it (the policy holds the public key).
@@ -372,6 +376,7 @@ wait_http "http://127.0.0.1:$UP/"
 wait_http "http://127.0.0.1:$CEIL/"
 wait_http "http://127.0.0.1:$NGX/"
 wait_http "http://127.0.0.1:$BAREP/"
+wait_http "http://127.0.0.1:$BAREH/"
 
 # ---------------------------------------------------------------- cases
 # case -> "pid|url|header|what"
@@ -381,6 +386,8 @@ def direct "${NGX_PID[direct]}" "http://127.0.0.1:$CEIL/pass/hello" "" \
   "direct to the upstream (nginx \`return 200\`, the ceiling)"
 def bare "$BARE_PID" "http://127.0.0.1:$BAREP/pass/hello" "" \
   "bare Pingora proxy (engine's limit)"
+def bare-hdr "$BAREH_PID" "http://127.0.0.1:$BAREH/pass/hello" "" \
+  "bare Pingora proxy + the contract's header edits"
 def nginx "${NGX_PID[nginx]}" "http://127.0.0.1:$NGX/pass/hello" "" \
   "nginx reverse proxy"
 def nginx-lua "${NGX_PID[nginx-lua]}" "http://127.0.0.1:$LUA/pass/hello" "apikey: $LUA_KEY" \
