@@ -109,8 +109,11 @@ fn section(
     problems: &mut Vec<BuildProblem>,
 ) -> Chain {
     let mut policies: Vec<Arc<dyn Policy>> = Vec::with_capacity(instances.len());
-    for inst in instances {
-        match tollgate_policies::build(inst, registries) {
+    // One policy per instance, in order (the gateway maps a refusing policy back to its
+    // instance by index); consecutive limit policies come linked (one Redis round trip).
+    let built = tollgate_policies::build_section(instances, registries);
+    for (inst, built) in instances.iter().zip(built) {
+        match built {
             Ok(p) => policies.push(p),
             Err(e) => problems.push(BuildProblem {
                 origin: inst.origin.to_string(),

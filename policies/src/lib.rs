@@ -340,6 +340,35 @@ pub fn build(
     simple::build(&instance.def).ok_or(BuildError::NotAvailable(instance.def.kind()))
 }
 
+/// Build the runtime policies of one section: one per instance, in order, each as [`build`]
+/// makes it, except that every run of consecutive limit policies (`rate-limit`,
+/// `rate-limit-by-key`, `quota`, `quota-by-key`) is linked, so that with counters in Redis
+/// the first of a run checks the counters of the whole run in one round trip (the outcome is
+/// that of checking them one after another: the first refusal answers, the policies after it
+/// count nothing).
+pub fn build_section(
+    instances: &[PolicyInstance],
+    registries: &Arc<Registries>,
+) -> Vec<Result<Arc<dyn Policy>, BuildError>> {
+    let mut out = Vec::with_capacity(instances.len());
+    let mut rest = instances;
+    while let Some(first) = rest.first() {
+        let run = rest.iter().take_while(|i| limits::handles(&i.def)).count();
+        if run == 0 {
+            out.push(build(first, registries));
+            rest = &rest[1..];
+        } else {
+            out.extend(
+                limits::build_run(&rest[..run], &registries.counters)
+                    .into_iter()
+                    .map(Ok),
+            );
+            rest = &rest[run..];
+        }
+    }
+    out
+}
+
 /// Run `outbound` of every policy in `chain`; the first answer wins. (Outbound phases answer
 /// synchronously: the head is about to go out.)
 pub fn run_outbound(

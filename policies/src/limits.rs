@@ -20,6 +20,19 @@
 //! the request context; the gateway then calls `inbound` once more, which reads it. When
 //! Redis fails, `on_store_error` decides: `allow` lets the call through uncounted, `deny`
 //! answers 503; both are counted ([`Counters::store_errors`]).
+//!
+//! **One round trip per run of limits.** Consecutive limit policies of a section (say
+//! `rate-limit` then `quota`) are linked when the section is built ([`build_run`]): the first
+//! one's script run checks the counters of all of them, in chain order, stopping at the first
+//! refusal ([`RedisCounters::take_all`](tollgate_counters::RedisCounters::take_all)), and
+//! leaves each policy's answer in that policy's ticket. The gateway still calls every policy
+//! in turn: the first one answers after its wait, the next ones find their answer ready and
+//! decide without waiting. Nothing runs between consecutive policies, so this is exactly
+//! the outcome of checking them one after another: the first refusal answers, and the
+//! policies after it count nothing (they never run, and the script did not count them). A
+//! Redis failure is the failure of every check of the run: each policy applies its own
+//! `on_store_error`, in order, as it would have after its own failed round trip. Local
+//! counters ignore the links: each policy checks its own counter in place.
 
 use crate::{Answer, Completed, Flow, Policy, RequestCtx, TemplateView};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -31,8 +44,8 @@ use tollgate_config::{
     Template,
 };
 use tollgate_counters::{
-    counter_key, At, CachedPeriod, CalendarKind, Counters, Op, Outcome, Period, Refusal, Remote,
-    Table, TableKind, Take, Window,
+    counter_key, At, CachedPeriod, CalendarKind, Check, Counters, Op, Outcome, Period, Refusal,
+    Remote, Table, TableKind, Take, Window,
 };
 
 /// What a limit policy left in the request context: the window it counted the call in (for
@@ -47,9 +60,14 @@ pub struct LimitTicket {
     window: Window,
     /// Whether the call was counted (refunds and bytes apply only then).
     counted: bool,
-    /// The shared counter's answer, filled by the future of [`Flow::Wait`].
-    pending: Option<Arc<OnceLock<Result<Remote, String>>>>,
+    /// The answer of the shared counters' check this policy's counter took part in (filled by
+    /// the future of [`Flow::Wait`]), and the counter's place in it.
+    pending: Option<(Arc<Checked>, usize)>,
 }
+
+/// The answer of one [`RedisCounters::take_all`](tollgate_counters::RedisCounters::take_all)
+/// run, shared by the tickets of the policies it checked.
+type Checked = OnceLock<Result<Vec<Remote>, String>>;
 
 /// Whether this module builds `def`.
 pub(crate) fn handles(def: &PolicyDef) -> bool {
@@ -67,15 +85,27 @@ pub(crate) fn build(
     instance: &PolicyInstance,
     counters: &Arc<Counters>,
 ) -> Option<Arc<dyn Policy>> {
-    Some(match &instance.def {
-        PolicyDef::RateLimit(d) | PolicyDef::RateLimitByKey(d) => {
-            Arc::new(Limit::rate(instance, d, counters))
+    Some(Arc::new(Limit::new(instance, counters)?))
+}
+
+/// Build the policies of `run`, consecutive limit instances of one section, in order: each
+/// is linked to the ones after it, so that with shared counters the first checks them all in
+/// one round trip (see the module docs). Instances of other kinds are not built (this
+/// answers fewer policies than instances then; callers pass limit instances only).
+pub(crate) fn build_run(run: &[PolicyInstance], counters: &Arc<Counters>) -> Vec<Arc<dyn Policy>> {
+    // Built from the last: each one's `next` is every policy built before it, reversed.
+    let mut built: Vec<Arc<Limit>> = Vec::with_capacity(run.len());
+    for instance in run.iter().rev() {
+        if let Some(mut limit) = Limit::new(instance, counters) {
+            limit.next = Next(built.iter().rev().cloned().collect());
+            built.push(Arc::new(limit));
         }
-        PolicyDef::Quota(d) | PolicyDef::QuotaByKey(d) => {
-            Arc::new(Limit::quota(instance, d, counters))
-        }
-        _ => return None,
-    })
+    }
+    built
+        .into_iter()
+        .rev()
+        .map(|l| l as Arc<dyn Policy>)
+        .collect()
 }
 
 /// The counting period of a quota, its time zone resolved.
@@ -116,6 +146,21 @@ struct Limit {
     status: StatusCode,
     retry_after_header: HeaderName,
     remaining_header: Option<HeaderName>,
+    /// The limit policies that directly follow this one in its section, in order: with shared
+    /// counters, this one checks their counters in its own round trip (see the module docs).
+    next: Next,
+}
+
+/// The limits after a policy in its run (debug output: their origins only).
+#[derive(Default)]
+struct Next(Vec<Arc<Limit>>);
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|l| &l.origin))
+            .finish()
+    }
 }
 
 fn key_source(t: &Option<Template>) -> KeySource {
@@ -129,6 +174,16 @@ fn key_source(t: &Option<Template>) -> KeySource {
 }
 
 impl Limit {
+    fn new(instance: &PolicyInstance, counters: &Arc<Counters>) -> Option<Limit> {
+        Some(match &instance.def {
+            PolicyDef::RateLimit(d) | PolicyDef::RateLimitByKey(d) => {
+                Limit::rate(instance, d, counters)
+            }
+            PolicyDef::Quota(d) | PolicyDef::QuotaByKey(d) => Limit::quota(instance, d, counters),
+            _ => return None,
+        })
+    }
+
     fn rate(instance: &PolicyInstance, d: &RateLimitDef, counters: &Arc<Counters>) -> Limit {
         Limit {
             kind: TableKind::Rate,
@@ -144,6 +199,7 @@ impl Limit {
             status: crate::status(d.status),
             retry_after_header: d.retry_after_header.clone(),
             remaining_header: d.remaining_calls_header.clone(),
+            next: Next::default(),
         }
     }
 
@@ -162,6 +218,7 @@ impl Limit {
             status: StatusCode::FORBIDDEN,
             retry_after_header: http::header::RETRY_AFTER,
             remaining_header: None,
+            next: Next::default(),
         }
     }
 
@@ -271,37 +328,46 @@ impl Limit {
         )
     }
 
-    /// The second `inbound` call, after the shared counter answered.
-    fn after_wait(&self, i: usize, ctx: &mut RequestCtx) -> Flow {
-        let Some(pending) = ctx.limits[i].pending.take() else {
+    /// The `inbound` call that finds this policy's ticket: after the wait (the first policy
+    /// of a run of limits), or at once (the next ones, checked in the same run).
+    fn after_wait(&self, i: usize, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Flow {
+        let Some((checked, at)) = ctx.limits[i].pending.take() else {
             return Flow::Continue;
         };
         let key = ctx.limits[i].key.clone();
-        match pending.get() {
-            Some(Ok(remote)) => self.decide(
-                remote.outcome,
-                remote.window,
-                remote.now_ms,
-                Some(i),
-                &key,
-                ctx,
-            ),
+        match checked.get() {
+            Some(Ok(remotes)) => match remotes.get(at) {
+                Some(remote) => self.decide(
+                    remote.outcome,
+                    remote.window,
+                    remote.now_ms,
+                    Some(i),
+                    &key,
+                    ctx,
+                ),
+                None => {
+                    // An earlier counter of the run refused, so this one was neither checked
+                    // nor counted. The gateway stops at that refusal and never gets here;
+                    // anyone else gets this policy's own check.
+                    ctx.limits.remove(i);
+                    self.check(req, ctx)
+                }
+            },
             Some(Err(e)) => self.store_failed(e),
             None => self.store_failed(&"the counter check did not finish"),
         }
     }
-}
 
-impl Policy for Limit {
-    /// Check and count the call; answer when the limit is reached.
-    fn inbound(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Flow {
-        let me = self.id();
-        if let Some(i) = ctx.limits.iter().position(|t| t.owner == me) {
-            return self.after_wait(i, ctx);
-        }
-        let sub = ctx.subscription_id.clone();
-        let rendered: Cow<'_, str> = match &self.key {
-            KeySource::Subscription => Cow::Borrowed(sub.as_deref().unwrap_or("")),
+    /// The counter key of this call: the subscription, or the rendered `counter_key` (hashed
+    /// when long).
+    fn render<'a>(
+        &'a self,
+        sub: Option<&'a str>,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Cow<'a, str> {
+        match &self.key {
+            KeySource::Subscription => Cow::Borrowed(sub.unwrap_or("")),
             KeySource::Literal(k) => Cow::Borrowed(k),
             KeySource::Template(t) => match t.render(&TemplateView { req, ctx }) {
                 Cow::Borrowed(s) => Cow::Borrowed(s),
@@ -310,50 +376,81 @@ impl Policy for Limit {
                     Cow::Owned(hashed) => Cow::Owned(hashed),
                 },
             },
-        };
-        let take = Take {
-            calls_limit: self.calls,
-            bytes_limit: self.bandwidth,
-            subscription: sub.as_ref(),
-        };
+        }
+    }
+
+    /// Check and count the call (this policy's first `inbound` call).
+    fn check(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Flow {
+        let sub = ctx.subscription_id.clone();
         let Some(shared) = self.counters.shared() else {
+            let rendered = self.render(sub.as_deref(), req, ctx);
+            let take = Take {
+                calls_limit: self.calls,
+                bytes_limit: self.bandwidth,
+                subscription: sub.as_ref(),
+            };
             let now = self.counters.now_ms();
             let window = self.period.window_at(now);
             let out = self.table.take(&rendered, window, take);
             return self.decide(out, window, now, None, &rendered, ctx);
         };
-        let cell = Arc::new(OnceLock::new());
-        let key: Arc<str> = Arc::from(rendered.as_ref());
-        ctx.limits.push(LimitTicket {
-            owner: me,
-            key: key.clone(),
-            window: Window {
-                start_ms: 0,
-                end_ms: 0,
-            },
-            counted: false,
-            pending: Some(cell.clone()),
-        });
+        // This policy's counter and those of the limits right after it, in one script run;
+        // each policy finds its answer in its ticket.
+        let checked: Arc<Checked> = Arc::new(OnceLock::new());
+        let run = std::iter::once(self).chain(self.next.0.iter().map(|l| &**l));
+        let mut checks = Vec::with_capacity(1 + self.next.0.len());
+        let mut mirrors = Vec::with_capacity(1 + self.next.0.len());
+        for (at, limit) in run.enumerate() {
+            let key: Arc<str> = Arc::from(limit.render(sub.as_deref(), req, ctx).as_ref());
+            ctx.limits.push(LimitTicket {
+                owner: limit.id(),
+                key: key.clone(),
+                window: Window {
+                    start_ms: 0,
+                    end_ms: 0,
+                },
+                counted: false,
+                pending: Some((checked.clone(), at)),
+            });
+            checks.push(Check {
+                kind: limit.kind,
+                origin: limit.origin.clone(),
+                key,
+                period: limit.period.clone(),
+                calls_limit: limit.calls,
+                bytes_limit: limit.bandwidth,
+            });
+            mirrors.push((limit.kind == TableKind::Quota).then(|| limit.table.clone()));
+        }
         let shared = shared.clone();
-        let (kind, origin, period) = (self.kind, self.origin.clone(), self.period.clone());
-        let mirror = (self.kind == TableKind::Quota).then(|| self.table.clone());
-        let op = Op::Take {
-            calls_limit: self.calls,
-            bytes_limit: self.bandwidth,
-        };
         Flow::Wait(Box::pin(async move {
-            let r = shared.run(kind, &origin, &key, At::Now(period), op).await;
-            if let (Ok(remote), Some(table)) = (&r, mirror) {
-                table.mirror(
-                    &key,
-                    remote.window,
-                    remote.outcome.calls,
-                    remote.outcome.bytes,
-                    sub.as_ref(),
-                );
+            let r = shared.take_all(&checks).await;
+            if let Ok(remotes) = &r {
+                for ((remote, check), table) in remotes.iter().zip(&checks).zip(&mirrors) {
+                    if let Some(table) = table {
+                        table.mirror(
+                            &check.key,
+                            remote.window,
+                            remote.outcome.calls,
+                            remote.outcome.bytes,
+                            sub.as_ref(),
+                        );
+                    }
+                }
             }
-            let _ = cell.set(r.map_err(|e| e.to_string()));
+            let _ = checked.set(r.map_err(|e| e.to_string()));
         }))
+    }
+}
+
+impl Policy for Limit {
+    /// Check and count the call; answer when the limit is reached.
+    fn inbound(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Flow {
+        let me = self.id();
+        if let Some(i) = ctx.limits.iter().position(|t| t.owner == me) {
+            return self.after_wait(i, req, ctx);
+        }
+        self.check(req, ctx)
     }
 
     /// Give back the call of a non-success (`increment_condition: success`), count the

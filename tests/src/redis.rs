@@ -105,6 +105,46 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// The `calls` count of each command in `INFO commandstats` (`evalsha`, `eval`, ...;
+    /// lower case, as Redis names them). Reads the whole reply (bounded: 1 s).
+    pub fn command_calls(&self) -> std::collections::HashMap<String, u64> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
+            .expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        s.write_all(b"INFO commandstats\r\n").expect("send INFO");
+        // A bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).expect("read INFO");
+            assert!(n > 0, "redis closed the connection");
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((head, body)) = text.split_once("\r\n") {
+                let len: usize = head.trim_start_matches('$').parse().expect("bulk length");
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Lua scripts run so far (`EVALSHA` and `EVAL` calls): with Tollgate's counters, the
+    /// round trips of counter operations.
+    pub fn script_runs(&self) -> u64 {
+        let calls = self.command_calls();
+        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0)
+    }
+
     /// Kills the server (SIGKILL): an outage. Its data is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

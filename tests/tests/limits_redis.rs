@@ -1,7 +1,9 @@
 //! Counters shared through a real Redis (`--redis URL`, here `TOLLGATE_REDIS_URL`): two
 //! `tollgate serve` processes against one Redis keep a limit exact; a Redis outage lets
 //! rate limits through and refuses quotas (the documented `on_store_error` defaults, each
-//! overridable); when Redis comes back, the nodes reconnect by themselves.
+//! overridable); when Redis comes back, the nodes reconnect by themselves. Consecutive limit
+//! policies cost one round trip per request (counted with `INFO commandstats`), and a
+//! refusal leaves the limits after it uncounted.
 #![allow(missing_docs)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +52,14 @@ apis:
     policies:
       inbound:
         - quota-by-key: {{ calls: 100, renewal_period: 1h, counter_key: a, on_store_error: allow }}
+  - id: chain
+    path: /chain
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound:
+        - rate-limit-by-key: {{ calls: 100, renewal_period: 1h, counter_key: c }}
+        - quota-by-key: {{ calls: 100, renewal_period: 1h, counter_key: c }}
 "#
     )
 }
@@ -138,6 +148,14 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
         // Each default can be flipped per policy.
         assert_eq!(status(&gw, "/rl-deny/x").await, 503);
         assert_eq!(status(&gw, "/q-allow/x").await, 200);
+        // A rate limit and a quota checked in one round trip: the rate limit lets the call
+        // through, the quota after it refuses, as when each made its own.
+        let c = fetch(client().get(gw.url("/chain/x"))).await;
+        let doc = c.assert_problem(503);
+        assert!(
+            doc["detail"].as_str().unwrap().contains("counter store"),
+            "{doc}"
+        );
     }
 
     // The failures are on /metrics, by what the policies did about them.
@@ -150,9 +168,10 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    assert!(value("error") >= 12.0, "{metrics}");
+    // Per check: 3 × (rl, q, rl-deny, q-allow, and the chain's two policies).
+    assert!(value("error") >= 18.0, "{metrics}");
     assert!(
-        value("allowed") >= 6.0 && value("denied") >= 6.0,
+        value("allowed") >= 9.0 && value("denied") >= 9.0,
         "{metrics}"
     );
 
@@ -233,4 +252,171 @@ apis:
         assert_eq!(call().await.status, 200);
     }
     call().await.assert_problem(403);
+}
+
+/// A product-like chain: a rate limit then a quota per subscription, and the reverse order.
+fn chain_config(target: &str) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: rq
+    path: /rq
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound:
+        - rate-limit: {{ calls: 3, renewal_period: 1h, remaining_calls_header: X-RateLimit-Remaining }}
+        - quota: {{ calls: 100, renewal_period: 1h }}
+  - id: qr
+    path: /qr
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound:
+        - quota: {{ calls: 2, renewal_period: calendar-month, timezone: Europe/Berlin }}
+        - rate-limit-by-key: {{ calls: 100, renewal_period: 1h, counter_key: "{{subscription.id}}", remaining_calls_header: X-RateLimit-Remaining }}
+  - id: big
+    path: /big
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound:
+        - set-header: {{ name: X-Before, value: "1" }}
+        - rate-limit: {{ calls: 1000, renewal_period: 1h }}
+        - rate-limit-by-key: {{ calls: 1000, renewal_period: 1m, counter_key: "{{client.ip}}" }}
+        - quota: {{ calls: 1000, renewal_period: 1h }}
+        - quota-by-key: {{ calls: 1000, renewal_period: calendar-day, counter_key: "{{api.id}}" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_rate_limit_and_a_quota_cost_one_redis_round_trip_per_request() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let gw = Gateway::builder(&chain_config(&up.url()))
+        .env("TOLLGATE_REDIS_URL", &redis.url())
+        .start();
+    let admin = gw.admin();
+    let sub = admin.create_subscription("s1", "all").await;
+    inside_window(3_600_000, 60_000).await;
+    inside_window(60_000, 10_000).await;
+    let call = |path: &'static str| {
+        fetch(
+            client()
+                .get(gw.url(path))
+                .header("Ocp-Apim-Subscription-Key", &sub.primary),
+        )
+    };
+    // Warm up: connect, load the script.
+    assert_eq!(call("/rq/x").await.status, 200);
+    assert_eq!(call("/big/x").await.status, 200);
+    let before = redis.script_runs();
+    // rate-limit + quota: 2 more calls (the limit is 3).
+    for _ in 0..2 {
+        assert_eq!(call("/rq/x").await.status, 200);
+    }
+    // Four limits in a row, after another policy.
+    for _ in 0..20 {
+        assert_eq!(call("/big/x").await.status, 200);
+    }
+    let runs = redis.script_runs() - before;
+    assert_eq!(
+        runs, 22,
+        "one script run per request, not one per limit policy"
+    );
+    // Every counter of the four was counted each time.
+    let u = admin.get("/subscriptions/s1/usage").await.json();
+    let items = u["items"].as_array().unwrap();
+    let calls = |policy: &str| {
+        items
+            .iter()
+            .find(|i| i["policy"] == policy)
+            .unwrap_or_else(|| panic!("no {policy}: {u}"))["calls"]
+            .clone()
+    };
+    assert_eq!(calls("api:big/inbound/3"), 21, "{u}");
+    assert_eq!(calls("api:big/inbound/4"), 21, "{u}");
+    assert_eq!(calls("api:rq/inbound/1"), 3, "{u}");
+}
+
+/// Calls counted in Redis under the counter key matching `pattern` (`KEYS`), 0 when none.
+fn redis_count(redis: &RedisServer, pattern: &str) -> u64 {
+    let keys = redis
+        .command(&format!("KEYS {pattern}"))
+        .unwrap_or_default();
+    // `*1\r\n$LEN\r\nKEY\r\n`
+    let key = keys
+        .lines()
+        .find(|l| l.starts_with("tollgate:"))
+        .unwrap_or_else(|| panic!("no key {pattern}: {keys:?}"))
+        .to_owned();
+    let reply = redis.command(&format!("HGET {key} c")).unwrap_or_default();
+    reply
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_refusal_in_a_chain_leaves_the_limits_after_it_uncounted() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let gw = Gateway::builder(&chain_config(&up.url()))
+        .env("TOLLGATE_REDIS_URL", &redis.url())
+        .start();
+    let admin = gw.admin();
+    let sub = admin.create_subscription("s1", "all").await;
+    inside_window(3_600_000, 60_000).await;
+    let call = |path: &'static str| {
+        fetch(
+            client()
+                .get(gw.url(path))
+                .header("Ocp-Apim-Subscription-Key", &sub.primary),
+        )
+    };
+    // rate-limit (3) then quota (100): the refused calls consume no quota.
+    for left in ["2", "1", "0"] {
+        let a = call("/rq/x").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-ratelimit-remaining"), Some(left));
+    }
+    for _ in 0..4 {
+        let a = call("/rq/x").await;
+        let doc = a.assert_problem(429);
+        assert_eq!(
+            doc["type"], "urn:tollgate:problem:rate-limit-exceeded",
+            "{doc}"
+        );
+        let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&wait), "{wait}");
+        assert_eq!(a.header("x-ratelimit-remaining"), Some("0"));
+    }
+    assert_eq!(redis_count(&redis, "tollgate:q:api:rq/inbound/1|s1|*"), 3);
+    assert_eq!(redis_count(&redis, "tollgate:rl:api:rq/inbound/0|s1|*"), 3);
+    let u = admin.get("/subscriptions/s1/usage").await.json();
+    let q = u["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["policy"] == "api:rq/inbound/1")
+        .unwrap_or_else(|| panic!("{u}"))
+        .clone();
+    assert_eq!(q["calls"], 3, "{u}");
+
+    // quota (2) then rate-limit-by-key (100): the quota refuses with 403 and the rate limit
+    // after it neither counts nor answers its header.
+    for left in ["99", "98"] {
+        let a = call("/qr/x").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-ratelimit-remaining"), Some(left));
+    }
+    for _ in 0..3 {
+        let a = call("/qr/x").await;
+        let doc = a.assert_problem(403);
+        assert_eq!(doc["type"], "urn:tollgate:problem:quota-exceeded", "{doc}");
+        let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!(wait >= 1, "{wait}");
+        assert_eq!(a.header("x-ratelimit-remaining"), None);
+    }
+    assert_eq!(redis_count(&redis, "tollgate:rl:api:qr/inbound/1|s1|*"), 2);
+    assert_eq!(redis_count(&redis, "tollgate:q:api:qr/inbound/0|s1|*"), 2);
 }

@@ -29,7 +29,7 @@ pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use local::{Outcome, Refusal, Table, TableKind, Take};
-pub use shared::{At, Op, RedisCounters, Remote, SharedError};
+pub use shared::{At, Check, Op, RedisCounters, Remote, SharedError};
 pub use window::{CachedPeriod, CalendarKind, Period, PeriodError, Window};
 
 use dashmap::DashMap;

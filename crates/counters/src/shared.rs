@@ -1,7 +1,9 @@
 //! Counters in Redis, shared by every node that names the same server.
 //!
 //! Every operation is one Lua script run ([`SCRIPT`], `EVALSHA` with a fall-back to `EVAL`),
-//! so a check-and-increment is atomic across nodes. Windows are bucketed by Redis's own
+//! so a check-and-increment is atomic across nodes. The limit policies of one request check
+//! all their counters in one run ([`TAKE_ALL`], [`RedisCounters::take_all`]): one round trip
+//! per request, however many limits its chain holds. Windows are bucketed by Redis's own
 //! clock (`TIME`), never the node's: the node proposes the window it believes is current
 //! (its clock plus the offset to Redis's clock learnt from earlier replies), the script
 //! checks that Redis's `TIME` falls inside it, and when it does not (a node with a wrong
@@ -63,6 +65,73 @@ return {code, calls, bytes, now}
 /// The compiled script (its SHA-1 is computed once).
 pub static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SCRIPT_SOURCE));
 
+/// The check of several counters in one run (the limit policies of one request, in chain
+/// order): `KEYS[1..N]` the counters (windows included), `ARGV` four values per counter:
+/// window start and end (ms), calls limit, bytes limit (-1: none). Every window is checked
+/// first: when Redis's clock is outside one, nothing is done and the answer is
+/// `{-1, redis_now_ms}`. Otherwise the counters are checked and counted in order, exactly
+/// as [`SCRIPT`]'s `take` does for one, stopping after the first refusal (the counters after
+/// it are neither checked nor counted). Answers `{1, redis_now_ms}` followed by
+/// `code, calls, bytes` for each counter checked: code 1 counted, 0 refused (calls), 2
+/// refused (bandwidth).
+pub const TAKE_ALL_SOURCE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = #KEYS
+for i = 1, n do
+  if now < tonumber(ARGV[4 * i - 3]) or now >= tonumber(ARGV[4 * i - 2]) then
+    return {-1, now}
+  end
+end
+local out = {1, now}
+for i = 1, n do
+  local key = KEYS[i]
+  local calls_limit = tonumber(ARGV[4 * i - 1])
+  local bytes_limit = tonumber(ARGV[4 * i])
+  local v = redis.call('HMGET', key, 'c', 'b')
+  local calls = tonumber(v[1] or '0')
+  local bytes = tonumber(v[2] or '0')
+  local code = 1
+  if calls_limit >= 0 and calls >= calls_limit then
+    code = 0
+  elseif bytes_limit >= 0 and bytes >= bytes_limit then
+    code = 2
+  else
+    calls = redis.call('HINCRBY', key, 'c', 1)
+    redis.call('PEXPIREAT', key, tonumber(ARGV[4 * i - 2]))
+  end
+  out[#out + 1] = code
+  out[#out + 1] = calls
+  out[#out + 1] = bytes
+  if code ~= 1 then
+    break
+  end
+end
+return out
+"#;
+
+/// The compiled [`TAKE_ALL_SOURCE`].
+pub static TAKE_ALL: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(TAKE_ALL_SOURCE));
+
+/// One counter of [`RedisCounters::take_all`]: a check-and-increment in the window current by
+/// Redis's clock.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Rate limit or quota.
+    pub kind: TableKind,
+    /// The policy position.
+    pub origin: Arc<str>,
+    /// The counter key.
+    pub key: Arc<str>,
+    /// The counting period.
+    pub period: Arc<CachedPeriod>,
+    /// Refuse when this many calls were already counted in the window.
+    pub calls_limit: Option<u64>,
+    /// Refuse when this many bytes were already counted in the window.
+    pub bytes_limit: Option<u64>,
+}
+
 /// What to do in Redis.
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
@@ -81,9 +150,14 @@ pub enum Op {
     Get,
 }
 
+/// A limit as a script argument: -1 for none.
+fn limit_arg(l: Option<u64>) -> i64 {
+    l.map_or(-1, |l| l.min(i64::MAX as u64) as i64)
+}
+
 impl Op {
     fn args(&self) -> (&'static str, i64, i64) {
-        let limit = |l: Option<u64>| l.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        let limit = limit_arg;
         match *self {
             Op::Take {
                 calls_limit,
@@ -280,6 +354,81 @@ impl RedisCounters {
         ))))
     }
 
+    /// Check and count every counter of `checks`, in order, in one script run (one round
+    /// trip): each is refused or counted exactly as [`Op::Take`] would, and the run stops
+    /// after the first refusal, so the counters after a refused one are not counted. Answers
+    /// one [`Remote`] per counter checked, in order: all of them, or up to and including the
+    /// refused one. Windows follow Redis's clock as in [`RedisCounters::run`]. Must be
+    /// awaited inside a Tokio runtime.
+    pub async fn take_all(&self, checks: &[Check]) -> Result<Vec<Remote>, SharedError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connection()?;
+        let mut windows = Vec::with_capacity(checks.len());
+        let mut last_now = None;
+        for _ in 0..3 {
+            let now = last_now.unwrap_or_else(|| self.now_estimate());
+            windows.clear();
+            windows.extend(checks.iter().map(|c| c.period.window_at(now)));
+            let mut call = TAKE_ALL.prepare_invoke();
+            for (c, w) in checks.iter().zip(&windows) {
+                call.key(self.key(c.kind, &c.origin, &c.key, *w))
+                    .arg(w.start_ms)
+                    .arg(w.end_ms)
+                    .arg(limit_arg(c.calls_limit))
+                    .arg(limit_arg(c.bytes_limit));
+            }
+            let reply: Vec<i64> =
+                match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return Err(SharedError::Redis(e)),
+                    Err(_) => return Err(SharedError::Timeout),
+                };
+            let (status, now, rest) = match reply.as_slice() {
+                [status, now, rest @ ..]
+                    if rest.len() % 3 == 0 && rest.len() / 3 <= checks.len() =>
+                {
+                    (*status, *now, rest)
+                }
+                _ => {
+                    return Err(SharedError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "unexpected answer of the counter script",
+                    ))))
+                }
+            };
+            self.offset_ms
+                .store(now - self.clock.now_ms(), Ordering::Relaxed);
+            if status == -1 {
+                last_now = Some(now);
+                continue;
+            }
+            return Ok(rest
+                .chunks_exact(3)
+                .zip(&windows)
+                .map(|(r, w)| Remote {
+                    outcome: Outcome {
+                        refused: match r[0] {
+                            0 => Some(Refusal::Calls),
+                            2 => Some(Refusal::Bandwidth),
+                            _ => None,
+                        },
+                        calls: r[1].max(0) as u64,
+                        bytes: r[2].max(0) as u64,
+                    },
+                    window: *w,
+                    now_ms: now,
+                    applied: true,
+                })
+                .collect());
+        }
+        Err(SharedError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the window moved three times in a row",
+        ))))
+    }
+
     /// Delete counters (usage reset).
     pub async fn delete(&self, keys: Vec<String>) -> Result<(), SharedError> {
         if keys.is_empty() {
@@ -297,3 +446,6 @@ impl RedisCounters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,10 +19,11 @@ fn policies(entries: &str, reg: &Arc<Registries>) -> Vec<Arc<dyn Policy>> {
         "version: 1\npolicies:\n  inbound:\n{entries}apis:\n  - id: a\n    path: /a\n    upstream: {{ targets: [\"http://127.0.0.1:1\"] }}\n"
     );
     let config = tollgate_config::parse_and_compile(&yaml).expect("valid config");
-    config.apis[0].chains[0]
-        .inbound
-        .iter()
-        .map(|i| crate::build(i, reg).expect("builds"))
+    // As the gateway builds a section: consecutive limits linked (local counters ignore the
+    // links, so every test below also checks that).
+    crate::build_section(&config.apis[0].chains[0].inbound, reg)
+        .into_iter()
+        .map(|p| p.expect("builds"))
         .collect()
 }
 
@@ -223,5 +224,289 @@ fn two_limits_in_one_chain_keep_their_own_tickets() {
     let mut c = ctx();
     for p in &ps {
         run(p, &mut c).unwrap();
+    }
+}
+
+#[test]
+fn a_section_is_built_one_policy_per_instance_in_order() {
+    let (_, reg) = registry(0);
+    let ps = policies(
+        "    - set-header: { name: x, value: y }\n    - rate-limit: { calls: 1, renewal_period: 60s }\n    - quota: { calls: 1, renewal_period: 60s }\n    - set-header: { name: z, value: y }\n    - quota-by-key: { calls: 1, renewal_period: 60s, counter_key: k }\n",
+        &reg,
+    );
+    let kinds: Vec<String> = ps.iter().map(|p| format!("{p:?}")).collect();
+    assert_eq!(kinds.len(), 5);
+    assert!(!kinds[0].starts_with("Limit"), "{kinds:?}");
+    assert!(kinds[1].starts_with("Limit { kind: Rate"), "{kinds:?}");
+    assert!(kinds[2].starts_with("Limit { kind: Quota"), "{kinds:?}");
+    assert!(!kinds[3].starts_with("Limit"));
+    assert!(kinds[4].starts_with("Limit"));
+    // Linked: the rate limit to the quota right after it; a run ends at another kind.
+    assert!(
+        kinds[1].ends_with(r#"next: ["global/inbound/2"] }"#),
+        "{}",
+        kinds[1]
+    );
+    assert!(kinds[2].ends_with("next: [] }"), "{}", kinds[2]);
+    assert!(kinds[4].ends_with("next: [] }"), "{}", kinds[4]);
+    // Local counters: every limit decides at once, in order; the refusal of the rate limit
+    // leaves the quota after it untouched.
+    let mut c = ctx();
+    for p in &ps {
+        run(p, &mut c).unwrap();
+    }
+    let a = run(&ps[1], &mut ctx()).unwrap_err();
+    assert_eq!(a.status, 429);
+    assert_eq!(reg.counters.usage("sub-1").len(), 2);
+    assert!(reg.counters.usage("sub-1").iter().all(|u| u.calls == 1));
+}
+
+/// Counters shared through a real `redis-server` (Debian's, or `$REDIS_SERVER`).
+mod shared {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+    use tollgate_counters::{At, Op, SystemClock, TableKind};
+
+    struct Server(Child, u16);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    fn start() -> Server {
+        let bin = std::env::var_os("REDIS_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/usr/bin/redis-server".into());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e})", bin.display()));
+        let server = Server(child, port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    fn registry(url: &str) -> Arc<Registries> {
+        let counters = Counters::redis(url, Arc::new(SystemClock)).expect("url");
+        Arc::new(Registries {
+            counters: Arc::new(counters),
+            ..Registries::default()
+        })
+    }
+
+    /// Run `chain` as the gateway does (in order; after a `Wait`, await it and call the
+    /// same policy once more): the first answer, and how many waits it took.
+    async fn run_chain(chain: &[Arc<dyn Policy>], c: &mut RequestCtx) -> (Option<Answer>, usize) {
+        let mut waits = 0;
+        for p in chain {
+            let mut waited = false;
+            loop {
+                let mut r = req("GET", "/a/x", &[("x-client", "c1")]);
+                match p.inbound(&mut r, c) {
+                    Flow::Continue => break,
+                    Flow::Respond(a) => return (Some(a), waits),
+                    Flow::Wait(w) => {
+                        assert!(!waited, "{p:?} asked to wait twice");
+                        waited = true;
+                        waits += 1;
+                        w.await;
+                    }
+                }
+            }
+        }
+        (None, waits)
+    }
+
+    /// Calls counted in Redis for the counter (`kind`, `origin`, `key`) in its current
+    /// window of `period_s` seconds.
+    async fn redis_calls(reg: &Registries, kind: TableKind, origin: &str, key: &str) -> u64 {
+        let shared = reg.counters.shared().expect("shared");
+        let period = Arc::new(CachedPeriod::new(Period::fixed(Duration::from_secs(
+            30 * 86_400,
+        ))));
+        shared
+            .run(kind, origin, key, At::Now(period), Op::Get)
+            .await
+            .expect("redis answers")
+            .outcome
+            .calls
+    }
+
+    /// 30-day windows: no test straddles two.
+    const RATE_THEN_QUOTA: &str = "    - rate-limit: { calls: 2, renewal_period: 30d, remaining_calls_header: X-Remaining }\n    - quota: { calls: 3, renewal_period: 30d }\n";
+
+    #[tokio::test]
+    async fn consecutive_limits_wait_once_and_a_refused_rate_limit_consumes_no_quota() {
+        let server = start();
+        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let chain = policies(RATE_THEN_QUOTA, &reg);
+        for left in ["1", "0"] {
+            let mut c = ctx();
+            let (answer, waits) = run_chain(&chain, &mut c).await;
+            assert!(answer.is_none(), "{answer:?}");
+            assert_eq!(waits, 1, "one round trip for both limits");
+            assert_eq!(remaining(&c).as_deref(), Some(left));
+        }
+        for _ in 0..3 {
+            let mut c = ctx();
+            let (answer, waits) = run_chain(&chain, &mut c).await;
+            let a = answer.expect("refused");
+            assert_eq!((a.status.as_u16(), waits), (429, 1));
+            assert!(header(&a, "retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+            assert_eq!(remaining(&c).as_deref(), Some("0"));
+        }
+        let (rate, quota) = ("global/inbound/0", "global/inbound/1");
+        assert_eq!(redis_calls(&reg, TableKind::Rate, rate, "sub-1").await, 2);
+        assert_eq!(
+            redis_calls(&reg, TableKind::Quota, quota, "sub-1").await,
+            2,
+            "the refused calls consumed no quota"
+        );
+        // The local mirror of the quota (usage listing, persistence) follows Redis.
+        assert_eq!(reg.counters.usage("sub-1")[0].calls, 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_quota_after_a_rate_limit_answers_403_without_a_second_wait() {
+        let server = start();
+        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let chain = policies(
+            "    - rate-limit: { calls: 10, renewal_period: 30d, remaining_calls_header: X-Remaining }\n    - quota: { calls: 1, renewal_period: 30d }\n    - rate-limit-by-key: { calls: 10, renewal_period: 30d, counter_key: k }\n",
+            &reg,
+        );
+        let (answer, waits) = run_chain(&chain, &mut ctx()).await;
+        assert!(answer.is_none());
+        assert_eq!(waits, 1);
+        let mut c = ctx();
+        let (answer, waits) = run_chain(&chain, &mut c).await;
+        let a = answer.expect("quota refused");
+        assert_eq!((a.status.as_u16(), waits), (403, 1));
+        assert!(header(&a, "retry-after").is_some());
+        // The rate limit before it counted the call (as when checked one by one), the one
+        // after it did not.
+        assert_eq!(remaining(&c).as_deref(), Some("8"));
+        assert_eq!(
+            redis_calls(&reg, TableKind::Rate, "global/inbound/0", "sub-1").await,
+            2
+        );
+        assert_eq!(
+            redis_calls(&reg, TableKind::Rate, "global/inbound/2", "k").await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn refunds_of_linked_limits_go_to_each_counter() {
+        let server = start();
+        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let chain = policies(
+            "    - rate-limit-by-key: { calls: 1, renewal_period: 30d, counter_key: a, increment_condition: success }\n    - quota-by-key: { calls: 1, bandwidth: 100000, renewal_period: 30d, counter_key: b, increment_condition: success }\n",
+            &reg,
+        );
+        let mut c = ctx();
+        assert!(run_chain(&chain, &mut c).await.0.is_none());
+        let failed = Completed {
+            status: 502,
+            bytes_in: 0,
+            bytes_out: 0,
+            answered_by_gateway: false,
+        };
+        for p in &chain {
+            p.on_complete(&failed, &c);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rate = redis_calls(&reg, TableKind::Rate, "global/inbound/0", "a").await;
+            let quota = redis_calls(&reg, TableKind::Quota, "global/inbound/1", "b").await;
+            if (rate, quota) == (0, 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not refunded: {rate}, {quota}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Both given back: the next call passes both limits of 1, and a success keeps
+        // them (with its bytes on the quota).
+        let mut c = ctx();
+        assert!(run_chain(&chain, &mut c).await.0.is_none());
+        let ok = Completed {
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 90,
+            ..failed
+        };
+        for p in &chain {
+            p.on_complete(&ok, &c);
+        }
+        let shared = reg.counters.shared().expect("shared").clone();
+        let period = Arc::new(CachedPeriod::new(Period::fixed(Duration::from_secs(
+            30 * 86_400,
+        ))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = shared
+                .run(
+                    TableKind::Quota,
+                    "global/inbound/1",
+                    "b",
+                    At::Now(period.clone()),
+                    Op::Get,
+                )
+                .await
+                .expect("redis answers");
+            if r.outcome.bytes == 100 {
+                assert_eq!(r.outcome.calls, 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "bytes not counted: {r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (answer, _) = run_chain(&chain, &mut ctx()).await;
+        assert_eq!(answer.expect("refused").status, 429);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_applies_each_policys_on_store_error_after_one_wait() {
+        // Nothing listens there.
+        let reg = registry(&format!("redis://127.0.0.1:{}/", free_port()));
+        // Rate limits allow by default, quotas deny.
+        let chain = policies(RATE_THEN_QUOTA, &reg);
+        let (answer, waits) = run_chain(&chain, &mut ctx()).await;
+        let a = answer.expect("the quota denies");
+        assert_eq!((a.status.as_u16(), waits), (503, 1));
+        assert_eq!(header(&a, "retry-after"), Some("1"));
+        let errors = reg.counters.store_errors();
+        assert_eq!((errors.errors, errors.allowed, errors.denied), (2, 1, 1));
+        // With both allowing, the call goes through uncounted.
+        let chain = policies(
+            "    - rate-limit: { calls: 2, renewal_period: 30d }\n    - quota: { calls: 3, renewal_period: 30d, on_store_error: allow }\n",
+            &reg,
+        );
+        let (answer, waits) = run_chain(&chain, &mut ctx()).await;
+        assert!(answer.is_none());
+        assert_eq!(waits, 1);
+        let errors = reg.counters.store_errors();
+        assert_eq!((errors.errors, errors.allowed, errors.denied), (4, 3, 1));
     }
 }
