@@ -18,7 +18,7 @@ use crate::{Gateway, InflightGuard, SubscriptionScope, SubscriptionState};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -34,22 +34,13 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
-
-/// Names of the headers Tollgate sets, as written on the wire. Pingora keeps a
-/// case-preserving spelling beside every header; inserting by `HeaderName` would allocate
-/// a copy of that spelling each time, a static one costs nothing.
-mod wire {
-    use bytes::Bytes;
-    pub(super) static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
-    pub(super) static X_FORWARDED_FOR: Bytes = Bytes::from_static(b"x-forwarded-for");
-    pub(super) static X_FORWARDED_PROTO: Bytes = Bytes::from_static(b"x-forwarded-proto");
-    pub(super) static X_FORWARDED_HOST: Bytes = Bytes::from_static(b"x-forwarded-host");
-    pub(super) static TRACEPARENT: Bytes = Bytes::from_static(b"traceparent");
-}
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// The proxy service.
 pub struct Proxy {
@@ -176,19 +167,53 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 /// Put the context's answer headers on an answer: a name listed there replaces the answer's
 /// own header of that name, except `Vary`, which is appended.
-fn add_answer_headers(
-    resp: &mut ResponseHeader,
-    headers: &[(HeaderName, HeaderValue)],
-) -> Result<()> {
+fn add_answer_headers(h: &mut HeaderMap, headers: &[(HeaderName, HeaderValue)]) {
     for (i, (name, value)) in headers.iter().enumerate() {
         let first = !headers[..i].iter().any(|(n, _)| n == name);
         if first && *name != http::header::VARY {
-            resp.insert_header(name.clone(), value.clone())?;
+            h.insert(name.clone(), value.clone());
         } else {
-            resp.append_header(name.clone(), value.clone())?;
+            h.append(name.clone(), value.clone());
         }
     }
-    Ok(())
+}
+
+// Tollgate edits header maps directly. Pingora's `insert_header` parses each name and keeps
+// a second, case-preserving name map in step: two allocations and two map inserts per
+// header, a quarter of a bare proxy's instructions for the headers the contract adds to
+// every request. Editing the `http::HeaderMap` drops that map, so header names go out in
+// lower case, a few common ones title-cased (docs/behaviour.md, "Header names").
+
+/// Edit the request head's parts (header map, URI) directly.
+pub(crate) fn edit_request<T>(
+    req: &mut RequestHeader,
+    f: impl FnOnce(&mut http::request::Parts) -> T,
+) -> T {
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
+    let out = f(&mut parts);
+    *req = RequestHeader::from(parts);
+    out
+}
+
+/// Edit an answer head's header map directly (its reason phrase is kept).
+pub(crate) fn edit_response_headers<T>(
+    resp: &mut ResponseHeader,
+    f: impl FnOnce(&mut HeaderMap) -> T,
+) -> T {
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(resp, empty).into();
+    let out = f(&mut parts.headers);
+    *resp = ResponseHeader::from(parts);
+    if reason.is_some() {
+        // A phrase the upstream sent passes through; it was valid when parsed.
+        let _ = resp.set_reason_phrase(reason.as_deref());
+    }
+    out
 }
 
 /// The client address as an `X-Forwarded-For` value (IPv4 without `fmt`: this runs for
@@ -257,13 +282,15 @@ impl Proxy {
                 }
             }
         }
-        let mut resp = ResponseHeader::build(
+        let mut resp = ResponseHeader::build_no_case(
             answer.status,
-            Some(answer.headers.len() + ctx.req.answer_headers.len() + 3),
+            Some(answer.headers.len() + ctx.req.answer_headers.len() + 4),
         )?;
-        for (name, value) in answer.headers.drain(..) {
-            resp.append_header(name, value)?;
-        }
+        edit_response_headers(&mut resp, |h| {
+            for (name, value) in answer.headers.drain(..) {
+                h.append(name, value);
+            }
+        });
         self.write_head_and_body(session, ctx, resp, answer.body, close)
             .await
     }
@@ -281,13 +308,17 @@ impl Proxy {
         close: bool,
     ) -> Result<()> {
         let status = resp.status;
-        add_answer_headers(&mut resp, &ctx.req.answer_headers)?;
-        if status != StatusCode::NOT_MODIFIED {
-            resp.insert_header(CONTENT_LENGTH, body.len())?;
-        }
-        resp.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        edit_response_headers(&mut resp, |h| {
+            add_answer_headers(h, &ctx.req.answer_headers);
+            if status != StatusCode::NOT_MODIFIED {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+            h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            if close {
+                h.insert(http::header::CONNECTION, CLOSE.clone());
+            }
+        });
         if close {
-            resp.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
         }
         let no_body = body.is_empty()
@@ -320,9 +351,7 @@ impl Proxy {
         let query = ctx.req.upstream_query.as_deref();
         let keep_rest = ctx.req.upstream_path != "/" || target.base_path.is_empty();
         let mut uri = String::with_capacity(
-            target.base_path.len()
-                + ctx.req.upstream_path.len()
-                + query.map_or(0, |q| q.len() + 1),
+            target.base_path.len() + ctx.req.upstream_path.len() + query.map_or(0, |q| q.len() + 1),
         );
         uri.push_str(&target.base_path);
         if keep_rest {
@@ -332,36 +361,50 @@ impl Proxy {
             uri.push('?');
             uri.push_str(q);
         }
-        if upstream.raw_path() != uri.as_bytes() {
+        let same_target = edit_request(upstream, |parts| {
+            self.upstream_headers(&mut parts.headers, ctx, pool.host(t), https);
+            parts.uri.path_and_query().map(|pq| pq.as_str()) == Some(uri.as_str())
+        });
+        if !same_target {
             upstream.set_raw_path(uri.as_bytes())?;
         }
-        upstream.insert_header(HOST, pool.host(t).clone())?;
+        Ok(())
+    }
+
+    /// The header edits of [`Proxy::prepare_upstream`].
+    fn upstream_headers(&self, h: &mut HeaderMap, ctx: &Ctx, host: &HeaderValue, https: bool) {
+        h.reserve(6);
+        h.insert(HOST, host.clone());
         // Hop-by-hop headers named by the client's Connection header go no further.
-        if let Some(conn) = upstream.headers.get(http::header::CONNECTION).cloned() {
+        if let Some(conn) = h.get(http::header::CONNECTION).cloned() {
             if let Ok(list) = conn.to_str() {
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                     if !name.eq_ignore_ascii_case("keep-alive")
                         && !name.eq_ignore_ascii_case("close")
                     {
-                        upstream.remove_header(name);
+                        h.remove(name);
                     }
                 }
             }
         }
-        upstream.remove_header(&PROXY_CONNECTION);
-        upstream.remove_header(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
+        h.remove(&KEEP_ALIVE);
         match ctx.req.client_ip {
-            Some(ip) => upstream.insert_header(wire::X_FORWARDED_FOR.clone(), ip_value(ip))?,
+            Some(ip) => {
+                h.insert(X_FORWARDED_FOR.clone(), ip_value(ip));
+            }
             None => {
-                upstream.remove_header(&X_FORWARDED_FOR);
+                h.remove(&X_FORWARDED_FOR);
             }
         }
         let proto = if https { &HTTPS } else { &HTTP };
-        upstream.insert_header(wire::X_FORWARDED_PROTO.clone(), proto.clone())?;
+        h.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         match &ctx.orig_host {
-            Some(h) => upstream.insert_header(wire::X_FORWARDED_HOST.clone(), h.clone())?,
+            Some(v) => {
+                h.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
             None => {
-                upstream.remove_header(&X_FORWARDED_HOST);
+                h.remove(&X_FORWARDED_HOST);
             }
         }
         let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
@@ -370,11 +413,10 @@ impl Proxy {
             .unwrap_or_else(|| TraceIds::from_incoming(incoming));
         // A continued trace keeps the caller's vendor state; a new one drops it.
         if ids.parent_span_id.is_none() {
-            upstream.remove_header(&TRACESTATE);
+            h.remove(&TRACESTATE);
         }
-        upstream.insert_header(wire::TRACEPARENT.clone(), ids.traceparent_value())?;
-        upstream.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        Ok(())
+        h.insert(TRACEPARENT.clone(), ids.traceparent_value());
+        h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     }
 
     /// Answer with a problem and stop the request (`Ok(true)` for `request_filter`).
@@ -793,8 +835,10 @@ impl ProxyHttp for Proxy {
         ctx.req
             .cache
             .after_outbound(session.req_header(), ctx.replace_body.is_some());
-        add_answer_headers(resp, &ctx.req.answer_headers)?;
-        resp.insert_header(wire::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        edit_response_headers(resp, |h| {
+            add_answer_headers(h, &ctx.req.answer_headers);
+            h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        });
         Ok(())
     }
 

@@ -207,3 +207,75 @@ async fn hop_by_hop_request_headers_are_not_forwarded() {
     );
     assert_eq!(r.header("keep-alive"), None);
 }
+
+/// A one-shot upstream on a raw socket: records the request head as bytes and answers with
+/// a custom reason phrase and a mixed-case header.
+fn raw_upstream() -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: at most 64 reads, until the blank line.
+        for _ in 0..64 {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 299 Quite Fine\r\nContent-Length: 2\r\nX-Mixed-Case: yes\r\n\r\nok",
+        );
+        head
+    });
+    (url, handle)
+}
+
+#[test]
+fn header_names_go_out_lower_case_and_reason_phrases_pass_through() {
+    let (url, upstream) = raw_upstream();
+    let gw = Gateway::start(&echo_config(&url));
+    let r = send_raw(
+        gw.addr(),
+        b"GET /echo/x HTTP/1.1\r\nHost: a\r\nX-Client-Thing: 1\r\nUser-Agent: raw\r\n\r\n",
+    );
+    assert_eq!(r.status, 299, "{r:?}");
+    assert_eq!(r.reason, "Quite Fine", "the upstream's reason phrase");
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "x-mixed-case" && v == "yes"),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.headers.iter().any(|(n, _)| n == "x-request-id"));
+    let head = String::from_utf8(upstream.join().expect("upstream")).expect("utf-8 head");
+    // Names as docs/behaviour.md ("Header names") says: lower case, `Host` title-cased.
+    for line in [
+        "\r\nx-client-thing: 1\r\n",
+        "\r\nuser-agent: raw\r\n",
+        "\r\nHost: 127.0.0.1:",
+    ] {
+        assert!(head.contains(line), "{line:?} not in {head:?}");
+    }
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "traceparent",
+        "x-request-id",
+    ] {
+        assert!(
+            head.contains(&format!("\r\n{name}: ")),
+            "{name} not in {head:?}"
+        );
+    }
+}
