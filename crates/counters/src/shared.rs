@@ -69,11 +69,18 @@ pub static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new
 /// order): `KEYS[1..N]` the counters (windows included), `ARGV` four values per counter:
 /// window start and end (ms), calls limit, bytes limit (-1: none). Every window is checked
 /// first: when Redis's clock is outside one, nothing is done and the answer is
-/// `{-1, redis_now_ms}`. Otherwise the counters are checked and counted in order, exactly
-/// as [`SCRIPT`]'s `take` does for one, stopping after the first refusal (the counters after
-/// it are neither checked nor counted). Answers `{1, redis_now_ms}` followed by
+/// `{-1, redis_now_ms}`. Otherwise the counters are checked and counted in order, with the
+/// outcome of [`SCRIPT`]'s `take` for each, stopping after the first refusal (the counters
+/// after it are neither checked nor counted). Answers `{1, redis_now_ms}` followed by
 /// `code, calls, bytes` for each counter checked: code 1 counted, 0 refused (calls), 2
-/// refused (bandwidth).
+/// refused (bandwidth); `bytes` is read only for a counter with a bytes limit (0 otherwise:
+/// only bandwidth quotas count bytes).
+///
+/// Each `redis.call` from Lua costs about as much as the command itself on this kind of
+/// machine, so the common case makes one: the script counts the call first (`HINCRBY`,
+/// atomic with the rest of the script, so nothing else ever sees the count over the limit)
+/// and takes it back when a limit refuses; the expiry is set when the increment created the
+/// counter (its key names the window, so the expiry never changes).
 pub const TAKE_ALL_SOURCE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -88,17 +95,22 @@ for i = 1, n do
   local key = KEYS[i]
   local calls_limit = tonumber(ARGV[4 * i - 1])
   local bytes_limit = tonumber(ARGV[4 * i])
-  local v = redis.call('HMGET', key, 'c', 'b')
-  local calls = tonumber(v[1] or '0')
-  local bytes = tonumber(v[2] or '0')
+  local calls = redis.call('HINCRBY', key, 'c', 1)
+  if calls == 1 then
+    redis.call('PEXPIREAT', key, tonumber(ARGV[4 * i - 2]))
+  end
+  local bytes = 0
+  if bytes_limit >= 0 then
+    bytes = tonumber(redis.call('HGET', key, 'b') or '0')
+  end
   local code = 1
-  if calls_limit >= 0 and calls >= calls_limit then
+  if calls_limit >= 0 and calls > calls_limit then
     code = 0
   elseif bytes_limit >= 0 and bytes >= bytes_limit then
     code = 2
-  else
-    calls = redis.call('HINCRBY', key, 'c', 1)
-    redis.call('PEXPIREAT', key, tonumber(ARGV[4 * i - 2]))
+  end
+  if code ~= 1 then
+    calls = redis.call('HINCRBY', key, 'c', -1)
   end
   out[#out + 1] = code
   out[#out + 1] = calls

@@ -235,6 +235,50 @@ async fn take_all_refuses_on_bandwidth_and_shares_keys_with_single_operations() 
 }
 
 #[tokio::test]
+async fn every_counter_expires_at_its_window_end_even_when_its_first_call_is_refused() {
+    let server = start();
+    let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    // A limit of 0 refuses the very call that creates the counter.
+    let zero = check(TableKind::Quota, "q0", Some(0), None);
+    let ok = check(TableKind::Rate, "r", Some(10), None);
+    for c in [&zero, &ok] {
+        let out = r
+            .take_all(std::slice::from_ref(c))
+            .await
+            .expect("redis answers");
+        let w = out[0].window;
+        let key = r.key(c.kind, &c.origin, &c.key, w);
+        let expire_at: i64 = redis::cmd("PEXPIRETIME")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("PEXPIRETIME");
+        assert_eq!(expire_at, w.end_ms, "{key}");
+        let (calls, bytes): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("c")
+            .arg("b")
+            .query_async(&mut conn)
+            .await
+            .expect("HMGET");
+        assert_eq!(
+            (calls, bytes),
+            (Some(if c.calls_limit == Some(0) { 0 } else { 1 }), None)
+        );
+    }
+    assert_eq!(
+        counted(&r, &zero).await,
+        0,
+        "the refused call was not counted"
+    );
+}
+
+#[tokio::test]
 async fn take_all_is_one_round_trip_whatever_the_number_of_counters() {
     let server = start();
     let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
