@@ -3,7 +3,7 @@
 # (docs/benchmarks.md, "Rate limits and quotas"). Runs the release binary, its demo
 # upstream and wrk on this machine (loopback only), alternating the two routes for
 # ROUNDS rounds of SECS seconds each, and prints per round and as medians the requests per
-# second and the gateway's CPU time per request.
+# second and the gateway's CPU time per request (with REDIS=1, also redis-server's).
 #
 #   bash bench/limits-throughput.sh            # ROUNDS=3 SECS=8 CONNS=16 THREADS=1
 #   REDIS=1 bash bench/limits-throughput.sh    # the same with counters in a local redis-server
@@ -57,27 +57,31 @@ KEY=$(curl -fs -X POST "http://127.0.0.1:$ADMIN/subscriptions" -H 'authorization
 curl -fs -o /dev/null "http://127.0.0.1:$PROXY/limited/x" -H "Ocp-Apim-Subscription-Key: $KEY"
 
 GW=${PIDS[-1]}
+RS=${RP:+${PIDS[1]}}
 TICKS=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$GW/stat"; }
-# One wrk run on $1: prints "REQ_PER_S CPU_US_PER_REQUEST" (the gateway's user + system CPU
-# time during the run divided by the requests served: robust to other load on the machine,
-# unlike requests/second).
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# One wrk run on $1: prints "REQ_PER_S CPU_US_PER_REQUEST REDIS_CPU_US_PER_REQUEST" (the
+# gateway's user + system CPU time during the run divided by the requests served: robust to
+# other load on the machine, unlike requests/second; the same for redis-server, 0 without).
 run() {
-  local before after out reqs
-  before=$(cpu)
+  local before after rbefore=0 rafter=0 out reqs
+  before=$(cpu "$GW"); [ -n "$RS" ] && rbefore=$(cpu "$RS")
   out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -H "Ocp-Apim-Subscription-Key: $KEY" "http://127.0.0.1:$PROXY$1")
-  after=$(cpu)
+  after=$(cpu "$GW"); [ -n "$RS" ] && rafter=$(cpu "$RS")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print int($2)}') $(python3 -c "print(round(($after - $before) / $TICKS * 1e6 / $reqs, 1))")"
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print int($2)}') $(python3 -c "print(round(($after - $before) / $TICKS * 1e6 / $reqs, 1), round(($rafter - $rbefore) / $TICKS * 1e6 / $reqs, 1))")"
 }
-plain=(); limited=(); plain_cpu=(); limited_cpu=()
+plain=(); limited=(); plain_cpu=(); limited_cpu=(); limited_rcpu=()
 for r in $(seq "$ROUNDS"); do
-  read -r p pc < <(run /plain/x); read -r l lc < <(run /limited/x)
-  plain+=("$p"); limited+=("$l"); plain_cpu+=("$pc"); limited_cpu+=("$lc")
-  echo "round $r: no chain $p req/s ($pc us CPU/req), rate-limit + quota $l req/s ($lc us CPU/req)"
+  read -r p pc _ < <(run /plain/x); read -r l lc lr < <(run /limited/x)
+  plain+=("$p"); limited+=("$l"); plain_cpu+=("$pc"); limited_cpu+=("$lc"); limited_rcpu+=("$lr")
+  echo "round $r: no chain $p req/s ($pc us CPU/req), rate-limit + quota $l req/s ($lc us CPU/req${RS:+, redis-server $lr us CPU/req})"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mp=$(median "${plain[@]}"); ml=$(median "${limited[@]}")
 mpc=$(median "${plain_cpu[@]}"); mlc=$(median "${limited_cpu[@]}")
 echo "median: no chain $mp req/s, rate-limit + quota $ml req/s ($(python3 -c "print(f'{(1-$ml/$mp)*100:.1f}')")% fewer)"
 echo "median gateway CPU per request: no chain $mpc us, rate-limit + quota $mlc us ($(python3 -c "print(f'{($mlc/$mpc-1)*100:+.1f}')")%)"
+if [ -n "$RS" ]; then
+  echo "median redis-server CPU per request, rate-limit + quota: $(median "${limited_rcpu[@]}") us"
+fi
