@@ -20,6 +20,7 @@
 //! in its place (Pingora closes the connection after it).
 
 use async_trait::async_trait;
+use bytes::{Buf, Bytes};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -29,7 +30,6 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora_core::server::ShutdownWatch;
-use bytes::{Buf, Bytes};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -100,7 +100,9 @@ fn problem_400() -> Bytes {
     let mut out = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
-        tollgate_policies::PROBLEM_JSON.to_str().unwrap_or("application/problem+json"),
+        tollgate_policies::PROBLEM_JSON
+            .to_str()
+            .unwrap_or("application/problem+json"),
         body.len()
     )
     .into_bytes();
@@ -430,7 +432,11 @@ mod tests {
         assert_eq!(ends_after(&[head]), Some(0));
         // Every split point, including inside the final CRLF CRLF.
         for cut in 1..head.len() {
-            assert_eq!(ends_after(&[&head[..cut], &head[cut..]]), Some(1), "cut {cut}");
+            assert_eq!(
+                ends_after(&[&head[..cut], &head[cut..]]),
+                Some(1),
+                "cut {cut}"
+            );
         }
         // One byte at a time.
         let bytes: Vec<&[u8]> = head.chunks(1).collect();
@@ -449,8 +455,12 @@ mod tests {
         let ours = b"HTTP/1.1 400 Bad Request\r\nCache-Control: private, no-store\r\n\
             x-request-id: 0123\r\nContent-Length: 0\r\n\r\n";
         assert!(!is_canned_400(ours));
-        assert!(!is_canned_400(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!is_canned_400(b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"));
+        assert!(!is_canned_400(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!is_canned_400(
+            b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"
+        ));
         let replacement = super::problem_400();
         let text = std::str::from_utf8(&replacement).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
@@ -464,7 +474,10 @@ mod tests {
     #[test]
     fn a_partial_head_does_not_end() {
         assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n"]), None);
-        assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\n", b"Host: a\r", b"\n"]), None);
+        assert_eq!(
+            ends_after(&[b"GET / HTTP/1.1\r\n", b"Host: a\r", b"\n"]),
+            None
+        );
         assert_eq!(ends_after(&[b"\n"]), None);
         assert_eq!(ends_after(&[b"\r\n"]), None);
     }

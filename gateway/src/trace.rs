@@ -193,7 +193,9 @@ mod tests {
         let (b, _) = new_request_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(av.as_bytes(), a.as_bytes());
     }
 
@@ -206,7 +208,10 @@ mod tests {
             flags: 1,
         };
         let tp = ids.traceparent();
-        assert_eq!(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(
+            tp,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
         assert_eq!(ids.traceparent_value().as_bytes(), tp.as_bytes());
         assert_eq!(ids.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let small = TraceIds {
