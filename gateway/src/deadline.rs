@@ -124,6 +124,12 @@ impl HeaderDeadline {
         }
     }
 
+    /// No byte of an answer to the current request was written yet (so a write starting
+    /// with a status line is an answer head, not a body that happens to hold one).
+    fn answer_not_started(&self) -> bool {
+        matches!(self.phase, Phase::InHead | Phase::AfterHead)
+    }
+
     /// Write what is left of the replacement answer.
     fn drain_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(rest) = self.replacement.as_mut() {
@@ -258,7 +264,7 @@ impl AsyncWrite for HeaderDeadline {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         std::task::ready!(this.drain_replacement(cx))?;
-        if is_canned_400(buf) {
+        if this.answer_not_started() && is_canned_400(buf) {
             return this.replace_canned(cx, buf.len());
         }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -286,7 +292,7 @@ impl AsyncWrite for HeaderDeadline {
         let this = &mut *self;
         std::task::ready!(this.drain_replacement(cx))?;
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if is_canned_400(first) {
+            if this.answer_not_started() && is_canned_400(first) {
                 // Its body is empty: the head is everything.
                 let len = bufs.iter().map(|b| b.len()).sum();
                 return this.replace_canned(cx, len);

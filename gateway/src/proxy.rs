@@ -308,6 +308,10 @@ impl Proxy {
         close: bool,
     ) -> Result<()> {
         let status = resp.status;
+        if ctx.request_id.is_empty() {
+            // Answered before `request_filter` ran (Pingora refused the request itself).
+            (ctx.req.request_id, ctx.request_id) = new_request_id();
+        }
         edit_response_headers(&mut resp, |h| {
             add_answer_headers(h, &ctx.req.answer_headers);
             if status != StatusCode::NOT_MODIFIED {
