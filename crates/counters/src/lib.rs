@@ -25,6 +25,9 @@
 pub mod clock;
 pub mod local;
 pub mod shared;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};

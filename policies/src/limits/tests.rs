@@ -264,49 +264,9 @@ fn a_section_is_built_one_policy_per_instance_in_order() {
 /// Counters shared through a real `redis-server` (Debian's, or `$REDIS_SERVER`).
 mod shared {
     use super::*;
-    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
+    use tollgate_counters::testing::{free_port, RedisServer};
     use tollgate_counters::{At, Op, SystemClock, TableKind};
-
-    struct Server(Child, u16);
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    fn start() -> Server {
-        let bin = std::env::var_os("REDIS_SERVER")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| "/usr/bin/redis-server".into());
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e})", bin.display()));
-        let server = Server(child, port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
 
     fn registry(url: &str) -> Arc<Registries> {
         let counters = Counters::redis(url, Arc::new(SystemClock)).expect("url");
@@ -359,8 +319,8 @@ mod shared {
 
     #[tokio::test]
     async fn consecutive_limits_wait_once_and_a_refused_rate_limit_consumes_no_quota() {
-        let server = start();
-        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let server = RedisServer::start();
+        let reg = registry(&server.url());
         let chain = policies(RATE_THEN_QUOTA, &reg);
         for left in ["1", "0"] {
             let mut c = ctx();
@@ -390,8 +350,8 @@ mod shared {
 
     #[tokio::test]
     async fn a_refusing_quota_after_a_rate_limit_answers_403_without_a_second_wait() {
-        let server = start();
-        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let server = RedisServer::start();
+        let reg = registry(&server.url());
         let chain = policies(
             "    - rate-limit: { calls: 10, renewal_period: 30d, remaining_calls_header: X-Remaining }\n    - quota: { calls: 1, renewal_period: 30d }\n    - rate-limit-by-key: { calls: 10, renewal_period: 30d, counter_key: k }\n",
             &reg,
@@ -419,8 +379,8 @@ mod shared {
 
     #[tokio::test]
     async fn refunds_of_linked_limits_go_to_each_counter() {
-        let server = start();
-        let reg = registry(&format!("redis://127.0.0.1:{}/", server.1));
+        let server = RedisServer::start();
+        let reg = registry(&server.url());
         let chain = policies(
             "    - rate-limit-by-key: { calls: 1, renewal_period: 30d, counter_key: a, increment_condition: success }\n    - quota-by-key: { calls: 1, bandwidth: 100000, renewal_period: 30d, counter_key: b, increment_condition: success }\n",
             &reg,

@@ -3,104 +3,30 @@
 
 use super::*;
 use crate::clock::{ManualClock, SystemClock};
+use crate::testing::{free_port, RedisServer};
 use crate::window::Period;
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed when dropped (the server's working directory).
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start() -> Server {
-    let bin = std::env::var_os("REDIS_SERVER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/redis-server".into());
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("tollgate-counters-redis-{port}"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let child = Command::new(&bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({e}); install Debian's redis-server package",
-                bin.display()
-            )
-        });
-    let server = Server {
-        child,
-        port,
-        _dir: TempDir(dir),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server
-}
-
-impl Server {
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Scripts run so far (`EVALSHA` and `EVAL` calls, by `INFO commandstats`): each is one
-    /// round trip of a counter operation.
-    async fn script_runs(&self) -> u64 {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await
-            .expect("INFO");
-        ["cmdstat_evalsha:", "cmdstat_eval:"]
-            .iter()
-            .filter_map(|name| {
-                let line = info.lines().find(|l| l.starts_with(name))?;
-                let calls = line.split_once("calls=")?.1.split(',').next()?;
-                calls.parse::<u64>().ok()
-            })
-            .sum()
-    }
+/// Scripts run so far (`EVALSHA` and `EVAL` calls, by `INFO commandstats`): each is one
+/// round trip of a counter operation.
+async fn script_runs(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|name| {
+            let line = info.lines().find(|l| l.starts_with(name))?;
+            let calls = line.split_once("calls=")?.1.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// A period long enough that no test straddles two windows (30 days from the epoch).
@@ -142,7 +68,7 @@ fn codes(remotes: &[Remote]) -> Vec<Option<Refusal>> {
 
 #[tokio::test]
 async fn take_all_counts_in_order_and_stops_at_the_first_refusal() {
-    let server = start();
+    let server = RedisServer::start();
     let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
     // A rate limit of 2, then a quota of 10: the third call is refused by the rate limit and
     // does not consume quota.
@@ -190,7 +116,7 @@ async fn take_all_counts_in_order_and_stops_at_the_first_refusal() {
 
 #[tokio::test]
 async fn take_all_refuses_on_bandwidth_and_shares_keys_with_single_operations() {
-    let server = start();
+    let server = RedisServer::start();
     let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
     let q = check(TableKind::Quota, "api:a/inbound/0", Some(100), Some(1000));
     let out = r
@@ -236,7 +162,7 @@ async fn take_all_refuses_on_bandwidth_and_shares_keys_with_single_operations() 
 
 #[tokio::test]
 async fn every_counter_expires_at_its_window_end_even_when_its_first_call_is_refused() {
-    let server = start();
+    let server = RedisServer::start();
     let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client
@@ -280,7 +206,7 @@ async fn every_counter_expires_at_its_window_end_even_when_its_first_call_is_ref
 
 #[tokio::test]
 async fn take_all_is_one_round_trip_whatever_the_number_of_counters() {
-    let server = start();
+    let server = RedisServer::start();
     let r = RedisCounters::new(&server.url(), Arc::new(SystemClock)).expect("url");
     let checks = [
         check(TableKind::Rate, "global/inbound/0", Some(1000), None),
@@ -295,13 +221,13 @@ async fn take_all_is_one_round_trip_whatever_the_number_of_counters() {
     ];
     // Warm up: connect, load the script.
     r.take_all(&checks).await.expect("redis answers");
-    let before = server.script_runs().await;
+    let before = script_runs(&server).await;
     for _ in 0..20 {
         let out = r.take_all(&checks).await.expect("redis answers");
         assert_eq!(out.len(), 4);
     }
     assert_eq!(
-        server.script_runs().await - before,
+        script_runs(&server).await - before,
         20,
         "one script run each"
     );
@@ -312,7 +238,7 @@ async fn take_all_is_one_round_trip_whatever_the_number_of_counters() {
 
 #[tokio::test]
 async fn take_all_counts_in_redis_windows_whatever_the_node_clock() {
-    let server = start();
+    let server = RedisServer::start();
     // A node whose clock is two hours behind, with a one-hour period: its first proposed
     // window is wrong, the script answers with Redis's time, the node retries right and
     // learns the offset.
@@ -332,13 +258,13 @@ async fn take_all_counts_in_redis_windows_whatever_the_node_clock() {
     assert_eq!(out[0].window, hour.window_at(out[0].now_ms));
     assert!((r.now_estimate() - SystemClock.now_ms()).abs() < 60_000);
     // With the offset learnt, the next check is right the first time.
-    let before = server.script_runs().await;
+    let before = script_runs(&server).await;
     let out = r
         .take_all(std::slice::from_ref(&c))
         .await
         .expect("redis answers");
     assert_eq!(out[0].outcome.calls, 2);
-    assert_eq!(server.script_runs().await - before, 1);
+    assert_eq!(script_runs(&server).await - before, 1);
 }
 
 #[tokio::test]
@@ -346,7 +272,7 @@ async fn take_all_fails_fast_when_redis_is_unreachable() {
     let port = free_port();
     let r = RedisCounters::new(&format!("redis://127.0.0.1:{port}/"), Arc::new(SystemClock))
         .expect("url");
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let err = r
         .take_all(&[check(TableKind::Quota, "o", Some(1), None)])
         .await
