@@ -250,7 +250,11 @@ mod tests {
         );
         assert_eq!(s.span_context.span_id(), SpanId::from(ids.span_id));
         // The upstream got this very span as its parent.
-        assert!(ids.traceparent().contains(&format!("{:016x}", ids.span_id)));
+        let tp = ids.traceparent_value();
+        assert!(tp
+            .to_str()
+            .unwrap()
+            .contains(&format!("{:016x}", ids.span_id)));
         assert_eq!(
             s.end_time.duration_since(s.start_time).unwrap(),
             Duration::from_millis(12)

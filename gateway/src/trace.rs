@@ -23,10 +23,6 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
     hex::encode_to_slice(bytes, out).unwrap_or_else(|_| unreachable!("buffer sized for the hex"));
 }
 
-fn hex128(v: u128) -> String {
-    hex::encode(v.to_be_bytes())
-}
-
 /// The trace identity of one request: the trace it belongs to, the span the gateway makes
 /// for it (the parent id the upstream sees), and the caller's span when the request came
 /// with a valid `traceparent`.
@@ -78,15 +74,7 @@ impl TraceIds {
         }
     }
 
-    /// `00-TRACE-SPAN-FLAGS`: the `traceparent` sent upstream.
-    pub fn traceparent(&self) -> String {
-        let buf = self.traceparent_bytes();
-        std::str::from_utf8(&buf)
-            .unwrap_or_else(|_| unreachable!("hex digits and dashes"))
-            .to_owned()
-    }
-
-    /// The `traceparent` as a header value.
+    /// `00-TRACE-SPAN-FLAGS`: the `traceparent` sent upstream, as a header value.
     pub fn traceparent_value(&self) -> HeaderValue {
         HeaderValue::from_bytes(&self.traceparent_bytes())
             .unwrap_or_else(|_| unreachable!("hex digits and dashes"))
@@ -102,13 +90,8 @@ impl TraceIds {
 
     /// The trace id in hex (32 digits).
     pub fn trace_id_hex(&self) -> String {
-        hex128(self.trace_id)
+        hex::encode(self.trace_id.to_be_bytes())
     }
-}
-
-/// The `traceparent` to send upstream, given the incoming one (if any).
-pub fn next_traceparent(incoming: Option<&[u8]>) -> String {
-    TraceIds::from_incoming(incoming).traceparent()
 }
 
 /// `(trace id, parent span id, flags)` of a valid `traceparent`.
@@ -159,6 +142,12 @@ fn parse_traceparent(v: &[u8]) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
+    /// The `traceparent` sent upstream for an incoming one (if any), as text.
+    fn next_traceparent(incoming: Option<&[u8]>) -> String {
+        let v = TraceIds::from_incoming(incoming).traceparent_value();
+        v.to_str().expect("ASCII").to_owned()
+    }
+
     #[test]
     fn continues_a_valid_trace() {
         let inc = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -207,12 +196,10 @@ mod tests {
             parent_span_id: None,
             flags: 1,
         };
-        let tp = ids.traceparent();
         assert_eq!(
-            tp,
+            ids.traceparent_value(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
-        assert_eq!(ids.traceparent_value().as_bytes(), tp.as_bytes());
         assert_eq!(ids.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let small = TraceIds {
             trace_id: 1,
@@ -221,7 +208,7 @@ mod tests {
             flags: 0,
         };
         assert_eq!(
-            small.traceparent(),
+            small.traceparent_value(),
             "00-00000000000000000000000000000001-0000000000000002-00"
         );
     }
