@@ -25,7 +25,7 @@ command -v nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 [ -x "$OHA" ] || CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
 cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
-TG=$ROOT/target/release/tollgate
+TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build compares two builds
 BARE=$ROOT/target/release/bare-proxy
 mkdir -p "$OUT"
 DIR=$(mktemp -d)

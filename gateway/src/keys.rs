@@ -51,14 +51,65 @@ pub fn generate_key() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// HMAC-SHA256 keyed with `secret`, ready for a message.
+fn keyed(secret: &[u8; 32]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length: this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
 /// HMAC-SHA256 of `key` under `secret`.
 pub fn digest(secret: &[u8; 32], key: &str) -> Digest {
-    // HMAC takes keys of any length: this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    finish(keyed(secret), key)
+}
+
+fn finish(mut mac: Hmac<Sha256>, key: &str) -> Digest {
     mac.update(key.as_bytes());
     mac.finalize().into_bytes().into()
 }
+
+/// Hashes a digest for the map by taking its first eight bytes.
+///
+/// A digest is HMAC output under a secret the caller does not know, so it is already
+/// uniformly spread and cannot be chosen to collide: running it through SipHash again (the
+/// map's default, there against chosen keys) would only cost time on every lookup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DigestHash;
+
+/// The hasher [`DigestHash`] builds.
+#[derive(Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A digest hashes as its length, then its 32 bytes: the length adds nothing.
+        // Anything shorter (never a digest) is folded in whole.
+        match bytes.first_chunk::<8>() {
+            Some(head) => self.0 ^= u64::from_le_bytes(*head),
+            None => {
+                for &b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(b);
+                }
+            }
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+}
+
+/// The map of digests to subscriptions.
+type DigestMap = DashMap<Digest, Subscription, DigestHash>;
 
 /// One subscription's entry in the ring.
 #[derive(Debug, Clone)]
@@ -74,7 +125,24 @@ pub struct KeyEntry {
 /// The secret and the digests it made, swapped together.
 struct Ring {
     secret: [u8; 32],
-    map: DashMap<Digest, Subscription>,
+    /// HMAC already keyed with `secret`: a lookup clones it instead of hashing the key
+    /// blocks again (two of the four SHA-256 compressions of a digest).
+    mac: Hmac<Sha256>,
+    map: DigestMap,
+}
+
+impl Ring {
+    fn new(secret: [u8; 32], map: DigestMap) -> Ring {
+        Ring {
+            secret,
+            mac: keyed(&secret),
+            map,
+        }
+    }
+
+    fn digest(&self, key: &str) -> Digest {
+        finish(self.mac.clone(), key)
+    }
 }
 
 /// The proxy's view of every subscription key.
@@ -95,12 +163,12 @@ impl std::fmt::Debug for KeyRing {
 
 /// A map sized for `entries` (two keys each) before it is filled, so that a large ring is
 /// allocated once instead of grown by doubling (which left the smaller tables resident).
-fn index(entries: impl IntoIterator<Item = KeyEntry>) -> DashMap<Digest, Subscription> {
+fn index(entries: impl IntoIterator<Item = KeyEntry>) -> DigestMap {
     let entries = entries.into_iter();
     let keys = 2 * entries.size_hint().0;
     // The map is split in shards filled unevenly: a little headroom keeps the fullest one
     // from doubling.
-    let map = DashMap::with_capacity(keys + keys / 32);
+    let map = DashMap::with_capacity_and_hasher(keys + keys / 32, DigestHash);
     for e in entries {
         map.insert(e.primary, e.subscription.clone());
         map.insert(e.secondary, e.subscription);
@@ -109,7 +177,7 @@ fn index(entries: impl IntoIterator<Item = KeyEntry>) -> DashMap<Digest, Subscri
 }
 
 /// Unmaps `d` if it still belongs to subscription `id`.
-fn unmap(map: &DashMap<Digest, Subscription>, d: &Digest, id: &str) {
+fn unmap(map: &DigestMap, d: &Digest, id: &str) {
     map.remove_if(d, |_, sub| &*sub.id == id);
 }
 
@@ -117,10 +185,7 @@ impl KeyRing {
     /// An empty ring for keys hashed under `secret`.
     pub fn new(secret: [u8; 32]) -> KeyRing {
         KeyRing {
-            ring: ArcSwap::from_pointee(Ring {
-                secret,
-                map: DashMap::new(),
-            }),
+            ring: ArcSwap::from_pointee(Ring::new(secret, DashMap::with_hasher(DigestHash))),
             writes: Mutex::new(()),
         }
     }
@@ -132,7 +197,7 @@ impl KeyRing {
 
     /// The digest of `key` under this installation's secret.
     pub fn digest(&self, key: &str) -> Digest {
-        digest(&self.ring.load().secret, key)
+        self.ring.load().digest(key)
     }
 
     /// The installation secret keys are hashed under (a control plane hands it to its data
@@ -184,7 +249,7 @@ impl KeyRing {
         let map = index(entries);
         let _w = self.writer();
         let secret = self.ring.load().secret;
-        self.ring.store(Arc::new(Ring { secret, map }));
+        self.ring.store(Arc::new(Ring::new(secret, map)));
     }
 
     /// Replaces the secret and the whole ring in one step (a data plane applying a snapshot
@@ -196,7 +261,7 @@ impl KeyRing {
     ) {
         let map = index(entries);
         let _w = self.writer();
-        self.ring.store(Arc::new(Ring { secret, map }));
+        self.ring.store(Arc::new(Ring::new(secret, map)));
     }
 
     /// How many keys the ring holds (two per subscription).
@@ -213,7 +278,7 @@ impl KeyRing {
 impl SubscriptionLookup for KeyRing {
     fn lookup(&self, key: &str) -> Option<Subscription> {
         let ring = self.ring.load();
-        let d = digest(&ring.secret, key);
+        let d = ring.digest(key);
         let found = ring.map.get(&d)?;
         bool::from(found.key().ct_eq(&d)).then(|| found.value().clone())
     }
@@ -298,6 +363,27 @@ mod tests {
         // A different installation secret gives different digests.
         let other = KeyRing::new([8; 32]);
         assert_ne!(other.digest(&p), ring.digest(&p));
+    }
+
+    #[test]
+    fn digests_that_share_their_hashed_bytes_stay_apart() {
+        // The map hashes a digest by its first eight bytes: two digests equal there
+        // collide, and must still be told apart by the rest.
+        let map: DigestMap = DashMap::with_hasher(DigestHash);
+        let (mut a, mut b) = ([3u8; 32], [3u8; 32]);
+        a[31] = 1;
+        b[31] = 2;
+        map.insert(a, sub("a"));
+        map.insert(b, sub("b"));
+        assert_eq!(&*map.get(&a).unwrap().id, "a");
+        assert_eq!(&*map.get(&b).unwrap().id, "b");
+        assert!(map.get(&[3u8; 32]).is_none());
+        // The ring's own digests spread: the hashes of a few hundred differ.
+        let ring = KeyRing::new([7; 32]);
+        let hashes: std::collections::HashSet<u64> = (0..256)
+            .map(|_| std::hash::BuildHasher::hash_one(&DigestHash, ring.digest(&generate_key())))
+            .collect();
+        assert_eq!(hashes.len(), 256);
     }
 
     #[test]

@@ -600,8 +600,7 @@ impl ProxyHttp for Proxy {
         let header_key = req
             .headers
             .get(&api.key_header)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .and_then(|v| v.to_str().ok());
         let mut query_key = None;
         let mut upstream_query = query;
         if let Some(q) = upstream_query.as_deref() {
@@ -615,13 +614,15 @@ impl ProxyHttp for Proxy {
                 upstream_query = strip_query_param(q, &api.key_query);
             }
         }
-        let key = header_key.or(query_key);
+        // Looked up while the header is borrowed from the request, then removed.
+        let key = header_key.or(query_key.as_deref());
+        let key_given = key.is_some();
+        let subscription = key.and_then(|k| self.gw.subscriptions.lookup(k));
         session.req_header_mut().remove_header(&api.key_header);
         let mut product_slot = 0;
-        let subscription = key.as_deref().and_then(|k| self.gw.subscriptions.lookup(k));
         if api.subscription_required {
             let Some(sub) = subscription.as_ref() else {
-                let detail = if key.is_some() {
+                let detail = if key_given {
                     "the subscription key is not valid"
                 } else {
                     "a subscription key is required"
