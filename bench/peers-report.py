@@ -129,8 +129,11 @@ def report(med, meta, cases, skips):
         f"coordinated omission corrected (medians). CPU µs/req: utime + stime of the proxy "
         f"process (all threads; nginx master + worker) from `/proc/PID/stat` over the wrk run, "
         f"divided by its requests: best round / median, ratios on the best round. k cycles/req: "
-        f"`perf stat -p` (unhalted cycles, user + kernel) over a separate "
-        f"{meta.get('instr_secs', '?')} s wrk run, best round.")
+        + (f"`perf stat -p` (unhalted cycles, user + kernel) over a separate "
+           f"{meta.get('instr_secs', '?')} s wrk run, best round."
+           if meta.get("perf_hw", "yes") else
+           "not measured: `perf` on this machine counts no hardware events (a VM without a "
+           "PMU), so the CPU targets rest on CPU time alone."))
     lines.append("")
     lines.append(
         f"| case | req/s best / median | vs bare | vs nginx | CPU µs/req best / median | vs bare | vs nginx | "

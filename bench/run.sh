@@ -76,10 +76,18 @@ if [ ! -x "$OHA" ]; then
   OHA=$HOME/.cargo/bin/oha
 fi
 PERF=$(command -v perf || true)
+# A VM without a virtual PMU has perf but no hardware counters: instructions and cycles are
+# then not measured (CPU time from /proc still is), and the report says so.
+PERF_HW=$PERF
+if [ -n "$PERF" ] && ! "$PERF" stat -x, -e instructions:u -- true 2>&1 >/dev/null |
+    grep -q '^[0-9]'; then
+  log "perf counts no hardware events on this machine (no PMU): no instructions or cycles"
+  PERF_HW=""
+fi
 
 log "building tollgate and bench/bare-proxy (release)"
 cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
-TG=$ROOT/target/release/tollgate
+TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build measures that one
 BARE=$ROOT/target/release/bare-proxy
 
 mkdir -p "$OUT"
@@ -483,7 +491,7 @@ print(p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok + bad, bad)'
 instr_run() { # case -> JSON fields from perf stat over its own wrk run: instructions and
   # cycles (user, kernel), context switches, and the requests done
   local c=$1 sp req rps err
-  if [ -z "$PERF" ] || [ "$INSTR_SECS" = 0 ]; then echo '"instr_requests":0'; return; fi
+  if [ -z "$PERF_HW" ] || [ "$INSTR_SECS" = 0 ]; then echo '"instr_requests":0'; return; fi
   "$PERF" stat -e instructions:u,instructions:k,cycles:u,cycles:k,context-switches -x, \
     -o "$DIR/perf-stat.csv" -p "$(descendants "${CASE_PID[$c]}" | paste -sd,)" >/dev/null 2>&1 &
   sp=$!
@@ -523,8 +531,12 @@ measure() { # case round
   printf '{"case":"%s","round":%s,"rps":%s,"requests":%s,"errors":%s,"cpu_us":%s,"p50":%s,"p99":%s,"p999":%s,"lat_requests":%s,"lat_errors":%s,"lat_cpu_us":%s,%s}\n' \
     "$c" "$r" "$rps" "$req" "$err" "$us" "$p50" "$p99" "$p999" "$lreq" "$lerr" "$lus" "$stat" >>"$RESULTS"
   local ki
-  ki=$(echo "{$stat}" | python3 -c 'import json, sys; r = json.load(sys.stdin); n = max(r["instr_requests"], 1); print(round((r.get("instr_user", 0) + r.get("instr_kernel", 0)) / n / 1e3, 1))')
-  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req, ${ki}k instructions/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
+  ki=$(echo "{$stat}" | python3 -c 'import json, sys
+r = json.load(sys.stdin)
+n = r["instr_requests"]
+k = (r.get("instr_user", 0) + r.get("instr_kernel", 0)) / max(n, 1) / 1e3
+print(f"{k:.1f}k" if n else "n/a")')
+  log "round $r $c: $(printf '%.0f' "$rps") req/s, $(printf '%.1f' "$us") µs CPU/req, $ki instructions/req; at $RATE/s p50 $(printf '%.3f' "$p50") p99 $(printf '%.3f' "$p99") p99.9 $(printf '%.3f' "$p999") ms, $(printf '%.1f' "$lus") µs CPU/req; errors $err/$lerr"
 }
 
 load1() { awk '{print $1}' /proc/loadavg; }
@@ -593,7 +605,7 @@ meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "nproc=$(nproc)" \
   "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   "kernel=$(uname -r)" "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" \
   "rounds=$ROUNDS" "secs=$SECS" "conns=$CONNS" "rate=$RATE" "lat_conns=$LAT_CONNS" \
-  "lat_secs=$LAT_SECS" "instr_secs=$INSTR_SECS" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
+  "lat_secs=$LAT_SECS" "instr_secs=$INSTR_SECS" "perf_hw=${PERF_HW:+yes}" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
   "xml_json_bytes=${XML_JSON_BYTES:-}" "analytics_api=$ANALYTICS_API" "skips=$SKIPS" \
   "nginx=$(nginx -v 2>&1 | cut -d/ -f2)" "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')" \
   "oha=$("$OHA" --version | awk '{print $2}')" >"$OUT/meta.json"

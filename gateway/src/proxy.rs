@@ -77,8 +77,9 @@ pub struct Ctx {
     pub(crate) snap: Option<Arc<Snapshot>>,
     pub(crate) chain: Option<Arc<RuntimeChain>>,
     pub(crate) pool: Option<Arc<Pool>>,
-    /// State shared with the policies.
-    pub(crate) req: RequestCtx,
+    /// State shared with the policies. Boxed: Pingora moves each request's future, `Ctx`
+    /// included, into fresh boxes, and this is most of `Ctx`'s size.
+    pub(crate) req: Box<RequestCtx>,
     /// Bit set of target indexes already tried.
     pub(crate) tried: u64,
     pub(crate) attempts: u32,
@@ -453,7 +454,7 @@ impl ProxyHttp for Proxy {
             snap: None,
             chain: None,
             pool: None,
-            req: RequestCtx::default(),
+            req: Box::default(),
             tried: 0,
             attempts: 0,
             target: None,
