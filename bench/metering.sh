@@ -17,14 +17,10 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-8}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p tollgate
 BIN=target/release/tollgate
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
+need wrk
 UP=$(port)
 
 "$BIN" demo-upstream --listen "127.0.0.1:$UP" >"$DIR/upstream.log" 2>&1 & PIDS+=($!)

@@ -56,6 +56,7 @@ CASES=${CASES:-$ALL_CASES}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- tools
+source bench/lib.sh
 need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
@@ -69,12 +70,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # Debian's package may start a system nginx; ours are separate instances on free ports.
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-if [ ! -x "$OHA" ]; then
-  log "installing oha from crates.io (a few minutes, once)"
-  CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
-  OHA=$HOME/.cargo/bin/oha
-fi
+need_oha
 PERF=$(command -v perf || true)
 # A VM without a virtual PMU has perf but no hardware counters: instructions and cycles are
 # then not measured (CPU time from /proc still is), and the report says so.
@@ -91,39 +87,9 @@ TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build measures tha
 BARE=$ROOT/target/release/bare-proxy
 
 mkdir -p "$OUT"
-DIR=$(mktemp -d)
-PIDS=()
-descendants() { # pid -> it and every process below it (nginx workers are children of
-  # the master)
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
-}
-cleanup() {
-  # Every process this script started, and whatever they started (nginx workers).
-  local all=() p
-  for p in "${PIDS[@]}"; do all+=($(descendants "$p")); done
-  [ "${#all[@]}" -gt 0 ] || { rm -rf "$DIR"; return; }
-  kill "${all[@]}" 2>/dev/null || true
-  for _ in $(seq 20); do
-    kill -0 "${all[@]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -9 "${all[@]}" 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 on_load() { taskset -c "$LOAD_CPU" "$@"; }
-wait_http() { # url [header]
-  for _ in $(seq 100); do
-    curl -fs -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "not answering: $1"; return 1
-}
 
 # ---------------------------------------------------------------- upstream files
 mkdir -p "$DIR/static" "$DIR/logs"

@@ -21,11 +21,7 @@ SUBS=${SUBS:-10000}
 CONCURRENCY=${CONCURRENCY:-4}
 cargo build --release -q -p tollgate -p tollgate-bench-scale
 BIN=target/release/tollgate
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 PROXY=$(port); ADMIN=$(port); UP=$(port)
 cat >"$DIR/policy.yaml" <<YAML
 version: 1

@@ -1,0 +1,49 @@
+# Sourced by the bench scripts (after `set -euo pipefail` and `cd` to the repository):
+# a temporary directory DIR, removed at exit together with the processes whose PIDs the
+# script appends to PIDS (and whatever those started, such as nginx workers); a free-port
+# helper; a wait for an HTTP answer; installs of what is missing.
+DIR=$(mktemp -d)
+PIDS=()
+descendants() { # pid -> it and every process below it
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
+}
+bench_cleanup() {
+  local all=() p
+  for p in "${PIDS[@]}"; do all+=($(descendants "$p")); done
+  if [ "${#all[@]}" -gt 0 ]; then
+    kill "${all[@]}" 2>/dev/null || true
+    for _ in $(seq 20); do
+      kill -0 "${all[@]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "${all[@]}" 2>/dev/null || true
+  fi
+  rm -rf "$DIR"
+}
+trap bench_cleanup EXIT
+# A free TCP port on 127.0.0.1.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Wait (at most 60 s) for URL to answer 2xx.
+wait_http() {
+  for _ in $(seq 600); do curl -fs -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2
+  return 1
+}
+# need COMMAND [PACKAGE]: installs PACKAGE (default: COMMAND) from Debian when COMMAND is missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${2:-$1}" >/dev/null
+  }
+}
+# Sets OHA to the oha load generator, installed from crates.io the first time.
+need_oha() {
+  OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+  if [ ! -x "$OHA" ]; then
+    echo "installing oha from crates.io (a few minutes, once)" >&2
+    CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
+    OHA=$HOME/.cargo/bin/oha
+  fi
+}
