@@ -31,12 +31,14 @@ wait_http() {
   echo "not answering: $1" >&2
   return 1
 }
+# Installs Debian PACKAGES (one update, one install).
+apt_install() {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 # need COMMAND [PACKAGE]: installs PACKAGE (default: COMMAND) from Debian when COMMAND is missing.
 need() {
-  command -v "$1" >/dev/null 2>&1 || {
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${2:-$1}" >/dev/null
-  }
+  command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"
 }
 # Sets OHA to the oha load generator, installed from crates.io the first time.
 need_oha() {
