@@ -217,6 +217,17 @@ pub(crate) fn edit_response_headers<T>(
     out
 }
 
+/// The names of a request head that [`Proxy::prepare_upstream`] may remove, by presence.
+#[derive(Default)]
+struct Removable {
+    connection: bool,
+    /// `Proxy-Connection` or `Keep-Alive`.
+    proxy_hop: bool,
+    forwarded_for: bool,
+    forwarded_host: bool,
+    tracestate: bool,
+}
+
 /// The client address as an `X-Forwarded-For` value (IPv4 without `fmt`: this runs for
 /// every request).
 fn ip_value(ip: IpAddr) -> HeaderValue {
@@ -366,22 +377,53 @@ impl Proxy {
             uri.push('?');
             uri.push_str(q);
         }
-        let same_target = edit_request(upstream, |parts| {
+        // The target is set on the parts too: `set_raw_path` would take the head apart
+        // again and build the URI through `http`'s builder.
+        let rejected = edit_request(upstream, |parts| {
             self.upstream_headers(&mut parts.headers, ctx, pool.host(t), https);
-            parts.uri.path_and_query().map(|pq| pq.as_str()) == Some(uri.as_str())
+            if parts.uri.path_and_query().map(|pq| pq.as_str()) == Some(uri.as_str()) {
+                return None;
+            }
+            match http::Uri::from_maybe_shared(Bytes::from(uri)) {
+                Ok(u) => {
+                    parts.uri = u;
+                    None
+                }
+                Err(e) => Some(e),
+            }
         });
-        if !same_target {
-            upstream.set_raw_path(uri.as_bytes())?;
+        match rejected {
+            None => Ok(()),
+            Some(e) => Error::e_because(ErrorType::InvalidHTTPHeader, "upstream request target", e),
         }
-        Ok(())
     }
 
     /// The header edits of [`Proxy::prepare_upstream`].
     fn upstream_headers(&self, h: &mut HeaderMap, ctx: &Ctx, host: &HeaderValue, https: bool) {
+        // Which of the names removed below are there: one pass over a few names, where a
+        // removal of an absent name costs a hash and a probe each.
+        let mut has = Removable::default();
+        for name in h.keys() {
+            if name == http::header::CONNECTION {
+                has.connection = true;
+            } else if name == PROXY_CONNECTION || name == KEEP_ALIVE {
+                has.proxy_hop = true;
+            } else if name == X_FORWARDED_FOR {
+                has.forwarded_for = true;
+            } else if name == X_FORWARDED_HOST {
+                has.forwarded_host = true;
+            } else if name == TRACESTATE {
+                has.tracestate = true;
+            }
+        }
         h.reserve(6);
         h.insert(HOST, host.clone());
         // Hop-by-hop headers named by the client's Connection header go no further.
-        if let Some(conn) = h.get(http::header::CONNECTION).cloned() {
+        if let Some(conn) = has
+            .connection
+            .then(|| h.get(http::header::CONNECTION).cloned())
+            .flatten()
+        {
             if let Ok(list) = conn.to_str() {
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                     if !name.eq_ignore_ascii_case("keep-alive")
@@ -392,15 +434,18 @@ impl Proxy {
                 }
             }
         }
-        h.remove(&PROXY_CONNECTION);
-        h.remove(&KEEP_ALIVE);
+        if has.proxy_hop {
+            h.remove(&PROXY_CONNECTION);
+            h.remove(&KEEP_ALIVE);
+        }
         match ctx.req.client_ip {
             Some(ip) => {
                 h.insert(X_FORWARDED_FOR.clone(), ip_value(ip));
             }
-            None => {
+            None if has.forwarded_for => {
                 h.remove(&X_FORWARDED_FOR);
             }
+            None => {}
         }
         let proto = if https { &HTTPS } else { &HTTP };
         h.insert(X_FORWARDED_PROTO.clone(), proto.clone());
@@ -408,16 +453,17 @@ impl Proxy {
             Some(v) => {
                 h.insert(X_FORWARDED_HOST.clone(), v.clone());
             }
-            None => {
+            None if has.forwarded_host => {
                 h.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
         let incoming = ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes());
         let ids = ctx
             .trace
             .unwrap_or_else(|| TraceIds::from_incoming(incoming));
         // A continued trace keeps the caller's vendor state; a new one drops it.
-        if ids.parent_span_id.is_none() {
+        if ids.parent_span_id.is_none() && has.tracestate {
             h.remove(&TRACESTATE);
         }
         h.insert(TRACEPARENT.clone(), ids.traceparent_value());
@@ -598,10 +644,9 @@ impl ProxyHttp for Proxy {
         ctx.req.accept = req.headers.get(http::header::ACCEPT).cloned();
 
         // 5. The subscription key: read, then removed before anything goes upstream.
-        let header_key = req
-            .headers
-            .get(&api.key_header)
-            .and_then(|v| v.to_str().ok());
+        let header_key = req.headers.get(&api.key_header);
+        let key_header_sent = header_key.is_some();
+        let header_key = header_key.and_then(|v| v.to_str().ok());
         let mut query_key = None;
         let mut upstream_query = query;
         if let Some(q) = upstream_query.as_deref() {
@@ -619,7 +664,9 @@ impl ProxyHttp for Proxy {
         let key = header_key.or(query_key.as_deref());
         let key_given = key.is_some();
         let subscription = key.and_then(|k| self.gw.subscriptions.lookup(k));
-        session.req_header_mut().remove_header(&api.key_header);
+        if key_header_sent {
+            session.req_header_mut().remove_header(&api.key_header);
+        }
         let mut product_slot = 0;
         if api.subscription_required {
             let Some(sub) = subscription.as_ref() else {

@@ -159,6 +159,32 @@ async fn invalid_traceparent_is_replaced() {
 }
 
 #[tokio::test]
+async fn tracestate_follows_the_trace_it_belongs_to() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let c = client();
+    // A continued trace keeps the caller's vendor state.
+    let a = fetch(
+        c.get(gw.url("/echo/x"))
+            .header("traceparent", TRACEPARENT_SAMPLE)
+            .header("tracestate", "vendor=abc"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.expect_last().header("tracestate"), Some("vendor=abc"));
+    // A new trace (no valid traceparent) drops it: it described another trace.
+    for tp in [None, Some("garbage")] {
+        let mut req = c.get(gw.url("/echo/x")).header("tracestate", "vendor=abc");
+        if let Some(tp) = tp {
+            req = req.header("traceparent", tp);
+        }
+        assert_eq!(fetch(req).await.status, 200);
+        let r = up.expect_last();
+        assert_eq!(r.header("tracestate"), None, "{tp:?}: {:?}", r.headers);
+    }
+}
+
+#[tokio::test]
 async fn request_id_upstream_matches_answer_and_is_not_client_chosen() {
     let up = Upstream::start("a");
     let gw = Gateway::start(&echo_config(&up.url()));
@@ -194,12 +220,14 @@ async fn hop_by_hop_request_headers_are_not_forwarded() {
             .header("Connection", "keep-alive, X-Drop-Me")
             .header("X-Drop-Me", "1")
             .header("Keep-Alive", "timeout=5")
+            .header("Proxy-Connection", "keep-alive")
             .header("X-Keep-Me", "2"),
     )
     .await;
     assert_eq!(a.status, 200);
     let r = up.expect_last();
     assert_eq!(r.header("x-keep-me"), Some("2"));
+    assert_eq!(r.header("proxy-connection"), None, "{:?}", r.headers);
     assert_eq!(
         r.header("x-drop-me"),
         None,
