@@ -631,20 +631,41 @@ impl ProxyHttp for Proxy {
         };
         ctx.req.api_id = Some(api.id.clone());
         ctx.req.operation_id = op.map(|i| api.operations[i].id.clone());
-        ctx.orig_host = req.headers.get(HOST).cloned().or_else(|| {
+        // The values kept from the head, in one pass over its few headers (a `get` each
+        // costs a hash and a probe); the first value of a name, as `get` gives.
+        let (mut host, mut traceparent, mut origin, mut accept, mut header_key) =
+            (None, None, None, None, None);
+        for (name, value) in req.headers.iter() {
+            // (The key header may be configured as any name, one of these included.)
+            if *name == api.key_header {
+                header_key.get_or_insert(value);
+            }
+            let slot = if name == HOST {
+                &mut host
+            } else if name == http::header::ACCEPT {
+                &mut accept
+            } else if name == http::header::ORIGIN {
+                &mut origin
+            } else if name == TRACEPARENT {
+                &mut traceparent
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        ctx.orig_host = host.cloned().or_else(|| {
             req.uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        ctx.incoming_traceparent = req.headers.get(&TRACEPARENT).cloned();
+        ctx.incoming_traceparent = traceparent.cloned();
         ctx.trace = Some(TraceIds::from_incoming(
             ctx.incoming_traceparent.as_ref().map(|v| v.as_bytes()),
         ));
-        ctx.req.origin = req.headers.get(http::header::ORIGIN).cloned();
-        ctx.req.accept = req.headers.get(http::header::ACCEPT).cloned();
+        ctx.req.origin = origin.cloned();
+        ctx.req.accept = accept.cloned();
 
         // 5. The subscription key: read, then removed before anything goes upstream.
-        let header_key = req.headers.get(&api.key_header);
         let key_header_sent = header_key.is_some();
         let header_key = header_key.and_then(|v| v.to_str().ok());
         let mut query_key = None;
