@@ -173,6 +173,11 @@ impl HeaderDeadline {
 /// the same head (the most recent in the low byte). Lenient on purpose: ending the watch
 /// early only leaves the server's per-read timeout in charge.
 fn head_ends(tail: &mut u32, bytes: &[u8]) -> bool {
+    // The common case first: a head read whole, the read ending where the head does.
+    if bytes.ends_with(b"\n\r\n") || bytes.ends_with(b"\n\n") {
+        *tail = 0;
+        return true;
+    }
     let last = *tail;
     let before = |p: usize, k: usize| -> u8 {
         if p >= k {
@@ -449,6 +454,23 @@ mod tests {
         assert_eq!(ends_after(&bytes), Some(head.len() - 1));
         // Bare line feeds.
         assert_eq!(ends_after(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
+        assert_eq!(ends_after(&[b"GET / HTTP/1.1\nHost: a\n\n"]), Some(0));
+        // A read that ends elsewhere: a body after the head, two pipelined heads, or a
+        // head still coming.
+        assert_eq!(
+            ends_after(&[b"POST / HTTP/1.1\r\nHost: a\r\n\r\nab"]),
+            Some(0)
+        );
+        assert_eq!(
+            ends_after(&[&[head.as_slice(), b"GET /2 HTTP/1.1\r\n"].concat()]),
+            Some(0)
+        );
+        assert_eq!(
+            ends_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: b\r\n"]),
+            None
+        );
+        // A line feed alone is no end of a head.
+        assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\n"]), None);
     }
 
     #[test]
