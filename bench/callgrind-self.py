@@ -6,7 +6,11 @@ and the callers of one function.
     callgrind-self.py FILE [REQUESTS] [TOP]                 instructions/request, %, function
     callgrind-self.py FILE REQUESTS TOP --callers SUBSTRING  who calls it, with the calls' cost
     callgrind-self.py FILE REQUESTS TOP --callees SUBSTRING  what it calls, with the calls' cost
+    callgrind-self.py FILE REQUESTS 0 --json CASE            one JSON line: the case, its
+        requests, instructions per request and the part of them in memcpy (bench/run.sh's
+        report reads it)
 """
+import json
 import re
 import sys
 from collections import defaultdict
@@ -63,6 +67,11 @@ for line in open(path, errors="replace"):
         continue
     if line.startswith("summary:"):
         pass
+if "--json" in sys.argv:
+    memcpy = sum(c for name, c in selfcost.items() if "memcpy" in name)
+    print(json.dumps({"case": sys.argv[sys.argv.index("--json") + 1], "requests": requests,
+                      "instr": total / requests, "memcpy": memcpy / requests}))
+    sys.exit(0)
 if want:
     print(f"-- callers of *{want}*: instructions/request spent in the calls, caller")
     for name, cost in sorted(callers.items(), key=lambda kv: -kv[1])[:top]:

@@ -8,7 +8,8 @@
 #
 #   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare bare-hdr tg-pass tg-key tg-limits tg-full"
 #
-# Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and prints, per
+# Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and
+# OUT/instr.CASE.json (instructions per request, total and in memcpy), and prints, per
 # case, the instructions per request, the inclusive cost of Tollgate's own functions (its
 # ProxyHttp hooks and what they call), the largest self costs (bench/callgrind-self.py)
 # and who calls memcpy. Note: valgrind counts each byte of a `rep movsb` copy as an
@@ -61,7 +62,7 @@ YAML
 profile() { # case
   local c=$1 p a url hdr=() vg
   p=$(port); a=$(port)
-  rm -f "$OUT/callgrind.$c" "$OUT/callgrind.$c".*
+  rm -f "$OUT/callgrind.$c" "$OUT/callgrind.$c".* "$OUT/instr.$c.json"
   vg=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$c" --dump-instr=no)
   case $c in
     bare) "${vg[@]}" "$BARE" "127.0.0.1:$p" "127.0.0.1:$UP" 1 >"$DIR/$c.log" 2>&1 &
@@ -126,5 +127,6 @@ for ir, pct, fn in [r for r in rows if "tollgate" in r[2]][:top]:
 PY
   python3 "$ROOT/bench/callgrind-self.py" "$dump" "$ok" "$TOP"
   python3 "$ROOT/bench/callgrind-self.py" "$dump" "$ok" 8 --callers memcpy
+  python3 "$ROOT/bench/callgrind-self.py" "$dump" "$ok" 0 --json "$c" >"$OUT/instr.$c.json"
 }
 for c in $CASES; do profile "$c" | tee "$OUT/summary.$c.txt"; done

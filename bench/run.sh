@@ -28,6 +28,11 @@
 # docs/benchmarks.md (WRITE_DOCS=0 to leave the file alone). PROFILE=1 (or PROFILE=auto,
 # the default, when a target is missed) records `perf` on PROFILE_CASES and writes the top
 # symbols to OUT/profile-*.txt and the user cycles by group to OUT/profile-groups.txt.
+# CALLGRIND=1 (or CALLGRIND=auto, the default, when perf counts no hardware events) also
+# counts the user-space instructions per request of the cases bench/profile.sh knows (bare,
+# bare-hdr and the key/limit Tollgate cases) under callgrind, CALLGRIND_REQUESTS each: a
+# figure no other load moves, which the report adds to the CPU targets (a target then
+# passes only when those counts are within it too).
 #
 # Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 WAIT_LOAD=1.0
 # WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
@@ -48,6 +53,8 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PROFILE=${PROFILE:-auto}
 PROFILE_CASES=${PROFILE_CASES:-bare tg-pass tg-full}
+CALLGRIND=${CALLGRIND:-auto}
+CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-10000}
 WRITE_DOCS=${WRITE_DOCS:-1}
 OUT=${OUT:-$ROOT/target/bench-peers}
 ALL_CASES="direct bare bare-hdr nginx nginx-lua tg-pass tg-pass-analytics tg-key tg-limits tg-full tg-jwt tg-cache tg-xml"
@@ -524,6 +531,22 @@ for r in $(seq "$ROUNDS"); do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# ---------------------------------------------------------------- callgrind
+CG_CASES=""
+if [ "$CALLGRIND" = 1 ] || { [ "$CALLGRIND" = auto ] && [ -z "$PERF_HW" ]; }; then
+  for c in bare bare-hdr tg-pass tg-key tg-limits tg-full; do
+    [[ " ${RUN[*]} " == *" $c "* ]] && CG_CASES+="$c "
+  done
+fi
+rm -rf "$OUT/callgrind"
+if [ -n "$CG_CASES" ]; then
+  log "callgrind: $CALLGRIND_REQUESTS requests each of $CG_CASES"
+  mkdir -p "$OUT/callgrind"
+  CASES="$CG_CASES" REQUESTS="$CALLGRIND_REQUESTS" OUT="$OUT/callgrind" TG="$TG" \
+    bash "$ROOT/bench/profile.sh" >"$OUT/callgrind/summary.txt" 2>&1 ||
+    log "callgrind failed: see $OUT/callgrind/summary.txt"
+fi
+
 # ---------------------------------------------------------------- profiles
 profile_cases() {
   [ -n "$PERF" ] || { log "no perf: profiles skipped"; return; }
@@ -570,7 +593,7 @@ meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "nproc=$(nproc)" \
   "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   "kernel=$(uname -r)" "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" \
   "rounds=$ROUNDS" "secs=$SECS" "conns=$CONNS" "rate=$RATE" "lat_conns=$LAT_CONNS" \
-  "lat_secs=$LAT_SECS" "instr_secs=$INSTR_SECS" "perf_hw=${PERF_HW:+yes}" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
+  "lat_secs=$LAT_SECS" "instr_secs=$INSTR_SECS" "perf_hw=${PERF_HW:+yes}" "callgrind_requests=${CG_CASES:+$CALLGRIND_REQUESTS}" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" "xml_bytes=$XML_BYTES" \
   "xml_json_bytes=${XML_JSON_BYTES:-}" "analytics_api=$ANALYTICS_API" "skips=$SKIPS" \
   "nginx=$(nginx -v 2>&1 | cut -d/ -f2)" "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')" \
   "oha=$("$OHA" --version | awk '{print $2}')" >"$OUT/meta.json"
