@@ -19,7 +19,7 @@ fi
 # The end-to-end tests run the real binary: build it first.
 cargo build -p tollgate
 cargo test --workspace --no-fail-fast
-# The operators' dashboard in a real browser (writes docs/dashboard.png). `npm ci` installs
+# The operators' dashboard in a real browser (screenshot: target/dashboard.png). `npm ci` installs
 # exactly the lockfile's playwright-core (no browser download: it drives /usr/bin/chromium).
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 (
