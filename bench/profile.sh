@@ -8,6 +8,9 @@
 #
 #   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare bare-hdr tg-pass tg-key tg-limits tg-full"
 #
+# tg-full-log (not run by default) is tg-full with the JSON access log on (`--access-log`,
+# its lines to a file).
+#
 # Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and
 # OUT/instr.CASE.json (instructions per request, total and in memcpy), and prints, per
 # case, the instructions per request, the inclusive cost of Tollgate's own functions (its
@@ -71,15 +74,16 @@ profile() { # case
         >"$DIR/$c.log" 2>&1 &
       url=http://127.0.0.1:$p/pass/hello ;;
     tg-*)
-      local analytics=off path=/pass/hello
+      local analytics=off path=/pass/hello extra=()
       case $c in
         tg-key) path=/key/hello ;;
         tg-limits) path=/limits/hello ;;
         tg-full) path=/limits/hello; analytics=on ;;
+        tg-full-log) path=/limits/hello; analytics=on; extra=(--access-log) ;;
       esac
       TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn "${vg[@]}" "$TG" serve --config "$DIR/policy.yaml" \
         --listen "127.0.0.1:$p" --admin-listen "127.0.0.1:$a" --data-dir "$DIR/data-$c" \
-        --threads 1 --analytics "$analytics" >"$DIR/$c.log" 2>&1 &
+        --threads 1 --analytics "$analytics" "${extra[@]}" >"$DIR/$c.log" 2>&1 &
       url=http://127.0.0.1:$p$path ;;
   esac
   local pid=$!

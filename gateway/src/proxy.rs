@@ -228,34 +228,11 @@ struct Removable {
     tracestate: bool,
 }
 
-/// The client address as an `X-Forwarded-For` value (IPv4 without `fmt`: this runs for
-/// every request).
+/// The client address as an `X-Forwarded-For` value.
 fn ip_value(ip: IpAddr) -> HeaderValue {
     let mut buf = [0u8; 48];
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 0;
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                let d = digits.format(octet).as_bytes();
-                buf[len..len + d.len()].copy_from_slice(d);
-                len += d.len();
-            }
-            len
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write;
-            // The longest IPv6 text is 39 bytes (45 with an embedded IPv4).
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{v6}");
-            48 - w.len()
-        }
-    };
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| unreachable!("an address is text"))
+    HeaderValue::from_bytes(tollgate_analytics::access_log::ip_text(ip, &mut buf))
+        .unwrap_or_else(|_| unreachable!("an address is text"))
 }
 
 /// Remove query parameter `name` (its encoded form as written) from a raw query.
@@ -1056,9 +1033,10 @@ impl Proxy {
         let end = SystemTime::now();
         let upstream_error = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
         let outcome = classify(status, ctx.blocked_by.is_some(), upstream_error);
-        // Only spans and access-log lines name the upstream: formatted only for them.
+        // Only spans and access-log lines name the upstream: copied only for them, from
+        // the target's `Host` value (its `host:port`, made when the pool was built).
         let upstream = |ctx: &Ctx| match (ctx.pool.as_ref(), ctx.target) {
-            (Some(pool), Some(t)) => Some(pool.target(t).authority()),
+            (Some(pool), Some(t)) => pool.host(t).to_str().ok().map(str::to_owned),
             _ => None,
         };
         let ids = *ctx.trace.get_or_insert_with(|| {

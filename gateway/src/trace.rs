@@ -90,7 +90,12 @@ impl TraceIds {
 
     /// The trace id in hex (32 digits).
     pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id.to_be_bytes())
+        // Into a buffer: `hex::encode` collects the digits one `char` at a time.
+        let mut buf = [0u8; 32];
+        hex_into(&mut buf, &self.trace_id.to_be_bytes());
+        std::str::from_utf8(&buf)
+            .unwrap_or_else(|_| unreachable!("hex digits"))
+            .to_owned()
     }
 }
 

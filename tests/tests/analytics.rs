@@ -733,6 +733,16 @@ async fn the_access_log_is_one_json_line_per_request_without_secrets() {
     assert_eq!(ok["client_ip"], "127.0.0.1");
     assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(ok["trace_id"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        ok["upstream"].as_str(),
+        up.url().strip_prefix("http://"),
+        "the upstream's host:port"
+    );
+    let time = ok["time"].as_str().unwrap();
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[19] == b'.',
+        "RFC 3339 UTC with milliseconds: {time}"
+    );
     let refused = lines.iter().find(|l| l["path"] == "/echo/nokey").unwrap();
     assert_eq!(refused["status"], 401);
     assert_eq!(refused["outcome"], "blocked");

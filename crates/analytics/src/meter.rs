@@ -177,6 +177,7 @@ impl Meter {
             opts,
             out,
             line: Vec::with_capacity(64 * 1024),
+            line_writer: access_log::LineWriter::default(),
         };
         std::thread::Builder::new()
             .name("tollgate-analytics".into())
@@ -220,6 +221,7 @@ struct Aggregator {
     out: Box<dyn Write + Send>,
     /// Access log lines not yet written.
     line: Vec<u8>,
+    line_writer: access_log::LineWriter,
 }
 
 impl Aggregator {
@@ -264,7 +266,7 @@ impl Aggregator {
 
     fn take(&mut self, e: Event) {
         if self.opts.access_log {
-            access_log::write_line(&mut self.line, &e);
+            self.line_writer.write(&mut self.line, &e);
         }
         if self.opts.rollups {
             self.metrics.observe_cached(&mut self.observe, &e);
