@@ -88,6 +88,9 @@ if [ -n "$PERF" ] && ! "$PERF" stat -x, -e instructions:u -- true 2>&1 >/dev/nul
 fi
 
 log "building tollgate and bench/bare-proxy (release)"
+# The commit measured: the tree as it is built (edits made while the run goes on are not).
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
 cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
 TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build measures that one
 BARE=$ROOT/target/release/bare-proxy
@@ -582,8 +585,6 @@ import json, sys
 print(json.dumps(dict(a.split("=", 1) for a in sys.argv[1:])))
 PY
 }
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
 SKIPS=""
 for c in $CASES; do
   r=$(skip_reason "$c")
