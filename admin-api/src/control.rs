@@ -93,7 +93,8 @@ pub struct ControlSnapshot {
     pub installation_secret: String,
     /// Every subscription whose scope can be read, in id order.
     pub subscriptions: Vec<SubscriptionKeys>,
-    /// When the control plane made this answer (RFC 3339 UTC).
+    /// When the control plane built this snapshot from its store (RFC 3339 UTC); polls
+    /// answered with the same snapshot carry the same time.
     pub issued_at: String,
 }
 
@@ -565,12 +566,81 @@ pub(crate) struct SnapshotQuery {
     wait: Option<u64>,
 }
 
-async fn build(state: &AdminState) -> Result<Option<ControlSnapshot>, Problem> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || current_snapshot(&state))
-        .await
-        .map_err(|e| Problem::internal("the snapshot task failed", &e))?
-        .map_err(|e| store_problem(e, "snapshot"))
+/// The live snapshot as sent, shared by every poll of one control plane: a change is read
+/// from the store, hashed and serialized once however many data planes wait, and a poll
+/// that finds nothing new reads nothing (without it, each poll did all of that on arrival
+/// and at each change: with N data planes, N times the subscriptions per change and per
+/// 30-second round of polls).
+///
+/// An entry serves a poll that read the bell at or before the value the entry was built
+/// at, while the gateway still serves the revision it holds. The bell value is read before
+/// the store, so a change that lands while an entry is built rings after that read and the
+/// next poll builds again.
+#[derive(Clone, Default)]
+pub struct SnapshotCache {
+    inner: Arc<tokio::sync::Mutex<Option<Built>>>,
+    builds: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCache")
+            .field("builds", &self.builds())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotCache {
+    /// How many snapshots were built from the store (a figure for tests and logs).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A snapshot built for [`SnapshotCache`]: its version and its JSON.
+struct Built {
+    bell: u64,
+    revision: u64,
+    /// `None`: no snapshot yet (no config).
+    snapshot: Option<(String, axum::body::Bytes)>,
+}
+
+/// The live snapshot's version and JSON, from the cache or built (`bell`: the bell's value
+/// read before this call).
+async fn build(
+    state: &AdminState,
+    bell: u64,
+) -> Result<Option<(String, axum::body::Bytes)>, Problem> {
+    let revision = state.gateway.snapshot().revision;
+    // Polls waiting on one change queue here while the first builds, then take its result.
+    let mut cached = state.snapshots.inner.lock().await;
+    if let Some(b) = cached
+        .as_ref()
+        .filter(|b| b.bell >= bell && b.revision == revision)
+    {
+        return Ok(b.snapshot.clone());
+    }
+    let st = state.clone();
+    let snapshot = tokio::task::spawn_blocking(move || -> Result<_, Problem> {
+        let Some(snap) = current_snapshot(&st).map_err(|e| store_problem(e, "snapshot"))? else {
+            return Ok(None);
+        };
+        let body = serde_json::to_vec(&snap)
+            .map_err(|e| Problem::internal("the snapshot cannot be written", &e))?;
+        Ok(Some((snap.version, axum::body::Bytes::from(body))))
+    })
+    .await
+    .map_err(|e| Problem::internal("the snapshot task failed", &e))??;
+    state
+        .snapshots
+        .builds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *cached = Some(Built {
+        bell,
+        revision,
+        snapshot: snapshot.clone(),
+    });
+    Ok(snapshot)
 }
 
 /// `GET /control/snapshot`.
@@ -618,16 +688,17 @@ pub(crate) async fn snapshot(
         if *closing.borrow_and_update() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        rx.borrow_and_update();
-        if let Some(snap) = build(&state).await? {
-            if query.after.as_deref() != Some(snap.version.as_str()) {
+        let bell = *rx.borrow_and_update();
+        if let Some((version, body)) = build(&state, bell).await? {
+            if query.after.as_deref() != Some(version.as_str()) {
                 tracing::debug!(
                     %node,
                     after = query.after.as_deref().unwrap_or("-"),
-                    version = %snap.version,
+                    %version,
                     "snapshot sent to a data plane"
                 );
-                return Ok(Json(snap).into_response());
+                let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                return Ok((json, body).into_response());
             }
         }
         tokio::select! {

@@ -94,8 +94,8 @@ mod usage;
 pub use analytics::gateway_metrics;
 pub use apply::{apply_text, load_latest, ApplyFailure, ApplyOutcome};
 pub use control::{
-    current_snapshot, ControlSnapshot, SubscriptionKeys, UsageAck, UsageBatch, UsageBatchRow,
-    PROTOCOL,
+    current_snapshot, ControlSnapshot, SnapshotCache, SubscriptionKeys, UsageAck, UsageBatch,
+    UsageBatchRow, PROTOCOL,
 };
 pub use openapi::openapi;
 pub use plan::{plan, Change, ChangeAction, ChangeKind};
@@ -136,6 +136,8 @@ pub struct AdminState {
     pub keys: Arc<KeyRing>,
     /// Who may call.
     pub tokens: Tokens,
+    /// The data planes' snapshot, built once per change (`Default::default()`).
+    pub snapshots: SnapshotCache,
 }
 
 /// `limit` and `cursor` of list calls.

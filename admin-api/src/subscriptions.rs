@@ -143,6 +143,7 @@ fn sync_one(
             if let Err(e) = rebuild(store, keys) {
                 tracing::error!(error = %e, "cannot rebuild the subscription key ring: the subscription's old keys are refused");
                 keys.remove(id, &old);
+                crate::control::ring();
             }
             return;
         }

@@ -30,6 +30,7 @@ fn setup() -> (Router, Arc<dyn Store>, tempfile::TempDir) {
             operator: Some(OPERATOR.into()),
             dataplane: None,
         },
+        snapshots: Default::default(),
     };
     (router(state), store, dir)
 }

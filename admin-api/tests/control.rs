@@ -42,6 +42,7 @@ fn harness() -> H {
             operator: Some(OPERATOR.into()),
             dataplane: Some(DATAPLANE.into()),
         },
+        snapshots: Default::default(),
     };
     H {
         router: router(state.clone()),
@@ -328,4 +329,49 @@ async fn usage_batches_count_once_and_only_from_data_planes() {
         )
         .unwrap();
     assert_eq!(rows.iter().map(|r| r.usage.calls).sum::<u64>(), 6);
+}
+
+#[tokio::test]
+async fn waiting_polls_share_one_build_of_the_snapshot() {
+    const POLLS: usize = 40;
+    let h = harness();
+    apply_text(&h.state, CONFIG, RevisionSource::File, "file").unwrap();
+    let v1 = snapshot(&h.router, "").await.1.unwrap().version;
+    let before = h.state.snapshots.builds();
+    let mut polls = Vec::new();
+    for _ in 0..POLLS {
+        let router = h.router.clone();
+        let q = format!("?after={v1}&wait=20");
+        polls.push(tokio::spawn(async move { snapshot(&router, &q).await }));
+    }
+    // Every poll has arrived and found nothing new when the builds stop moving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrived = h.state.snapshots.builds() - before;
+    let (status, _) = call(
+        &h.router,
+        Method::POST,
+        "/subscriptions",
+        Some(ADMIN),
+        Some(json!({"id": "many", "display_name": "Many", "scope": "all"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut versions = std::collections::HashSet::new();
+    for p in polls {
+        let (status, snap) = p.await.unwrap();
+        assert_eq!(status, 200);
+        let snap = snap.unwrap();
+        snap.verify().unwrap();
+        assert_eq!(snap.subscriptions[0].id, "many");
+        versions.insert(snap.version);
+    }
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let woken = h.state.snapshots.builds() - before - arrived;
+    // One build each, plus one per ring of the process-wide bell by the other tests of
+    // this file running meanwhile; without sharing, each poll builds at both points.
+    assert!(arrived < 10, "{arrived} builds for {POLLS} polls arriving");
+    assert!(
+        woken < 10,
+        "{woken} builds for {POLLS} polls woken by one change"
+    );
 }

@@ -161,6 +161,7 @@ impl Harness {
                 operator: Some(OPERATOR.into()),
                 dataplane: Some(DATAPLANE.into()),
             },
+            snapshots: Default::default(),
         };
         Harness {
             router: router(state.clone()),
@@ -1205,6 +1206,7 @@ async fn start_up_helpers() {
                 operator: None,
                 dataplane: None,
             },
+            snapshots: Default::default(),
         };
         assert_eq!(load_latest(&state).unwrap(), None);
         let out = apply_text(&state, CONFIG, RevisionSource::File, "file").unwrap();
@@ -1254,6 +1256,7 @@ async fn start_up_helpers() {
             operator: None,
             dataplane: None,
         },
+        snapshots: Default::default(),
     };
     assert!(state.keys.lookup(&primary).is_none());
     assert_eq!(refresh_keys(state.store.as_ref(), &state.keys).unwrap(), 1);

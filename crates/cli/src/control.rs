@@ -40,6 +40,7 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
         store,
         keys,
         tokens,
+        snapshots: Default::default(),
     };
     let n = tollgate_admin_api::refresh_keys(&*state.store, &state.keys)
         .map_err(|e| format!("cannot load subscriptions: {e}"))?;
