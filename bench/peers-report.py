@@ -208,45 +208,43 @@ def report(med, meta, cases, skips):
         notes += ("Analytics is on in the \"+ analytics\" and full-chain rows (`GET /analytics/requests` "
                   "answers in this build), `--analytics off` in the other Tollgate rows.")
     lines.append(notes.strip())
-    if any(m.get("instr_user") for m in med.values()):
-        lines.append("")
-        lines.append("Per request, from `perf stat -p` on the proxy process: user and kernel "
-                     "instructions (medians), cycles (best round; median in brackets), instructions "
-                     "per cycle (best round), context switches (median).")
-        lines.append("")
-        lines.append("| case | user k instr | vs bare | kernel k instr | vs bare | k cycles | IPC | context switches |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for key, what in cases:
-            m = med.get(key)
-            if not m or not m.get("instr_user"):
-                continue
-            ipc = f"{m['instr'] / m['cycles']:.2f}" if m.get("cycles") else "–"
-            cyc = (f"{m['cycles'] / 1e3:.1f} ({m['cycles_median'] / 1e3:.1f})"
-                   if m.get("cycles") else "–")
-            cs = f"{m['cs']:.2f}" if m.get("cs") is not None else "–"
-            lines.append(
-                f"| {what} | {m['instr_user'] / 1e3:.1f} | {fmt_ratio(m['instr_user'], g(bare, 'instr_user'))} | "
-                f"{m['instr_kernel'] / 1e3:.1f} | {fmt_ratio(m['instr_kernel'], g(bare, 'instr_kernel'))} | "
-                f"{cyc} | {ipc} | {cs} |")
-    if any(m.get("cg") for m in med.values()):
-        lines.append("")
-        lines.append(
-            f"User-space instructions per request under callgrind (`bench/profile.sh`, "
-            f"{int(meta.get('callgrind_requests') or 0):,} requests per case after a warm-up, "
-            "oha, 8 connections): the same on any machine and under any load. Valgrind counts "
-            "every byte a `rep movsb` copies as an instruction and hides SHA-NI (the key "
-            "lookup's HMAC runs in software), so the figure without memcpy is the closer one "
-            "to the CPU's; the kernel's share, the same for every proxy, is not in it.")
-        lines.append("")
-        lines.append("| case | k instr | vs bare | k instr without memcpy | vs bare |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for key, what in cases:
-            m = med.get(key)
-            if not m or not m.get("cg"):
-                continue
-            lines.append(
-                f"| {what} | {m['cg'] / 1e3:.1f} | {fmt_ratio(m['cg'], g(bare, 'cg'))} | "
-                f"{m['cg_nomemcpy'] / 1e3:.1f} | {fmt_ratio(m['cg_nomemcpy'], g(bare, 'cg_nomemcpy'))} |")
+    def per_case(key, intro, head, row):
+        """A table of the cases measured for `key`: `intro`, the header `head` (cells),
+        then `row(m)` (cells after the case's name) for each."""
+        if not any(m.get(key) for m in med.values()):
+            return
+        lines.extend(["", intro, "", "| case | " + " | ".join(head) + " |",
+                      "|---|" + "---:|" * len(head)])
+        for k, what in cases:
+            m = med.get(k)
+            if m and m.get(key):
+                lines.append(f"| {what} | " + " | ".join(row(m)) + " |")
+
+    per_case(
+        "instr_user",
+        "Per request, from `perf stat -p` on the proxy process: user and kernel "
+        "instructions (medians), cycles (best round; median in brackets), instructions "
+        "per cycle (best round), context switches (median).",
+        ["user k instr", "vs bare", "kernel k instr", "vs bare", "k cycles", "IPC",
+         "context switches"],
+        lambda m: [
+            f"{m['instr_user'] / 1e3:.1f}", fmt_ratio(m['instr_user'], g(bare, 'instr_user')),
+            f"{m['instr_kernel'] / 1e3:.1f}", fmt_ratio(m['instr_kernel'], g(bare, 'instr_kernel')),
+            (f"{m['cycles'] / 1e3:.1f} ({m['cycles_median'] / 1e3:.1f})" if m.get("cycles") else "–"),
+            f"{m['instr'] / m['cycles']:.2f}" if m.get("cycles") else "–",
+            f"{m['cs']:.2f}" if m.get("cs") is not None else "–"])
+    per_case(
+        "cg",
+        f"User-space instructions per request under callgrind (`bench/profile.sh`, "
+        f"{int(meta.get('callgrind_requests') or 0):,} requests per case after a warm-up, "
+        "oha, 8 connections): the same on any machine and under any load. Valgrind counts "
+        "every byte a `rep movsb` copies as an instruction and hides SHA-NI (the key "
+        "lookup's HMAC runs in software), so the figure without memcpy is the closer one "
+        "to the CPU's; the kernel's share, the same for every proxy, is not in it.",
+        ["k instr", "vs bare", "k instr without memcpy", "vs bare"],
+        lambda m: [
+            f"{m['cg'] / 1e3:.1f}", fmt_ratio(m['cg'], g(bare, 'cg')),
+            f"{m['cg_nomemcpy'] / 1e3:.1f}", fmt_ratio(m['cg_nomemcpy'], g(bare, 'cg_nomemcpy'))])
     lines.append("")
     lines.append("Targets (issue 10; a CPU target passes only when both the CPU time of the best "
                  "rounds and the cycles are within it; where `perf` counts no cycles, CPU time "
