@@ -8,8 +8,8 @@
 #
 #   bash bench/profile.sh                        # REQUESTS=20000 CASES="bare bare-hdr tg-pass tg-key tg-limits tg-full"
 #
-# tg-full-log (not run by default) is tg-full with the JSON access log on (`--access-log`,
-# its lines to a file).
+# Not run by default: tg-full-log, tg-full with the JSON access log on (`--access-log`, its
+# lines to a file); tg-xml, `xml-to-json` of bench/catalog.py's 10 KB answer.
 #
 # Writes OUT/callgrind.CASE.1 (open with callgrind_annotate or kcachegrind) and
 # OUT/instr.CASE.json (instructions per request, total and in memcpy), and prints, per
@@ -40,8 +40,11 @@ events { worker_connections 1024; }
 http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   client_body_temp_path $DIR/b; proxy_temp_path $DIR/p; fastcgi_temp_path $DIR/f;
   uwsgi_temp_path $DIR/u; scgi_temp_path $DIR/s;
-  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "hello, world\n"; } } }
+  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "hello, world\n"; }
+    location /static/ { alias $DIR/static/; types { application/xml xml; } } } }
 EOF
+mkdir -p "$DIR/static"
+python3 bench/catalog.py "$DIR/static/catalog.xml"
 nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
 cat >"$DIR/policy.yaml" <<YAML
 version: 1
@@ -60,6 +63,13 @@ apis:
       inbound:
         - rate-limit: { calls: 1000000000, renewal_period: 1m }
         - quota: { calls: 1000000000, renewal_period: calendar-month }
+  - id: xml
+    path: /xml
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP/static"] }
+    policies:
+      outbound:
+        - xml-to-json: { kind: javascript-friendly }
 YAML
 
 profile() { # case
@@ -80,6 +90,7 @@ profile() { # case
         tg-limits) path=/limits/hello ;;
         tg-full) path=/limits/hello; analytics=on ;;
         tg-full-log) path=/limits/hello; analytics=on; extra=(--access-log) ;;
+        tg-xml) path=/xml/catalog.xml ;;
       esac
       TOLLGATE_ADMIN_TOKEN=bench RUST_LOG=warn "${vg[@]}" "$TG" serve --config "$DIR/policy.yaml" \
         --listen "127.0.0.1:$p" --admin-listen "127.0.0.1:$a" --data-dir "$DIR/data-$c" \
@@ -94,7 +105,7 @@ profile() { # case
     key=$(curl -fs -X POST "http://127.0.0.1:$a/subscriptions" -H 'authorization: Bearer bench' \
       -H 'content-type: application/json' -d '{"id":"bench","display_name":"bench","scope":"all"}' |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["primary_key"])')
-    [ "$c" != tg-pass ] && hdr=(-H "Ocp-Apim-Subscription-Key: $key")
+    [[ $c != tg-pass && $c != tg-xml ]] && hdr=(-H "Ocp-Apim-Subscription-Key: $key")
   fi
   # Tollgate answered readyz above; its key routes refuse a GET without the key.
   [[ $c == tg-* ]] || wait_http "$url"

@@ -103,18 +103,7 @@ on_load() { taskset -c "$LOAD_CPU" "$@"; }
 # ---------------------------------------------------------------- upstream files
 mkdir -p "$DIR/static" "$DIR/logs"
 # A 10 KB product catalog (attributes, repeated elements, entities, non-ASCII text).
-python3 - "$DIR/static/catalog.xml" <<'PY'
-import sys
-items, i = [], 0
-head = '<?xml version="1.0" encoding="UTF-8"?>\n<catalog xmlns:x="urn:bench" version="1">\n'
-body = ""
-while len((head + body + "</catalog>\n").encode()) < 10_000:
-    body += (f'  <product id="p{i}" x:sku="SKU-{i:05d}">\n    <name>Widget &amp; gadget n\u00b0{i}</name>\n'
-             f'    <price currency="EUR">{i * 3 + 0.5:.2f}</price>\n    <tag>tools</tag><tag>home</tag>\n'
-             f'    <stock/>\n  </product>\n')
-    i += 1
-open(sys.argv[1], "w").write(head + body + "</catalog>\n")
-PY
+python3 bench/catalog.py "$DIR/static/catalog.xml"
 XML_BYTES=$(stat -c %s "$DIR/static/catalog.xml")
 
 nginx_common() { # name
