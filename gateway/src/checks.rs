@@ -57,8 +57,8 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
     let mut lengths = 0usize;
     let mut chunked = false;
     let mut hosts = 0usize;
-    // Line by line, the request line skipped: one pass of memchr over the head for the
-    // line feeds (a call per line costs its setup per line).
+    // Line by line (one memchr iterator over the head's line feeds), the request line
+    // skipped.
     let mut feeds = memchr::memchr_iter(b'\n', raw);
     let mut start = feeds.next().map_or(raw.len(), |i| i + 1);
     while start < raw.len() {
@@ -72,7 +72,6 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(HeadProblem::FoldedHeader);
         }
-        // Names are short: a plain scan for the colon.
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
