@@ -168,15 +168,91 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 /// Put the context's answer headers on an answer: a name listed there replaces the answer's
 /// own header of that name, except `Vary`, which is appended.
-fn add_answer_headers(h: &mut HeaderMap, headers: &[(HeaderName, HeaderValue)]) {
+fn add_answer_headers<H: HeaderEdit + ?Sized>(h: &mut H, headers: &[(HeaderName, HeaderValue)]) {
     for (i, (name, value)) in headers.iter().enumerate() {
         let first = !headers[..i].iter().any(|(n, _)| n == name);
         if first && *name != http::header::VARY {
-            h.insert(name.clone(), value.clone());
+            h.put(name, value.clone());
         } else {
-            h.append(name.clone(), value.clone());
+            h.add(name, value.clone());
         }
     }
+}
+
+/// The header edits of the proxy, made either on a plain `http` header map (the default:
+/// names go out as `http` spells them) or through Pingora's head, which keeps the
+/// spelling of every name it holds (`upstream.preserve_header_case`; see below).
+pub(crate) trait HeaderEdit {
+    /// The map, to read.
+    fn map(&self) -> &HeaderMap;
+    /// Set `name` to `value` alone.
+    fn put(&mut self, name: &HeaderName, value: HeaderValue);
+    /// Add a value of `name`.
+    fn add(&mut self, name: &HeaderName, value: HeaderValue);
+    /// Remove every value of `name`.
+    fn del(&mut self, name: &HeaderName);
+    /// Room for `n` more names (where the map is edited directly).
+    fn reserve(&mut self, _n: usize) {}
+}
+
+impl HeaderEdit for HeaderMap {
+    fn map(&self) -> &HeaderMap {
+        self
+    }
+    fn put(&mut self, name: &HeaderName, value: HeaderValue) {
+        self.insert(name.clone(), value);
+    }
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) {
+        self.append(name.clone(), value);
+    }
+    fn del(&mut self, name: &HeaderName) {
+        self.remove(name);
+    }
+    fn reserve(&mut self, n: usize) {
+        HeaderMap::reserve(self, n);
+    }
+}
+
+/// How a header Tollgate adds is spelled where spellings are kept: `X-Request-Id`,
+/// `Traceparent` (each word capitalized).
+fn title_case(name: &HeaderName) -> String {
+    let mut out = String::with_capacity(name.as_str().len());
+    let mut up = true;
+    for c in name.as_str().chars() {
+        out.push(if up { c.to_ascii_uppercase() } else { c });
+        up = c == '-';
+    }
+    out
+}
+
+// Pingora's heads refuse nothing these edits make: a `HeaderName` and a `HeaderValue` are
+// valid already, so their `Result`s are dropped.
+macro_rules! pingora_head_edits {
+    ($head:ty) => {
+        impl HeaderEdit for $head {
+            fn map(&self) -> &HeaderMap {
+                &self.headers
+            }
+            fn put(&mut self, name: &HeaderName, value: HeaderValue) {
+                let _ = self.insert_header(title_case(name), value);
+            }
+            fn add(&mut self, name: &HeaderName, value: HeaderValue) {
+                let _ = self.append_header(title_case(name), value);
+            }
+            fn del(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+pingora_head_edits!(RequestHeader);
+pingora_head_edits!(ResponseHeader);
+
+/// Whether the request's upstream keeps header name spellings.
+fn preserve_case(ctx: &Ctx) -> bool {
+    ctx.pool
+        .as_ref()
+        .is_some_and(|p| p.def.preserve_header_case)
 }
 
 // Tollgate edits header maps directly. Pingora's `insert_header` parses each name and keeps
@@ -195,6 +271,20 @@ pub(crate) fn edit_request<T>(
     let out = f(&mut parts);
     *req = RequestHeader::from(parts);
     out
+}
+
+/// Edit an answer head's headers: through Pingora's head when `preserve` (spellings kept),
+/// else on its header map directly (see [`edit_response_headers`]).
+pub(crate) fn edit_answer<T>(
+    resp: &mut ResponseHeader,
+    preserve: bool,
+    f: impl FnOnce(&mut dyn HeaderEdit) -> T,
+) -> T {
+    if preserve {
+        f(resp)
+    } else {
+        edit_response_headers(resp, |h| f(h))
+    }
 }
 
 /// Edit an answer head's header map directly (its reason phrase is kept).
@@ -301,14 +391,14 @@ impl Proxy {
             // Answered before `request_filter` ran (Pingora refused the request itself).
             (ctx.req.request_id, ctx.request_id) = new_request_id();
         }
-        edit_response_headers(&mut resp, |h| {
+        edit_answer(&mut resp, preserve_case(ctx), |h| {
             add_answer_headers(h, &ctx.req.answer_headers);
             if status != StatusCode::NOT_MODIFIED {
-                h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                h.put(&CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
-            h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            h.put(&X_REQUEST_ID, ctx.request_id.clone());
             if close {
-                h.insert(http::header::CONNECTION, CLOSE.clone());
+                h.put(&http::header::CONNECTION, CLOSE.clone());
             }
         });
         if close {
@@ -354,11 +444,23 @@ impl Proxy {
             uri.push('?');
             uri.push_str(q);
         }
+        let same = |u: &http::Uri, uri: &str| u.path_and_query().map(|pq| pq.as_str()) == Some(uri);
+        if pool.def.preserve_header_case {
+            // Through Pingora's head, which keeps the spelling of every name.
+            self.upstream_headers(upstream, ctx, pool.host(t), https);
+            if !same(&upstream.uri, &uri) {
+                let u = http::Uri::from_maybe_shared(Bytes::from(uri)).map_err(|e| {
+                    Error::because(ErrorType::InvalidHTTPHeader, "upstream request target", e)
+                })?;
+                upstream.set_uri(u);
+            }
+            return Ok(());
+        }
         // The target is set on the parts too: `set_raw_path` would take the head apart
         // again and build the URI through `http`'s builder.
         let rejected = edit_request(upstream, |parts| {
             self.upstream_headers(&mut parts.headers, ctx, pool.host(t), https);
-            if parts.uri.path_and_query().map(|pq| pq.as_str()) == Some(uri.as_str()) {
+            if same(&parts.uri, &uri) {
                 return None;
             }
             match http::Uri::from_maybe_shared(Bytes::from(uri)) {
@@ -376,11 +478,17 @@ impl Proxy {
     }
 
     /// The header edits of [`Proxy::prepare_upstream`].
-    fn upstream_headers(&self, h: &mut HeaderMap, ctx: &Ctx, host: &HeaderValue, https: bool) {
+    fn upstream_headers<H: HeaderEdit>(
+        &self,
+        h: &mut H,
+        ctx: &Ctx,
+        host: &HeaderValue,
+        https: bool,
+    ) {
         // Which of the names removed below are there: one pass over a few names, where a
         // removal of an absent name costs a hash and a probe each.
         let mut has = Removable::default();
-        for name in h.keys() {
+        for name in h.map().keys() {
             if name == http::header::CONNECTION {
                 has.connection = true;
             } else if name == PROXY_CONNECTION || name == KEEP_ALIVE {
@@ -394,11 +502,11 @@ impl Proxy {
             }
         }
         h.reserve(6);
-        h.insert(HOST, host.clone());
+        h.put(&HOST, host.clone());
         // Hop-by-hop headers named by the client's Connection header go no further.
         if let Some(conn) = has
             .connection
-            .then(|| h.get(http::header::CONNECTION).cloned())
+            .then(|| h.map().get(http::header::CONNECTION).cloned())
             .flatten()
         {
             if let Ok(list) = conn.to_str() {
@@ -406,32 +514,34 @@ impl Proxy {
                     if !name.eq_ignore_ascii_case("keep-alive")
                         && !name.eq_ignore_ascii_case("close")
                     {
-                        h.remove(name);
+                        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                            h.del(&name);
+                        }
                     }
                 }
             }
         }
         if has.proxy_hop {
-            h.remove(&PROXY_CONNECTION);
-            h.remove(&KEEP_ALIVE);
+            h.del(&PROXY_CONNECTION);
+            h.del(&KEEP_ALIVE);
         }
         match ctx.req.client_ip {
             Some(ip) => {
-                h.insert(X_FORWARDED_FOR.clone(), ip_value(ip));
+                h.put(&X_FORWARDED_FOR, ip_value(ip));
             }
             None if has.forwarded_for => {
-                h.remove(&X_FORWARDED_FOR);
+                h.del(&X_FORWARDED_FOR);
             }
             None => {}
         }
         let proto = if https { &HTTPS } else { &HTTP };
-        h.insert(X_FORWARDED_PROTO.clone(), proto.clone());
+        h.put(&X_FORWARDED_PROTO, proto.clone());
         match &ctx.orig_host {
             Some(v) => {
-                h.insert(X_FORWARDED_HOST.clone(), v.clone());
+                h.put(&X_FORWARDED_HOST, v.clone());
             }
             None if has.forwarded_host => {
-                h.remove(&X_FORWARDED_HOST);
+                h.del(&X_FORWARDED_HOST);
             }
             None => {}
         }
@@ -441,10 +551,10 @@ impl Proxy {
             .unwrap_or_else(|| TraceIds::from_incoming(incoming));
         // A continued trace keeps the caller's vendor state; a new one drops it.
         if ids.parent_span_id.is_none() && has.tracestate {
-            h.remove(&TRACESTATE);
+            h.del(&TRACESTATE);
         }
-        h.insert(TRACEPARENT.clone(), ids.traceparent_value());
-        h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        h.put(&TRACEPARENT, ids.traceparent_value());
+        h.put(&X_REQUEST_ID, ctx.request_id.clone());
     }
 
     /// Answer with a problem and stop the request (`Ok(true)` for `request_filter`).
@@ -886,9 +996,9 @@ impl ProxyHttp for Proxy {
         ctx.req
             .cache
             .after_outbound(session.req_header(), ctx.replace_body.is_some());
-        edit_response_headers(resp, |h| {
+        edit_answer(resp, preserve_case(ctx), |h| {
             add_answer_headers(h, &ctx.req.answer_headers);
-            h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            h.put(&X_REQUEST_ID, ctx.request_id.clone());
         });
         Ok(())
     }

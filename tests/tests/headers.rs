@@ -307,3 +307,50 @@ fn header_names_go_out_lower_case_and_reason_phrases_pass_through() {
         );
     }
 }
+
+#[test]
+fn preserve_header_case_keeps_the_spellings_both_ways() {
+    let (url, upstream) = raw_upstream();
+    let config = echo_config(&url).replace(
+        "upstream: { targets:",
+        "upstream: { preserve_header_case: true, targets:",
+    );
+    assert!(config.contains("preserve_header_case: true"));
+    let gw = Gateway::start(&config);
+    let r = send_raw(
+        gw.addr(),
+        b"GET /echo/x HTTP/1.1\r\nHost: a\r\nX-Client-Thing: 1\r\nuser-AGENT: raw\r\nX-Forwarded-For: 9.9.9.9\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n",
+    );
+    assert_eq!(r.status, 299, "{r:?}");
+    assert_eq!(r.reason, "Quite Fine", "the upstream's reason phrase");
+    // The upstream's spelling reaches the client, and the answer still gets its id.
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n == "X-Mixed-Case" && v == "yes"),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        r.headers.iter().any(|(n, _)| n == "X-Request-Id"),
+        "{:?}",
+        r.headers
+    );
+    let head = String::from_utf8(upstream.join().expect("upstream")).expect("utf-8 head");
+    // The client's spellings reach the upstream; the contract's headers are there, in
+    // title case, and the client's X-Forwarded-For and Connection-listed header are not.
+    for line in [
+        "\r\nX-Client-Thing: 1\r\n",
+        "\r\nuser-AGENT: raw\r\n",
+        "\r\nHost: 127.0.0.1:",
+        "\r\nX-Forwarded-For: 127.0.0.1\r\n",
+        "\r\nX-Forwarded-Proto: http\r\n",
+        "\r\nX-Forwarded-Host: a\r\n",
+        "\r\nTraceparent: 00-",
+        "\r\nX-Request-Id: ",
+    ] {
+        assert!(head.contains(line), "{line:?} not in {head:?}");
+    }
+    assert!(!head.contains("9.9.9.9"), "{head:?}");
+    assert!(!head.to_ascii_lowercase().contains("x-hop"), "{head:?}");
+}

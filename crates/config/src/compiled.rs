@@ -309,6 +309,9 @@ pub struct UpstreamDef {
     pub connect_timeout: Duration,
     /// Retries of idempotent requests whose connection failed (default 1).
     pub retries: u32,
+    /// Keep header name spellings on HTTP/1.1 (Pingora's case map) for this upstream's
+    /// requests and answers (default false).
+    pub preserve_header_case: bool,
 }
 
 /// One upstream target (`http://host:port[/base]`).

@@ -199,6 +199,10 @@ pub struct Upstream {
     /// Retries of idempotent requests on another target when connecting failed (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Keep the spelling of header names on HTTP/1.1 to and from this upstream (default
+    /// false: names go out in lower case, docs/behaviour.md "Header names").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_header_case: Option<bool>,
 }
 
 /// Active HTTP health check.

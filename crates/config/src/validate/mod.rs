@@ -813,6 +813,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
             "timeout",
             "connect_timeout",
             "retries",
+            "preserve_header_case",
         ],
     )?;
     let errors_before = cx.errors.len();
@@ -873,6 +874,9 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
     let timeout = duration(cx, "timeout", 30);
     let connect_timeout = duration(cx, "connect_timeout", 5);
     let retries = cx.optional::<u32>(map, path, "retries").unwrap_or(1);
+    let preserve_header_case = cx
+        .optional::<bool>(map, path, "preserve_header_case")
+        .unwrap_or(false);
     if cx.errors.len() != errors_before {
         return None;
     }
@@ -882,6 +886,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         timeout: timeout?,
         connect_timeout: connect_timeout?,
         retries,
+        preserve_header_case,
     })
 }
 

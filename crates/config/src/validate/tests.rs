@@ -505,7 +505,7 @@ fn upstream_checks() {
         "missing field `upstream`",
     );
     let errors = errors(&with_api(
-        "    upstream:\n      targets: [\"http://a\"]\n      health_check: { path: health, interval: 0 }\n      timeout: soon\n      connect_timeout: 0ms\n      retries: -1\n",
+        "    upstream:\n      targets: [\"http://a\"]\n      health_check: { path: health, interval: 0 }\n      timeout: soon\n      connect_timeout: 0ms\n      retries: -1\n      preserve_header_case: yes\n",
     ));
     assert_has(
         &errors,
@@ -528,13 +528,19 @@ fn upstream_checks() {
         "greater than zero",
     );
     assert_has(&errors, "apis[0].upstream.retries", "invalid value");
-    assert_eq!(errors.len(), 5, "{errors:#?}");
+    // YAML 1.2: `yes` is a string, not a boolean.
+    assert_has(
+        &errors,
+        "apis[0].upstream.preserve_header_case",
+        "invalid type",
+    );
+    assert_eq!(errors.len(), 6, "{errors:#?}");
 }
 
 #[test]
 fn targets_compile() {
     let config = compile(&with_api(
-        "    upstream:\n      targets: [\"http://127.0.0.1:9000\", \"https://api.example.com/base/\", \"http://[::1]:8080/v1\", \"HTTP://h\"]\n      health_check: { path: /health }\n      timeout: 2s\n      connect_timeout: 500ms\n      retries: 0\n",
+        "    upstream:\n      targets: [\"http://127.0.0.1:9000\", \"https://api.example.com/base/\", \"http://[::1]:8080/v1\", \"HTTP://h\"]\n      health_check: { path: /health }\n      timeout: 2s\n      connect_timeout: 500ms\n      retries: 0\n      preserve_header_case: true\n",
     ));
     let up = &config.apis[0].upstream;
     let t = &up.targets;
@@ -570,6 +576,12 @@ fn targets_compile() {
     assert_eq!(up.timeout, Duration::from_secs(2));
     assert_eq!(up.connect_timeout, Duration::from_millis(500));
     assert_eq!(up.retries, 0);
+    assert!(up.preserve_header_case);
+    assert!(
+        !compile(&with_api(&format!("    {UPSTREAM}\n"))).apis[0]
+            .upstream
+            .preserve_header_case
+    );
 }
 
 fn with_ops(ops: &str) -> String {
