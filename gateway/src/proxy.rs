@@ -259,7 +259,9 @@ fn preserve_case(ctx: &Ctx) -> bool {
 // a second, case-preserving name map in step: two allocations and two map inserts per
 // header, a quarter of a bare proxy's instructions for the headers the contract adds to
 // every request. Editing the `http::HeaderMap` drops that map, so header names go out in
-// lower case, a few common ones title-cased (docs/behaviour.md, "Header names").
+// lower case, a few common ones title-cased (docs/behaviour.md, "Header names"), unless
+// the API's upstream asks to keep them (`upstream.preserve_header_case`: the edits then go
+// through Pingora's head, see [`HeaderEdit`]).
 
 /// Edit the request head's parts (header map, URI) directly.
 pub(crate) fn edit_request<T>(
