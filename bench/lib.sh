@@ -49,3 +49,15 @@ need_oha() {
     OHA=$HOME/.cargo/bin/oha
   fi
 }
+# The xml-to-json API of the benchmarks (a policy-file entry): bench/catalog.py's answer,
+# served by the upstream nginx on port $UP under /static/.
+api_xml() { cat <<EOF
+  - id: xml
+    path: /xml
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP/static"] }
+    policies:
+      outbound:
+        - xml-to-json: { kind: javascript-friendly }
+EOF
+}

@@ -63,13 +63,7 @@ apis:
       inbound:
         - rate-limit: { calls: 1000000000, renewal_period: 1m }
         - quota: { calls: 1000000000, renewal_period: calendar-month }
-  - id: xml
-    path: /xml
-    subscription_required: false
-    upstream: { targets: ["http://127.0.0.1:$UP/static"] }
-    policies:
-      outbound:
-        - xml-to-json: { kind: javascript-friendly }
+$(api_xml)
 YAML
 
 profile() { # case

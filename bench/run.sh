@@ -297,16 +297,6 @@ api_cache() { cat <<EOF
         - cache-store: { duration: 1h }
 EOF
 }
-api_xml() { cat <<EOF
-  - id: xml
-    path: /xml
-    subscription_required: false
-    upstream: { targets: ["http://127.0.0.1:$UP/static"] }
-    policies:
-      outbound:
-        - xml-to-json: { kind: javascript-friendly }
-EOF
-}
 # Each optional API is validated alone first: a policy this build lacks skips its cases.
 declare -A SKIP
 { echo "version: 1"; echo "apis:"; api_pass; api_key; } >"$DIR/policy.yaml"
