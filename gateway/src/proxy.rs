@@ -448,14 +448,18 @@ impl Proxy {
         }
         let same = |u: &http::Uri, uri: &str| u.path_and_query().map(|pq| pq.as_str()) == Some(uri);
         if pool.def.preserve_header_case {
-            // Through Pingora's head, which keeps the spelling of every name.
+            // Through Pingora's head, which keeps the spelling of every name. The target
+            // is set even when unchanged: like the default path, the upstream gets it in
+            // origin form from the URI, never the client's raw bytes.
             self.upstream_headers(upstream, ctx, pool.host(t), https);
-            if !same(&upstream.uri, &uri) {
-                let u = http::Uri::from_maybe_shared(Bytes::from(uri)).map_err(|e| {
+            let u = if same(&upstream.uri, &uri) {
+                upstream.uri.clone()
+            } else {
+                http::Uri::from_maybe_shared(Bytes::from(uri)).map_err(|e| {
                     Error::because(ErrorType::InvalidHTTPHeader, "upstream request target", e)
-                })?;
-                upstream.set_uri(u);
-            }
+                })?
+            };
+            upstream.set_uri(u);
             return Ok(());
         }
         // The target is set on the parts too: `set_raw_path` would take the head apart
