@@ -446,41 +446,32 @@ impl Proxy {
             uri.push('?');
             uri.push_str(q);
         }
-        let same = |u: &http::Uri, uri: &str| u.path_and_query().map(|pq| pq.as_str()) == Some(uri);
-        if pool.def.preserve_header_case {
-            // Through Pingora's head, which keeps the spelling of every name. The target
-            // is set even when unchanged: like the default path, the upstream gets it in
-            // origin form from the URI, never the client's raw bytes.
-            self.upstream_headers(upstream, ctx, pool.host(t), https);
-            let u = if same(&upstream.uri, &uri) {
-                upstream.uri.clone()
+        // The head's own URI when it already names the target (a clone shares its bytes),
+        // else the string built above, parsed once.
+        let target_uri = |current: &http::Uri, uri: String| {
+            if current.path_and_query().map(|pq| pq.as_str()) == Some(uri.as_str()) {
+                Ok(current.clone())
             } else {
-                http::Uri::from_maybe_shared(Bytes::from(uri)).map_err(|e| {
-                    Error::because(ErrorType::InvalidHTTPHeader, "upstream request target", e)
-                })?
-            };
+                http::Uri::from_maybe_shared(Bytes::from(uri))
+            }
+        };
+        let bad = |e| Error::because(ErrorType::InvalidHTTPHeader, "upstream request target", e);
+        if pool.def.preserve_header_case {
+            // Through Pingora's head, which keeps the spelling of every name. Setting the
+            // URI also makes the upstream get the target in origin form, as on the path
+            // below, never the client's raw bytes.
+            self.upstream_headers(upstream, ctx, pool.host(t), https);
+            let u = target_uri(&upstream.uri, uri).map_err(bad)?;
             upstream.set_uri(u);
             return Ok(());
         }
         // The target is set on the parts too: `set_raw_path` would take the head apart
         // again and build the URI through `http`'s builder.
-        let rejected = edit_request(upstream, |parts| {
+        edit_request(upstream, |parts| {
             self.upstream_headers(&mut parts.headers, ctx, pool.host(t), https);
-            if same(&parts.uri, &uri) {
-                return None;
-            }
-            match http::Uri::from_maybe_shared(Bytes::from(uri)) {
-                Ok(u) => {
-                    parts.uri = u;
-                    None
-                }
-                Err(e) => Some(e),
-            }
-        });
-        match rejected {
-            None => Ok(()),
-            Some(e) => Error::e_because(ErrorType::InvalidHTTPHeader, "upstream request target", e),
-        }
+            parts.uri = target_uri(&parts.uri, uri).map_err(bad)?;
+            Ok(())
+        })
     }
 
     /// The header edits of [`Proxy::prepare_upstream`].
