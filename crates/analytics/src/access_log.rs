@@ -86,9 +86,7 @@ impl LineWriter {
         if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
             self.second = Some((second, second_text(second)));
         }
-        let Some((_, text)) = &self.second else {
-            return;
-        };
+        let text = self.second.as_ref().map_or(&[][..], |(_, t)| t.as_slice());
         if text.is_empty() {
             return;
         }
