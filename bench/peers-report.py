@@ -10,7 +10,8 @@ against the bare Pingora proxy and against nginx, and the targets of issue 10.
 
 OUT_DIR holds results.jsonl (one line per case and round), meta.json and cases.tsv, and
 callgrind/instr.CASE.json when bench/run.sh counted instructions under callgrind, and
-pairs.jsonl (the same lines, "round" being the pair) from its paired runs.
+pairs.jsonl (the same lines, "round" being the pair) from its paired runs, and
+corun.jsonl (a case's and the bare proxy's CPU µs/request when loaded at once).
 
 CPU per request (and throughput) are given two ways. `/proc/PID/stat` time (what the issue asks for) is
 bimodal on this kind of machine: the same case, with the same cycles per request, takes
@@ -29,6 +30,12 @@ target passes when the whole interval is within it, is missed when the whole int
 beyond it, and is not decided otherwise. If the machine's slowdowns hit every run alike,
 whatever the case, the log of a pair's ratio is the true one plus the difference of two
 like draws, symmetric about it, so the median estimates the true ratio.
+
+Co-runs load the bare proxy and a case at once on the same core: whatever moves the
+machine's speed moves both, and their ratio hardly moves (a spread of 1-3% where pairs
+spread by 30%). The two share the core's caches, though, which may weigh more on the
+process with the larger working set; so co-runs are reported beside the targets and do
+not decide them.
 """
 import json
 import math
@@ -84,6 +91,12 @@ def load(out):
             r = json.loads(l)
             if r["case"] in med:
                 med[r["case"]].setdefault("pairs", {})[r["round"]] = r
+    corun = out / "corun.jsonl"
+    for l in corun.read_text().splitlines() if corun.is_file() else []:
+        if l.strip():
+            r = json.loads(l)
+            if r["case"] in med:
+                med[r["case"]].setdefault("corun", []).append(r["cpu_us"] / r["bare_us"])
     skips = dict(s.split("=", 1) for s in meta.get("skips", "").split(";;") if "=" in s)
     return med, meta, cases, skips
 
@@ -136,6 +149,10 @@ def targets(med):
             m, ci, n = pr
             detail += (f"; paired runs: **{m:.2f}×** median over {n} pairs"
                        + (f", 95% CI {ci[0]:.2f}–{ci[1]:.2f}×" if ci else ", too few for an interval"))
+        if case.get("corun"):
+            m, ci = median_ci(case["corun"])
+            detail += (f"; co-runs with the bare proxy (not deciding): {m:.2f}× median of "
+                       f"{len(case['corun'])}" + (f", 95% CI {ci[0]:.2f}–{ci[1]:.2f}×" if ci else ""))
         if pr and pr[1]:
             # The pairs decide the CPU time's part (cycles, when counted, must agree).
             ok = ok_pairs
@@ -314,28 +331,40 @@ def report(med, meta, cases, skips):
             f"{m['cg_nomemcpy'] / 1e3:.1f}", fmt_ratio(m['cg_nomemcpy'], g(bare, 'cg_nomemcpy'))])
     lines.append("")
     pairs = [r for m in med.values() for r in m.get("pairs", {}).values()]
-    if pairs:
+    if bare and (pairs or any(m.get("corun") for m in med.values())):
         n = len({r["round"] for r in pairs})
         intro = (f"Paired runs: {n} pairs, in each {meta.get('pair_secs', '?')} s of wrk and "
                  f"{meta.get('pair_secs', '?')} s of oha (as above) per case, the cases back to back "
                  "in an order rotating from pair to pair. Per pair, the case's CPU µs/request "
                  "over the bare proxy's and its p99 minus the bare proxy's; their medians with "
-                 "distribution-free 95% confidence intervals.")
+                 "distribution-free 95% confidence intervals. Co-runs: the bare proxy and the "
+                 f"case loaded at once on the proxies' core ({meta.get('pair_secs', '?')} s of "
+                 "wrk each), the case's CPU µs/request over the bare proxy's in the same "
+                 "seconds: steady, but the two share the core's caches (not deciding).")
         rows = []
+
+        def ci_cell(xs, f):
+            if not xs:
+                return "–"
+            m, ci = median_ci(xs)
+            return f(m) + (f" ({f(ci[0])} to {f(ci[1])})" if ci else "")
+
         for k, what in cases:
             m = med.get(k)
-            if not (m and m.get("pairs") and bare and bare.get("pairs")):
+            if not m or m is bare or not (m.get("pairs") or m.get("corun")):
                 continue
-            rm, rci = median_ci(paired(m, bare, lambda a, b: a["cpu_us"] / b["cpu_us"]))
-            dm, dci = median_ci(paired(m, bare, lambda a, b: a["p99"] - b["p99"]))
+            ps = list(m.get("pairs", {}).values())
+            cpu = f"{statistics.median(r['cpu_us'] for r in ps):.1f}" if ps else "–"
+            p99 = f"{statistics.median(r['p99'] for r in ps):.3f}" if ps else "–"
             rows.append(
-                f"| {what} | {statistics.median(r['cpu_us'] for r in m['pairs'].values()):.1f} | "
-                + (f"{rm:.2f}× ({rci[0]:.2f}–{rci[1]:.2f})" if rci and m is not bare else "–")
-                + f" | {statistics.median(r['p99'] for r in m['pairs'].values()):.3f} | "
-                + (f"{dm:+.3f} ({dci[0]:+.3f} to {dci[1]:+.3f})" if dci and m is not bare else "–")
-                + " |")
-        lines.extend(["", intro, "", "| case | CPU µs/req | vs bare (95% CI) | p99 ms | "
-                      "p99 − bare, ms (95% CI) |", "|---|---:|---:|---:|---:|", *rows])
+                f"| {what} | {cpu} | "
+                + ci_cell(paired(m, bare, lambda a, b: a["cpu_us"] / b["cpu_us"]), lambda x: f"{x:.2f}×")
+                + f" | {p99} | "
+                + ci_cell(paired(m, bare, lambda a, b: a["p99"] - b["p99"]), lambda x: f"{x:+.3f}")
+                + " | " + ci_cell(m.get("corun"), lambda x: f"{x:.2f}×") + " |")
+        lines.extend(["", intro, "", "| case | CPU µs/req | vs bare, pairs (95% CI) | p99 ms | "
+                      "p99 − bare, ms, pairs (95% CI) | vs bare, co-runs (95% CI) |",
+                      "|---|---:|---:|---:|---:|---:|", *rows])
     lines.append("")
     lines.append("Targets (issue 10). A CPU target is decided on the paired runs when there are "
                  "enough of them for an interval: passed when the whole 95% interval of the "

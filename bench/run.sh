@@ -22,7 +22,10 @@
 # Then PAIRS paired runs (PAIR_SECS of wrk and of oha each) of the bare proxy, Tollgate
 # passthrough and the full chain, back to back: the targets on CPU and p99 are decided on
 # the pairs' ratios and differences (median and its 95% confidence interval), which other
-# load moving the machine's speed from one run to the next does not bias.
+# load moving the machine's speed from one run to the next does not bias. And CORUNS
+# co-runs (PAIR_SECS of wrk) of the bare proxy together with bare-hdr, passthrough and the
+# full chain, at once on the proxies' core: a steadier ratio under a different condition,
+# reported beside the targets.
 #
 # Pinning (2 cores): every proxy under test (and the "direct" upstream copy) on core
 # PROXY_CPU with one worker (thread or process); the load generators and the upstream
@@ -40,7 +43,7 @@
 # only, so not what decides them).
 #
 # Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 PAIRS=30
-# PAIR_SECS=2 WAIT_LOAD=1.0 WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
+# PAIR_SECS=2 CORUNS=10 WAIT_LOAD=1.0 WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
 # PROFILE_CASES="bare tg-pass tg-full"; case names: $ALL_CASES below
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +56,7 @@ LAT_CONNS=${LAT_CONNS:-16}
 LAT_SECS=${LAT_SECS:-5}
 PAIRS=${PAIRS:-30}
 PAIR_SECS=${PAIR_SECS:-2}
+CORUNS=${CORUNS:-10}
 INSTR_SECS=${INSTR_SECS:-3}
 WAIT_LOAD=${WAIT_LOAD:-1.0}
 WAIT_MAX=${WAIT_MAX:-600}
@@ -534,6 +538,38 @@ if [ "$PAIRS" -gt 0 ] && [ "${#PAIR_RUN[@]}" -gt 1 ] && [ "${PAIR_RUN[0]}" = bar
   for p in $(seq "$PAIRS"); do
     for i in "${!PAIR_RUN[@]}"; do
       measure "${PAIR_RUN[$(((i + p) % ${#PAIR_RUN[@]}))]}" "$p" "$PAIR_SECS" "$PAIR_SECS" "$PAIRS_FILE" 0
+    done
+  done
+fi
+
+# Co-runs: the bare proxy and one case loaded at once, both on the proxies' core, each by
+# its own wrk, the CPU time per request of each process over the same seconds. What moves
+# the machine's speed then moves both alike, so their ratio barely moves from run to run;
+# but the two share the core's caches, which may cost the process with the larger working
+# set more: the report gives these ratios beside the targets, not as what decides them.
+CORUN_FILE=$OUT/corun.jsonl
+: >"$CORUN_FILE"
+CORUN_RUN=()
+for c in bare-hdr tg-pass tg-full; do [[ " ${RUN[*]} " == *" $c "* ]] && CORUN_RUN+=("$c"); done
+if [ "$CORUNS" -gt 0 ] && [ "${#CORUN_RUN[@]}" -gt 0 ] && [[ " ${RUN[*]} " == *" bare "* ]]; then
+  log "co-runs: $CORUNS x (${CORUN_RUN[*]}) with bare, ${PAIR_SECS}s each"
+  for p in $(seq "$CORUNS"); do
+    for c in "${CORUN_RUN[@]}"; do
+      b0=$(cpu_ticks "${CASE_PID[bare]}")
+      x0=$(cpu_ticks "${CASE_PID[$c]}")
+      wrk_run bare "$PAIR_SECS" >"$DIR/corun.bare" &
+      wb=$!
+      wrk_run "$c" "$PAIR_SECS" >"$DIR/corun.case" &
+      wc=$!
+      wait "$wb" "$wc"
+      b1=$(cpu_ticks "${CASE_PID[bare]}")
+      x1=$(cpu_ticks "${CASE_PID[$c]}")
+      read -r breq _ berr <"$DIR/corun.bare"
+      read -r xreq _ xerr <"$DIR/corun.case"
+      read -r us bus < <(python3 -c "print(($x1 - $x0) / $TICK * 1e6 / max($xreq, 1), ($b1 - $b0) / $TICK * 1e6 / max($breq, 1))")
+      printf '{"case":"%s","round":%s,"cpu_us":%s,"bare_us":%s,"requests":%s,"bare_requests":%s,"errors":%s}\n' \
+        "$c" "$p" "$us" "$bus" "$xreq" "$breq" "$((xerr + berr))" >>"$CORUN_FILE"
+      log "co-run $p $c: $(printf '%.1f' "$us") µs CPU/req against bare's $(printf '%.1f' "$bus"); errors $((xerr + berr))"
     done
   done
 fi
