@@ -19,6 +19,8 @@ fi
 # The end-to-end tests run the real binary: build it first.
 cargo build -p tollgate
 cargo test --workspace --no-fail-fast
+# How bench/peers-report.py decides the benchmark targets (pure Python, no servers).
+python3 -m unittest discover -s bench -p 'test_*.py'
 # The operators' dashboard in a real browser (screenshot: target/dashboard.png). `npm ci` installs
 # exactly the lockfile's playwright-core (no browser download: it drives /usr/bin/chromium).
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
