@@ -91,12 +91,14 @@ def load(out):
             r = json.loads(l)
             if r["case"] in med:
                 med[r["case"]].setdefault("pairs", {})[r["round"]] = r
+                med[r["case"]]["errors"] += r["errors"] + r["lat_errors"]
     corun = out / "corun.jsonl"
     for l in corun.read_text().splitlines() if corun.is_file() else []:
         if l.strip():
             r = json.loads(l)
             if r["case"] in med:
                 med[r["case"]].setdefault("corun", []).append(r["cpu_us"] / r["bare_us"])
+                med[r["case"]]["errors"] += r["errors"]
     skips = dict(s.split("=", 1) for s in meta.get("skips", "").split(";;") if "=" in s)
     return med, meta, cases, skips
 

@@ -43,8 +43,9 @@
 # only, so not what decides them).
 #
 # Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 PAIRS=30
-# PAIR_SECS=2 CORUNS=10 WAIT_LOAD=1.0 WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1 OUT=target/bench-peers CASES="direct bare ..."
-# PROFILE_CASES="bare tg-pass tg-full"; case names: $ALL_CASES below
+# PAIR_SECS=2 CORUNS=10 WAIT_LOAD=1.0 WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1
+# OUT=target/bench-peers CASES="direct bare ..." PROFILE_CASES="bare tg-pass tg-full";
+# case names: $ALL_CASES below
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
