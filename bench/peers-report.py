@@ -225,13 +225,19 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}×" if a is not None and b else "–"
 
 
+def built_with(meta):
+    """The cargo profile, when not the default release one (older runs do not say)."""
+    prof = meta.get("build_profile") or "release"
+    return "" if prof == "release" else f" (cargo profile `{prof}`, both Pingora proxies)"
+
+
 def report(med, meta, cases, skips):
     bare, ngx = med.get("bare"), med.get("nginx")
     rate = int(float(meta["rate"]))
     g = lambda m, k: m and m.get(k)  # noqa: E731
     lines = []
     lines.append(
-        f"Run of {meta['date']}, commit `{meta['commit']}`; machine: {meta['nproc']} cores "
+        f"Run of {meta['date']}, commit `{meta['commit']}`{built_with(meta)}; machine: {meta['nproc']} cores "
         f"({meta['cpu']}), kernel {meta['kernel']}, shared with other builds: load average "
         f"{meta['load_before']} before the run, {meta['load_after']} after (1, 5, 15 min). "
         f"nginx {meta['nginx']}, wrk {meta['wrk']}, oha {meta['oha']}.")

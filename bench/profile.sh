@@ -28,9 +28,10 @@ source bench/lib.sh
 need valgrind
 need nginx nginx-light
 need_oha
-cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
-TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build compares two builds
-BARE=$ROOT/target/release/bare-proxy
+BUILD_PROFILE=${BUILD_PROFILE:-release} # the cargo profile of both proxies
+cargo build --profile "$BUILD_PROFILE" -q -p tollgate -p tollgate-bench-bare-proxy
+TG=${TG:-$ROOT/target/$BUILD_PROFILE/tollgate} # TG=/path/to/another/build compares two builds
+BARE=$ROOT/target/$BUILD_PROFILE/bare-proxy
 mkdir -p "$OUT"
 
 UP=$(port)

@@ -44,6 +44,8 @@
 #
 # Knobs: ROUNDS=5 SECS=5 CONNS=32 RATE=5000 LAT_CONNS=16 LAT_SECS=5 INSTR_SECS=3 PAIRS=30
 # PAIR_SECS=2 CORUNS=10 WAIT_LOAD=1.0 WAIT_MAX=600 PROXY_CPU=0 LOAD_CPU=1
+# BUILD_PROFILE=release (the cargo profile both Tollgate and the bare proxy are built with;
+# `production` is the fat-LTO one)
 # OUT=target/bench-peers CASES="direct bare ..." PROFILE_CASES="bare tg-pass tg-full";
 # case names: $ALL_CASES below
 set -euo pipefail
@@ -103,9 +105,11 @@ log "building tollgate and bench/bare-proxy (release)"
 # The commit measured: the tree as it is built (edits made while the run goes on are not).
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
-cargo build --release -q -p tollgate -p tollgate-bench-bare-proxy
-TG=${TG:-$ROOT/target/release/tollgate} # TG=/path/to/another/build measures that one
-BARE=$ROOT/target/release/bare-proxy
+BUILD_PROFILE=${BUILD_PROFILE:-release}
+export BUILD_PROFILE # bench/profile.sh (callgrind) builds and runs the same profile
+cargo build --profile "$BUILD_PROFILE" -q -p tollgate -p tollgate-bench-bare-proxy
+TG=${TG:-$ROOT/target/$BUILD_PROFILE/tollgate} # TG=/path/to/another/build measures that one
+BARE=$ROOT/target/$BUILD_PROFILE/bare-proxy
 
 mkdir -p "$OUT"
 trap 'exit 130' INT TERM
@@ -632,7 +636,7 @@ for c in $CASES; do
   r=$(skip_reason "$c")
   [ -n "$r" ] && SKIPS+="$c=$r;;"
 done
-meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "nproc=$(nproc)" \
+meta "date=$(date -u +%Y-%m-%d)" "commit=$COMMIT" "build_profile=$BUILD_PROFILE" "nproc=$(nproc)" \
   "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   "kernel=$(uname -r)" "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" \
   "rounds=$ROUNDS" "secs=$SECS" "conns=$CONNS" "rate=$RATE" "lat_conns=$LAT_CONNS" \

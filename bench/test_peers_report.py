@@ -92,5 +92,12 @@ class Targets(unittest.TestCase):
                       False)
 
 
+class Header(unittest.TestCase):
+    def test_the_cargo_profile_is_named_unless_it_is_release(self):
+        self.assertEqual(pr.built_with({}), "")
+        self.assertEqual(pr.built_with({"build_profile": "release"}), "")
+        self.assertIn("`production`", pr.built_with({"build_profile": "production"}))
+
+
 if __name__ == "__main__":
     unittest.main()
