@@ -39,6 +39,12 @@ def user_cycles(out, case):
     return min(xs) if xs else None  # the best round, as in peers-report.py
 
 
+def cpu_ns(out, case):
+    xs = [r["cpu_us"] * 1000 for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+          if r["case"] == case and r.get("cpu_us") and r.get("round", 0) > 0]
+    return min(xs) if xs else None  # the best round, as in peers-report.py
+
+
 def symbols(out, case):
     data = out / f"perf-{case}.data"
     if not data.exists():
@@ -56,10 +62,14 @@ def symbols(out, case):
         else:
             d[m.group(4)] += float(m.group(1))
     cyc = user_cycles(out, case)
-    if not cyc or kernel >= 100:
-        return None
-    scale = cyc / (100 - kernel)
-    return {k: v * scale for k, v in d.items()}
+    if cyc:
+        if kernel >= 100:
+            return None
+        return {k: v * cyc / (100 - kernel) for k, v in d.items()}
+    # No cycle counts (a VM without a PMU): the samples are of CPU time (cpu-clock), so
+    # scale all of them, the kernel's too, to the case's CPU time per request.
+    ns = cpu_ns(out, case)
+    return {k: v * ns / 100 for k, v in d.items()} if ns else None
 
 
 def group(d):
@@ -86,7 +96,12 @@ def main():
     base = cases[0]
     names = sorted({n for g in groups.values() for n in g},
                    key=lambda n: -(groups[cases[1]].get(n, 0) - groups[base].get(n, 0)))
-    print("User-space cycles per request by group (perf self samples scaled to perf stat's user cycles):")
+    unit = "cycles" if all(user_cycles(out, c) for c in cases) else "ns"
+    if unit == "cycles":
+        print("User-space cycles per request by group (perf self samples scaled to perf stat's user cycles):")
+    else:
+        print("User-space CPU ns per request by group (perf self samples of cpu-clock, kernel included, "
+              "scaled to the case's CPU time per request, best round; this perf counts no cycles):")
     print()
     print("| group | " + " | ".join(cases) + " |")
     print("|---|" + "---:|" * len(cases))
@@ -97,7 +112,7 @@ def main():
         a, b = syms[prev], syms[c]
         diff = sorted(((b.get(k, 0) - a.get(k, 0), k) for k in set(a) | set(b)), reverse=True)
         print()
-        print(f"Largest increases {prev} → {c} (user cycles per request):")
+        print(f"Largest increases {prev} → {c} (user {unit} per request):")
         print()
         for dv, k in diff[:20]:
             print(f"    {dv:+7,.0f} {a.get(k, 0):7,.0f} → {b.get(k, 0):7,.0f}  {k[:110]}")
