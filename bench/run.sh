@@ -101,11 +101,11 @@ if [ -n "$PERF" ] && ! "$PERF" stat -x, -e instructions:u -- true 2>&1 >/dev/nul
   PERF_HW=""
 fi
 
-log "building tollgate and bench/bare-proxy (release)"
+BUILD_PROFILE=${BUILD_PROFILE:-release}
+log "building tollgate and bench/bare-proxy (cargo profile $BUILD_PROFILE)"
 # The commit measured: the tree as it is built (edits made while the run goes on are not).
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
-BUILD_PROFILE=${BUILD_PROFILE:-release}
 export BUILD_PROFILE # bench/profile.sh (callgrind) builds and runs the same profile
 cargo build --profile "$BUILD_PROFILE" -q -p tollgate -p tollgate-bench-bare-proxy
 TG=${TG:-$ROOT/target/$BUILD_PROFILE/tollgate} # TG=/path/to/another/build measures that one
