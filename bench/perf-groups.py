@@ -4,7 +4,8 @@ samples of each user-space symbol in OUT/perf-CASE.data, scaled to the user cycl
 request `perf stat` counted for that case (its best round in results.jsonl), grouped,
 and the symbols that grew most from the first case to the others. The kernel's share of
 the samples is left out: DWARF stack copies inflate it (perf stat's kernel cycles are the
-figure to use).
+figure to use). Where perf counted no cycles (a VM without a PMU), the cpu-clock samples,
+the kernel's included, are scaled to the case's CPU time per request instead (ns).
 
     perf-groups.py OUT_DIR [CASES...]      default: bare tg-pass tg-full
 """
@@ -30,19 +31,12 @@ GROUPS = [
 OTHER = "Pingora, tokio, httparse, … (the rest)"
 
 
-def user_cycles(out, case):
-    xs = []
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r["case"] == case and r.get("instr_requests"):
-            xs.append(r.get("cycles_user", 0) / r["instr_requests"])
-    return min(xs) if xs else None  # the best round, as in peers-report.py
-
-
-def cpu_ns(out, case):
-    xs = [r["cpu_us"] * 1000 for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
-          if r["case"] == case and r.get("cpu_us") and r.get("round", 0) > 0]
-    return min(xs) if xs else None  # the best round, as in peers-report.py
+def best_round(out, case, per_request):
+    """The case's smallest figure over its rounds in results.jsonl (the best round, as in
+    peers-report.py); `per_request(row)` is a row's figure, or falsy when it has none."""
+    xs = [x for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+          if r["case"] == case and (x := per_request(r))]
+    return min(xs) if xs else None
 
 
 def symbols(out, case):
@@ -61,15 +55,16 @@ def symbols(out, case):
             kernel += float(m.group(1))
         else:
             d[m.group(4)] += float(m.group(1))
-    cyc = user_cycles(out, case)
+    cyc = best_round(out, case, lambda r: r.get("instr_requests")
+                     and r.get("cycles_user", 0) / r["instr_requests"])
     if cyc:
         if kernel >= 100:
             return None
-        return {k: v * cyc / (100 - kernel) for k, v in d.items()}
+        return {k: v * cyc / (100 - kernel) for k, v in d.items()}, "cycles"
     # No cycle counts (a VM without a PMU): the samples are of CPU time (cpu-clock), so
     # scale all of them, the kernel's too, to the case's CPU time per request.
-    ns = cpu_ns(out, case)
-    return {k: v * ns / 100 for k, v in d.items()} if ns else None
+    ns = best_round(out, case, lambda r: r.get("cpu_us", 0) * 1000)
+    return ({k: v * ns / 100 for k, v in d.items()}, "ns") if ns else None
 
 
 def group(d):
@@ -87,16 +82,17 @@ def group(d):
 def main():
     out = Path(sys.argv[1])
     cases = sys.argv[2:] or ["bare", "tg-pass", "tg-full"]
-    syms = {c: symbols(out, c) for c in cases}
-    cases = [c for c in cases if syms[c]]
+    found = {c: symbols(out, c) for c in cases}
+    cases = [c for c in cases if found[c]]
     if len(cases) < 2:
         print("not enough profiles")
         return
+    syms = {c: found[c][0] for c in cases}
+    unit = "cycles" if all(found[c][1] == "cycles" for c in cases) else "ns"
     groups = {c: group(syms[c]) for c in cases}
     base = cases[0]
     names = sorted({n for g in groups.values() for n in g},
                    key=lambda n: -(groups[cases[1]].get(n, 0) - groups[base].get(n, 0)))
-    unit = "cycles" if all(user_cycles(out, c) for c in cases) else "ns"
     if unit == "cycles":
         print("User-space cycles per request by group (perf self samples scaled to perf stat's user cycles):")
     else:
