@@ -57,6 +57,63 @@ async fn upstream_timeout_is_504() {
     );
 }
 
+/// With one proxy thread the gateway hands Pingora's timeouts to tokio's timer
+/// (`gateway/src/server.rs`, `timer_threshold`): the upstream timeout still fires, and a
+/// timer cancelled by an answer in time leaves nothing behind that breaks the next request.
+#[tokio::test]
+async fn one_proxy_thread_times_out_and_keeps_serving() {
+    let hole = Blackhole::start();
+    let up = Upstream::start("slow-sometimes");
+    let config = format!(
+        r#"version: 1
+apis:
+  - id: hole
+    path: /hole
+    subscription_required: false
+    upstream: {{ targets: ["{}"], timeout: 1s }}
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{}"], timeout: 1s }}
+"#,
+        hole.url(),
+        up.url()
+    );
+    let gw = Gateway::builder(&config).threads(1).start();
+    let c = client();
+    for i in 0..50 {
+        let a = fetch(c.get(gw.url(&format!("/echo/fast/{i}")))).await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
+    }
+    let t0 = Instant::now();
+    let a = get(&gw.url("/hole/x")).await;
+    let took = t0.elapsed();
+    a.assert_problem(504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "504 after {took:?} (timeout 1s)"
+    );
+    up.set_delay(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    let a = fetch(c.get(gw.url("/echo/slow"))).await;
+    let took = t0.elapsed();
+    a.assert_problem(504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "504 after {took:?} (timeout 1s, upstream delay 1.5s)"
+    );
+    up.set_delay(Duration::ZERO);
+    for i in 0..20 {
+        let a = fetch(c.get(gw.url(&format!("/echo/again/{i}")))).await;
+        assert_eq!(a.status, 200, "request {i} after the timeout: {}", a.text());
+    }
+    assert_eq!(
+        up.count(),
+        50 + 1 + 20,
+        "every request reached the upstream once"
+    );
+}
+
 #[tokio::test]
 async fn no_healthy_target_is_503() {
     let up = Upstream::start("sick");
