@@ -23,15 +23,7 @@ need wrk
 cargo build --release -q -p tollgate-bench-bare-proxy
 
 UP=$(port)
-cat >"$DIR/up.conf" <<EOF
-user root; worker_processes 1; pid $DIR/up.pid; error_log $DIR/up.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
-  client_body_temp_path $DIR/b; proxy_temp_path $DIR/p; fastcgi_temp_path $DIR/f;
-  uwsgi_temp_path $DIR/u; scgi_temp_path $DIR/s;
-  server { listen 127.0.0.1:$UP reuseport backlog=4096;
-    location / { default_type text/plain; return 200 "hello, world\n"; } } }
-EOF
+write_upstream_conf
 taskset -c "$LOAD_CPU" nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
 cat >"$DIR/policy.yaml" <<EOF
 version: 1

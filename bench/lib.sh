@@ -51,6 +51,20 @@ need_oha() {
 }
 # The xml-to-json API of the benchmarks (a policy-file entry): bench/catalog.py's answer,
 # served by the upstream nginx on port $UP under /static/.
+# The upstream nginx of profile.sh and ab.sh, into $DIR/up.conf: `return 200` with a 13-byte
+# body, and $DIR/static/ under /static/ (one worker; UP is its port).
+write_upstream_conf() {
+  cat >"$DIR/up.conf" <<EOF
+user root; worker_processes 1; pid $DIR/up.pid; error_log $DIR/up.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $DIR/b; proxy_temp_path $DIR/p; fastcgi_temp_path $DIR/f;
+  uwsgi_temp_path $DIR/u; scgi_temp_path $DIR/s;
+  server { listen 127.0.0.1:$UP reuseport backlog=4096;
+    location / { default_type text/plain; return 200 "hello, world\n"; }
+    location /static/ { alias $DIR/static/; types { application/xml xml; } } } }
+EOF
+}
 api_xml() { cat <<EOF
   - id: xml
     path: /xml

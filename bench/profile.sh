@@ -35,15 +35,7 @@ BARE=$ROOT/target/$BUILD_PROFILE/bare-proxy
 mkdir -p "$OUT"
 
 UP=$(port)
-cat >"$DIR/up.conf" <<EOF
-user root; worker_processes 1; pid $DIR/up.pid; error_log $DIR/up.err warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
-  client_body_temp_path $DIR/b; proxy_temp_path $DIR/p; fastcgi_temp_path $DIR/f;
-  uwsgi_temp_path $DIR/u; scgi_temp_path $DIR/s;
-  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "hello, world\n"; }
-    location /static/ { alias $DIR/static/; types { application/xml xml; } } } }
-EOF
+write_upstream_conf
 mkdir -p "$DIR/static"
 python3 bench/catalog.py "$DIR/static/catalog.xml"
 nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
