@@ -25,14 +25,7 @@ cargo build --release -q -p tollgate-bench-bare-proxy
 UP=$(port)
 write_upstream_conf
 taskset -c "$LOAD_CPU" nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
-cat >"$DIR/policy.yaml" <<EOF
-version: 1
-apis:
-  - id: pass
-    path: /pass
-    subscription_required: false
-    upstream: { targets: ["http://127.0.0.1:$UP"] }
-EOF
+{ echo "version: 1"; echo "apis:"; api_pass; } >"$DIR/policy.yaml"
 
 declare -A PID URL
 NAMES=(bare)

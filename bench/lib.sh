@@ -1,7 +1,8 @@
 # Sourced by the bench scripts (after `set -euo pipefail` and `cd` to the repository):
 # a temporary directory DIR, removed at exit together with the processes whose PIDs the
 # script appends to PIDS (and whatever those started, such as nginx workers); a free-port
-# helper; a wait for an HTTP answer; installs of what is missing.
+# helper; a wait for an HTTP answer; installs of what is missing; the upstream nginx and
+# the policy-file entries that several scripts share.
 DIR=$(mktemp -d)
 PIDS=()
 descendants() { # pid -> it and every process below it
@@ -49,8 +50,6 @@ need_oha() {
     OHA=$HOME/.cargo/bin/oha
   fi
 }
-# The xml-to-json API of the benchmarks (a policy-file entry): bench/catalog.py's answer,
-# served by the upstream nginx on port $UP under /static/.
 # The upstream nginx of profile.sh and ab.sh, into $DIR/up.conf: `return 200` with a 13-byte
 # body, and $DIR/static/ under /static/ (one worker; UP is its port).
 write_upstream_conf() {
@@ -65,6 +64,16 @@ http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
     location /static/ { alias $DIR/static/; types { application/xml xml; } } } }
 EOF
 }
+# The policy file's APIs the scripts share (UP: the upstream's port).
+api_pass() { cat <<EOF
+  - id: pass
+    path: /pass
+    subscription_required: false
+    upstream: { targets: ["http://127.0.0.1:$UP"] }
+EOF
+}
+# The xml-to-json API of the benchmarks (a policy-file entry): bench/catalog.py's answer,
+# served by the upstream nginx on port $UP under /static/.
 api_xml() { cat <<EOF
   - id: xml
     path: /xml

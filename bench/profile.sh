@@ -39,13 +39,8 @@ write_upstream_conf
 mkdir -p "$DIR/static"
 python3 bench/catalog.py "$DIR/static/catalog.xml"
 nginx -p "$DIR" -c "$DIR/up.conf" -g 'daemon off;' & PIDS+=($!)
-cat >"$DIR/policy.yaml" <<YAML
-version: 1
-apis:
-  - id: pass
-    path: /pass
-    subscription_required: false
-    upstream: { targets: ["http://127.0.0.1:$UP"] }
+{ echo "version: 1"; echo "apis:"; api_pass; } >"$DIR/policy.yaml"
+cat >>"$DIR/policy.yaml" <<YAML
   - id: key
     path: /key
     upstream: { targets: ["http://127.0.0.1:$UP"] }

@@ -260,13 +260,6 @@ PY
 )
 PEM_INDENTED=$(sed 's/^/                  /' "$DIR/jwt.pub")
 
-api_pass() { cat <<EOF
-  - id: pass
-    path: /pass
-    subscription_required: false
-    upstream: { targets: ["http://127.0.0.1:$UP"] }
-EOF
-}
 api_key() { cat <<EOF
   - id: key
     path: /key
