@@ -46,7 +46,6 @@ for spec in "$@"; do
 done
 for n in "${NAMES[@]}"; do wait_http "${URL[$n]}"; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 RESULTS="$DIR/results.txt"
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
@@ -54,7 +53,7 @@ for r in $(seq "$ROUNDS"); do
     reqs=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" "${URL[$n]}" |
       awk '/requests in/ {print $1}')
     c1=$(cpu_ticks "${PID[$n]}")
-    us=$(python3 -c "import os; print(($c1 - $c0) / os.sysconf('SC_CLK_TCK') * 1e6 / $reqs)")
+    us=$(python3 -c "print(($c1 - $c0) / $TICK * 1e6 / $reqs)")
     printf '%s %s %s %s\n' "$r" "$n" "$reqs" "$us" | tee -a "$RESULTS"
   done
 done

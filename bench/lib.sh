@@ -1,8 +1,8 @@
 # Sourced by the bench scripts (after `set -euo pipefail` and `cd` to the repository):
 # a temporary directory DIR, removed at exit together with the processes whose PIDs the
 # script appends to PIDS (and whatever those started, such as nginx workers); a free-port
-# helper; a wait for an HTTP answer; installs of what is missing; the upstream nginx and
-# the policy-file entries that several scripts share.
+# helper; a wait for an HTTP answer; a process's CPU time; installs of what is missing;
+# the upstream nginx and the policy-file entries that several scripts share.
 DIR=$(mktemp -d)
 PIDS=()
 descendants() { # pid -> it and every process below it
@@ -49,6 +49,16 @@ need_oha() {
     CARGO_TARGET_DIR=${TMPDIR:-/tmp}/oha-target cargo install oha --locked -q
     OHA=$HOME/.cargo/bin/oha
   fi
+}
+# CPU time of a process: utime + stime, in ticks of TICK per second, of PID and its
+# descendants (each with all its threads; nginx's master and workers, say).
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { # pid
+  local t=0 p
+  for p in $(descendants "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
 }
 # The upstream nginx of profile.sh and ab.sh, into $DIR/up.conf: `return 200` with a 13-byte
 # body, and $DIR/static/ under /static/ (one worker; UP is its port).

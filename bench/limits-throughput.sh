@@ -54,18 +54,16 @@ curl -fs -o /dev/null "http://127.0.0.1:$PROXY/limited/x" -H "Ocp-Apim-Subscript
 
 GW=${PIDS[-1]}
 RS=${RP:+${PIDS[1]}}
-TICKS=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # One wrk run on $1: prints "REQ_PER_S CPU_US_PER_REQUEST REDIS_CPU_US_PER_REQUEST" (the
 # gateway's user + system CPU time during the run divided by the requests served: robust to
 # other load on the machine, unlike requests/second; the same for redis-server, 0 without).
 run() {
   local before after rbefore=0 rafter=0 out reqs
-  before=$(cpu "$GW"); [ -n "$RS" ] && rbefore=$(cpu "$RS")
+  before=$(cpu_ticks "$GW"); [ -n "$RS" ] && rbefore=$(cpu_ticks "$RS")
   out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -H "Ocp-Apim-Subscription-Key: $KEY" "http://127.0.0.1:$PROXY$1")
-  after=$(cpu "$GW"); [ -n "$RS" ] && rafter=$(cpu "$RS")
+  after=$(cpu_ticks "$GW"); [ -n "$RS" ] && rafter=$(cpu_ticks "$RS")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print int($2)}') $(python3 -c "print(round(($after - $before) / $TICKS * 1e6 / $reqs, 1), round(($rafter - $rbefore) / $TICKS * 1e6 / $reqs, 1))")"
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print int($2)}') $(python3 -c "print(round(($after - $before) / $TICK * 1e6 / $reqs, 1), round(($rafter - $rbefore) / $TICK * 1e6 / $reqs, 1))")"
 }
 plain=(); limited=(); plain_cpu=(); limited_cpu=(); limited_rcpu=()
 for r in $(seq "$ROUNDS"); do

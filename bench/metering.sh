@@ -60,15 +60,13 @@ start off --analytics off
 start on
 start log --access-log
 
-TICK=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/${PID[$1]}/stat"; }
 # Prints "req/s cpu-µs-per-request".
 run() {
   local before after out reqs rate
-  before=$(cpu "$1")
+  before=$(cpu_ticks "${PID[$1]}")
   out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -H "Ocp-Apim-Subscription-Key: ${KEY[$1]}" \
     "http://127.0.0.1:${PROXY[$1]}/petstore/pets/42")
-  after=$(cpu "$1")
+  after=$(cpu_ticks "${PID[$1]}")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   rate=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
   python3 -c "print($rate, round(($after - $before) / $TICK * 1e6 / $reqs, 2))"

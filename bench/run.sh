@@ -416,14 +416,6 @@ if [[ " ${RUN[*]} " == *" tg-xml "* ]]; then
 fi
 
 # ---------------------------------------------------------------- measuring
-TICK=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> utime + stime of it and its descendants (each with all its threads)
-  local t=0 p
-  for p in $(descendants "$1"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
 wrk_run() { # case secs -> "requests rps errors"
   local c=$1 s=$2 args=() out
   [ -n "${CASE_HDR[$c]}" ] && args=(-H "${CASE_HDR[$c]}")
