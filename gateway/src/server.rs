@@ -124,24 +124,6 @@ impl BackgroundService for Maintenance {
     }
 }
 
-/// Which of Pingora's timeouts (upstream reads and writes, the client's keep-alive) use
-/// tokio's timer instead of Pingora's own: `Some(n)` sends those over `n` seconds to tokio.
-///
-/// Pingora's timer keeps a map of deadlines per thread, rounded to 10 ms, and a timeout
-/// that is cancelled (an upstream answering in time, nearly always) stays in it until its
-/// deadline; registering one costs a lookup in that map (~1.4k instructions per request
-/// under callgrind). tokio's wheel inserts and removes in constant time (~2% less CPU per
-/// proxied request with one thread, docs/benchmarks.md), but one lock guards it for all
-/// the runtime's workers, which is what Pingora's per-thread maps avoid. So: tokio's timer
-/// with one proxy thread, where that lock is never contended; Pingora's default otherwise.
-fn timer_threshold(threads: usize) -> Option<u64> {
-    if threads == 1 {
-        Some(0)
-    } else {
-        ServerConf::default().fast_timeout_to_tokio_threshold_seconds
-    }
-}
-
 /// Run the gateway until a shutdown signal; never returns.
 pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // Pingora retries a busy address forever; an operator wants a clear failure instead.
@@ -153,14 +135,26 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "proxy listening");
     }
-    let threads = opts.threads.max(1);
-    let conf = ServerConf {
-        threads,
+    let mut conf = ServerConf {
+        threads: opts.threads.max(1),
         grace_period_seconds: Some(opts.grace_period.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
-        fast_timeout_to_tokio_threshold_seconds: timer_threshold(threads),
         ..ServerConf::default()
     };
+    // Which of Pingora's timeouts (upstream reads and writes, the client's keep-alive) run
+    // on tokio's timer instead of Pingora's own: `Some(0)`, every one of a second or more.
+    //
+    // Pingora's timer keeps a map of deadlines per thread, rounded to 10 ms, and a timeout
+    // that is cancelled (an upstream answering in time, nearly always) stays in it until
+    // its deadline; registering one costs a lookup in that map (~1.4k instructions per
+    // request under callgrind). tokio's wheel inserts and removes in constant time (~2%
+    // less CPU per proxied request with one thread, docs/benchmarks.md), but one lock
+    // guards it for all the runtime's workers, which is what Pingora's per-thread maps
+    // avoid. So: tokio's timer with one proxy thread, where that lock is never contended;
+    // Pingora's default otherwise.
+    if conf.threads == 1 {
+        conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
+    }
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 

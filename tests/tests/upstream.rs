@@ -42,23 +42,29 @@ async fn connection_refused_is_502() {
     );
 }
 
+/// GETs `url` of an API whose upstream timeout is 1 s and whose upstream does not answer
+/// in time: a 504 problem, after the timeout and well before 5 s.
+async fn assert_504_after_1s_timeout(url: &str, what: &str) {
+    let t0 = Instant::now();
+    let a = get(url).await;
+    let took = t0.elapsed();
+    a.assert_problem(504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "504 after {took:?} (timeout 1s, {what})"
+    );
+}
+
 #[tokio::test]
 async fn upstream_timeout_is_504() {
     let hole = Blackhole::start();
     let gw = Gateway::start(&pool_config(&[hole.url()], ", timeout: 1s"));
-    let t0 = Instant::now();
-    let a = get(&gw.url("/echo/x")).await;
-    let took = t0.elapsed();
-    a.assert_problem(504);
+    assert_504_after_1s_timeout(&gw.url("/echo/x"), "silent upstream").await;
     assert!(hole.accepted() >= 1, "the gateway never connected");
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "504 after {took:?} (timeout 1s)"
-    );
 }
 
 /// With one proxy thread the gateway hands Pingora's timeouts to tokio's timer
-/// (`gateway/src/server.rs`, `timer_threshold`): the upstream timeout still fires, and a
+/// (`gateway/src/server.rs`, `run`): the upstream timeout still fires, and a
 /// timer cancelled by an answer in time leaves nothing behind that breaks the next request.
 #[tokio::test]
 async fn one_proxy_thread_times_out_and_keeps_serving() {
@@ -85,23 +91,9 @@ apis:
         let a = fetch(c.get(gw.url(&format!("/echo/fast/{i}")))).await;
         assert_eq!(a.status, 200, "request {i}: {}", a.text());
     }
-    let t0 = Instant::now();
-    let a = get(&gw.url("/hole/x")).await;
-    let took = t0.elapsed();
-    a.assert_problem(504);
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "504 after {took:?} (timeout 1s)"
-    );
+    assert_504_after_1s_timeout(&gw.url("/hole/x"), "silent upstream").await;
     up.set_delay(Duration::from_millis(1500));
-    let t0 = Instant::now();
-    let a = fetch(c.get(gw.url("/echo/slow"))).await;
-    let took = t0.elapsed();
-    a.assert_problem(504);
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "504 after {took:?} (timeout 1s, upstream delay 1.5s)"
-    );
+    assert_504_after_1s_timeout(&gw.url("/echo/slow"), "upstream delay 1.5s").await;
     up.set_delay(Duration::ZERO);
     for i in 0..20 {
         let a = fetch(c.get(gw.url(&format!("/echo/again/{i}")))).await;
