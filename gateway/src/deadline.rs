@@ -96,7 +96,8 @@ fn problem_400() -> Bytes {
          or a duplicate Host)",
         None,
     );
-    let (request_id, _) = crate::trace::new_request_id();
+    let request_id = crate::trace::new_request_id();
+    let request_id = request_id.to_str().unwrap_or_default();
     let mut out = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tollgate_analytics::{classify, AccessFields, Event};
 use tollgate_config::OpMatch;
-use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx};
+use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx, RequestId};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -102,8 +102,6 @@ pub struct Ctx {
     pub(crate) upstream_us: Option<u64>,
     /// This request's trace identity (set once it is routed; see [`TraceIds`]).
     pub(crate) trace: Option<TraceIds>,
-    /// `ctx.req.request_id` as a header value (upstream and answer share it).
-    pub(crate) request_id: HeaderValue,
 }
 
 /// The answers the core makes when a request cannot be proxied, shared by the streaming
@@ -177,6 +175,45 @@ fn add_answer_headers<H: HeaderEdit + ?Sized>(h: &mut H, headers: &[(HeaderName,
         } else {
             h.add(name, value.clone());
         }
+    }
+}
+
+/// Remove `Connection`, the headers it names (RFC 9110 §7.6.1) and `Keep-Alive` from an
+/// answer, as the response cache does from the heads it keeps.
+fn drop_hop_by_hop(h: &mut dyn HeaderEdit) {
+    // One pass over the few headers of an answer, where a lookup of each name would hash it.
+    let (mut connection, mut keep_alive) = (false, false);
+    let mut named: Vec<HeaderName> = Vec::new();
+    for (name, value) in h.map() {
+        if name == http::header::CONNECTION {
+            connection = true;
+            let v = value.as_bytes();
+            // The values upstreams send, whole, as they send them.
+            if v == b"keep-alive" || v == b"close" {
+                continue;
+            }
+            named.extend(
+                v.split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|o| {
+                        !o.is_empty()
+                            && !o.eq_ignore_ascii_case(b"keep-alive")
+                            && !o.eq_ignore_ascii_case(b"close")
+                    })
+                    .filter_map(|o| HeaderName::from_bytes(o).ok()),
+            );
+        } else if name == KEEP_ALIVE {
+            keep_alive = true;
+        }
+    }
+    if connection {
+        h.del(&http::header::CONNECTION);
+    }
+    if keep_alive {
+        h.del(&KEEP_ALIVE);
+    }
+    for name in &named {
+        h.del(name);
     }
 }
 
@@ -390,16 +427,16 @@ impl Proxy {
         close: bool,
     ) -> Result<()> {
         let status = resp.status;
-        if ctx.request_id.is_empty() {
+        if ctx.req.request_id.is_empty() {
             // Answered before `request_filter` ran (Pingora refused the request itself).
-            (ctx.req.request_id, ctx.request_id) = new_request_id();
+            ctx.req.request_id = RequestId(new_request_id());
         }
         edit_answer(&mut resp, preserve_case(ctx), |h| {
             add_answer_headers(h, &ctx.req.answer_headers);
             if status != StatusCode::NOT_MODIFIED {
                 h.put(&CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
-            h.put(&X_REQUEST_ID, ctx.request_id.clone());
+            h.put(&X_REQUEST_ID, ctx.req.request_id.0.clone());
             if close {
                 h.put(&http::header::CONNECTION, CLOSE.clone());
             }
@@ -552,7 +589,7 @@ impl Proxy {
             h.del(&TRACESTATE);
         }
         h.put(&TRACEPARENT, ids.traceparent_value());
-        h.put(&X_REQUEST_ID, ctx.request_id.clone());
+        h.put(&X_REQUEST_ID, ctx.req.request_id.0.clone());
     }
 
     /// Answer with a problem and stop the request (`Ok(true)` for `request_filter`).
@@ -606,7 +643,6 @@ impl ProxyHttp for Proxy {
             upstream_start: None,
             upstream_us: None,
             trace: None,
-            request_id: HeaderValue::from_static(""),
         }
     }
 
@@ -614,7 +650,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.gw.snapshot();
         ctx.snap = Some(snap.clone());
-        (ctx.req.request_id, ctx.request_id) = new_request_id();
+        ctx.req.request_id = RequestId(new_request_id());
         ctx.req.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -1003,9 +1039,20 @@ impl ProxyHttp for Proxy {
         ctx.req
             .cache
             .after_outbound(session.req_header(), ctx.replace_body.is_some());
+        // Pingora sets its own `Connection` on every answer but a 1xx (where the upstream's
+        // `Connection: upgrade` of a 101 must pass), so the upstream's is dropped first,
+        // with the hop-by-hop headers it names. That also spares the map a rehash per
+        // answer: Pingora hands over a clone of the upstream's head, whose entries have no
+        // room to spare, and its own insert of `Date` rehashes into a map twice the size
+        // whenever the map is at its load limit, which `X-Request-Id` alone would bring
+        // it to.
+        let own_connection = !resp.status.is_informational();
         edit_answer(resp, preserve_case(ctx), |h| {
+            if own_connection {
+                drop_hop_by_hop(h);
+            }
             add_answer_headers(h, &ctx.req.answer_headers);
-            h.put(&X_REQUEST_ID, ctx.request_id.clone());
+            h.put(&X_REQUEST_ID, ctx.req.request_id.0.clone());
         });
         Ok(())
     }
@@ -1120,7 +1167,7 @@ impl ProxyHttp for Proxy {
         // debugging (`RUST_LOG=tollgate::access=debug`).
         tracing::debug!(
             target: "tollgate::access",
-            request_id = %ctx.req.request_id,
+            request_id = ctx.req.request_id.as_str(),
             method = %req.method,
             api = ctx.req.api_id.as_deref().unwrap_or("-"),
             operation = ctx.req.operation_id.as_deref().unwrap_or("-"),
@@ -1175,7 +1222,7 @@ impl Proxy {
                     operation: ctx.req.operation_id.as_deref(),
                     product: ctx.req.product_id.as_deref(),
                     subscription: ctx.req.subscription_id.as_deref(),
-                    request_id: &ctx.req.request_id,
+                    request_id: ctx.req.request_id.as_str(),
                     upstream: upstream(ctx),
                     client_ip: ctx.req.client_ip,
                     error: e.map(|e| e.etype().as_str()),
@@ -1188,7 +1235,7 @@ impl Proxy {
         let access = meter.access_log().then(|| {
             let upstream = upstream(ctx);
             Box::new(AccessFields {
-                request_id: std::mem::take(&mut ctx.req.request_id),
+                request_id: ctx.req.request_id.as_str().to_owned(),
                 method: req.method.as_str().to_owned(),
                 path: req.uri.path().to_owned(),
                 trace_id: Some(ids.trace_id_hex()),

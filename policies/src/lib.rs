@@ -62,11 +62,34 @@ impl std::fmt::Debug for Flow {
     }
 }
 
+/// A request's id: kept as the header value the upstream and the answer share (one
+/// allocation per request), read as text only where it is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub http::HeaderValue);
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(http::HeaderValue::from_static(""))
+    }
+}
+
+impl RequestId {
+    /// The id as text (the gateway makes hex digits; empty before the request is read).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// No id yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Per-request state shared by the gateway and the policies.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
-    /// `X-Request-Id` of this request.
-    pub request_id: String,
+    /// `X-Request-Id` of this request (empty before the request is read).
+    pub request_id: RequestId,
     /// The client's address (the TCP peer).
     pub client_ip: Option<IpAddr>,
     /// The matched API's id.

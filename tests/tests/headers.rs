@@ -236,6 +236,56 @@ async fn hop_by_hop_request_headers_are_not_forwarded() {
     assert_eq!(r.header("keep-alive"), None);
 }
 
+/// The upstream's `Connection` and the headers it names stop at the gateway, which answers
+/// with its own `Connection` and keeps the client's connection, on both ways of editing
+/// answers (plain header map, and Pingora's head with `preserve_header_case`).
+#[test]
+fn hop_by_hop_answer_headers_are_not_passed_back() {
+    for preserve in [false, true] {
+        let up = Upstream::start("a");
+        up.set_headers(&[
+            ("Connection", "keep-alive, X-Up-Hop"),
+            ("Connection", "X-Up-Hop-Too"),
+            ("Keep-Alive", "timeout=5, max=100"),
+            ("X-Up-Hop", "1"),
+            ("X-Up-Hop-Too", "2"),
+            ("X-Kept", "3"),
+        ]);
+        let config = if preserve {
+            echo_config(&up.url()).replace(
+                "upstream: { targets:",
+                "upstream: { preserve_header_case: true, targets:",
+            )
+        } else {
+            echo_config(&up.url())
+        };
+        assert_eq!(config.contains("preserve_header_case"), preserve);
+        let gw = Gateway::start(&config);
+        let mut conn = RawConn::connect(gw.addr());
+        for round in 0..2 {
+            let r = conn.request(b"GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n");
+            let what = format!("preserve {preserve}, request {round}: {r:?}");
+            assert_eq!(r.status, 200, "{what}");
+            assert!(!r.closed, "{what}");
+            let connection: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(connection, ["keep-alive"], "{what}");
+            for gone in ["keep-alive", "x-up-hop", "x-up-hop-too"] {
+                assert_eq!(r.header(gone), None, "{gone}: {what}");
+            }
+            assert_eq!(r.header("x-kept"), Some("3"), "{what}");
+            assert!(
+                r.header("x-request-id").is_some_and(|v| v.len() == 32),
+                "{what}"
+            );
+        }
+        assert_eq!(up.count(), 2);
+    }
+}
 /// A one-shot upstream on a raw socket: records the request head as bytes and answers with
 /// a custom reason phrase and a mixed-case header.
 fn raw_upstream() -> (String, std::thread::JoinHandle<Vec<u8>>) {

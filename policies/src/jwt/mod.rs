@@ -190,7 +190,11 @@ impl ValidateJwt {
 
     /// The refusal answer.
     fn refuse(&self, err: &JwtError, ctx: &RequestCtx) -> Flow {
-        tracing::debug!(request_id = %ctx.request_id, reason = err.class(), "validate-jwt refused the request");
+        tracing::debug!(
+            request_id = ctx.request_id.as_str(),
+            reason = err.class(),
+            "validate-jwt refused the request"
+        );
         let title = self
             .failed_status
             .canonical_reason()
