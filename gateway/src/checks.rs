@@ -72,6 +72,12 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(HeadProblem::FoldedHeader);
         }
+        // Only `Content-Length`, `Transfer-Encoding` and `Host` are looked at: a line that
+        // starts with any other letter is skipped unread (`| 0x20` lower-cases a letter and
+        // maps no other byte onto these three).
+        if !matches!(line[0] | 0x20, b'c' | b't' | b'h') {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };

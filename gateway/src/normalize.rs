@@ -67,8 +67,9 @@ pub fn normalize_path(raw: &[u8]) -> Result<String, PathError> {
     }
     // Fast path: plain ASCII without escapes, dot segments or double slashes.
     if is_already_normal(raw) {
-        // Checked: ASCII only.
-        return Ok(String::from_utf8_lossy(raw).into_owned());
+        // Checked: printable ASCII only, so the UTF-8 check cannot fail (and takes its
+        // ASCII fast path, where `from_utf8_lossy` walks the bytes in chunks).
+        return Ok(String::from_utf8(raw.to_vec()).unwrap_or_else(|_| unreachable!("ASCII")));
     }
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
     // Start offsets in `out` of each segment written so far (for `..`).
