@@ -203,6 +203,9 @@ impl Proxy {
             ctx.attempts += 1;
             let mut head = session.req_header().clone();
             self.prepare_upstream(&mut head, ctx, pool, picked.index, https)?;
+            // One request, one answer: no upgrade, and Pingora's client sets `Connection`.
+            head.remove_header(&http::header::CONNECTION);
+            head.remove_header(&http::header::UPGRADE);
             head.remove_header(&TRANSFER_ENCODING);
             if body.is_empty()
                 && !matches!(

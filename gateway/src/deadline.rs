@@ -48,7 +48,8 @@ enum Phase {
     AfterHead,
     /// Our answer was written: the next byte starts a new head.
     Idle,
-    /// HTTP/2 (its frames have no heads to time): no deadline on this connection.
+    /// HTTP/2, or a connection upgraded by a `101` (their frames have no heads to time):
+    /// no deadline on this connection from now on.
     Off,
 }
 
@@ -164,6 +165,20 @@ impl HeaderDeadline {
         }
     }
 
+    /// Some of an answer went out, starting with `start`: the next byte read starts a new
+    /// head. Not after an interim answer (`100 Continue`: the body and then the final
+    /// answer follow), and never again after a `101 Switching Protocols`, after which the
+    /// connection carries another protocol (a WebSocket's frames), with no heads to time.
+    fn answer_written(&mut self, start: &[u8]) {
+        if self.phase == Phase::AfterHead {
+            if start.starts_with(b"HTTP/1.1 101 ") {
+                self.phase = Phase::Off;
+            } else if !start.starts_with(b"HTTP/1.1 1") {
+                self.phase = Phase::Idle;
+            }
+        }
+    }
+
     fn timed_out() -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")
     }
@@ -274,8 +289,8 @@ impl AsyncWrite for HeaderDeadline {
             return this.replace_canned(cx, buf.len());
         }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) && this.phase == Phase::AfterHead {
-            this.phase = Phase::Idle;
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.answer_written(buf);
         }
         res
     }
@@ -305,8 +320,12 @@ impl AsyncWrite for HeaderDeadline {
             }
         }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) && this.phase == Phase::AfterHead {
-            this.phase = Phase::Idle;
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            this.answer_written(first);
         }
         res
     }

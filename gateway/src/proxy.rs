@@ -538,7 +538,10 @@ impl Proxy {
         }
         h.reserve(6);
         h.put(&HOST, host.clone());
-        // Hop-by-hop headers named by the client's Connection header go no further.
+        // Hop-by-hop headers named by the client's Connection header go no further, but
+        // `Upgrade`: on the streaming path Pingora has already sanitized the head, and what
+        // `Connection` it left names the `Upgrade` of a WebSocket handshake, which must
+        // reach the upstream (the buffered path drops both itself).
         if let Some(conn) = has
             .connection
             .then(|| h.map().get(http::header::CONNECTION).cloned())
@@ -548,6 +551,7 @@ impl Proxy {
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                     if !name.eq_ignore_ascii_case("keep-alive")
                         && !name.eq_ignore_ascii_case("close")
+                        && !name.eq_ignore_ascii_case("upgrade")
                     {
                         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
                             h.del(&name);

@@ -156,6 +156,15 @@ impl RawConn {
 
     /// Reads one response (skipping `1xx` interim answers other than 101).
     pub fn read_response(&mut self) -> RawResponse {
+        self.read_next(false)
+    }
+
+    /// Reads the next head, an interim one (`100 Continue`) too.
+    pub fn read_interim(&mut self) -> RawResponse {
+        self.read_next(true)
+    }
+
+    fn read_next(&mut self, interim: bool) -> RawResponse {
         loop {
             let mut resp = RawResponse::default();
             // Head.
@@ -191,6 +200,9 @@ impl RawConn {
                 }
             }
             if (100..200).contains(&resp.status) && resp.status != 101 {
+                if interim {
+                    return resp;
+                }
                 continue;
             }
             // Body.

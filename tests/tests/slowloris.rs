@@ -126,3 +126,23 @@ async fn an_http2_connection_outlives_the_head_timeout() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(up.count(), 3);
 }
+
+/// `Expect: 100-continue`: the interim `100` is no answer, and the body after it is no
+/// head: it may take longer than the head timeout to arrive.
+#[test]
+fn a_body_after_100_continue_is_no_head() {
+    let (up, gw) = start();
+    let mut conn = RawConn::connect(gw.addr());
+    conn.send(
+        b"POST /echo/up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let interim = conn.read_interim();
+    assert_eq!(interim.status, 100, "{interim:?}");
+    conn.send(b"hel");
+    std::thread::sleep(Duration::from_millis(1500));
+    conn.send(b"lo");
+    let answer = conn.read_response();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.requests()[0].body, b"hello");
+}

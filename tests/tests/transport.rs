@@ -1,4 +1,5 @@
-//! Transports: cleartext HTTP/2 (prior knowledge) and TLS on the proxy listeners.
+//! Transports: cleartext HTTP/2 (prior knowledge), TLS on the proxy listeners, and WebSocket
+//! upgrades of HTTP/1.1.
 #![allow(missing_docs)]
 
 use tollgate_tests::*;
@@ -52,4 +53,123 @@ async fn tls_listener() {
     // Gateway answers over TLS too.
     let a = fetch(c.get(gw.tls_url("/nothing"))).await;
     a.assert_problem(404);
+}
+
+/// A WebSocket upstream on a raw socket: takes one connection, checks the handshake it
+/// gets, answers `101`, then echoes what it reads (prefixed `echo:`) until EOF. Returns
+/// the request head it got.
+fn websocket_upstream() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: at most 64 reads, until the blank line.
+        for _ in 0..64 {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if !head.contains("\r\nupgrade: websocket\r\n") {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            return head;
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        );
+        // Bounded: at most 64 messages.
+        for _ in 0..64 {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let mut out = b"echo:".to_vec();
+                    out.extend_from_slice(&buf[..n]);
+                    if s.write_all(&out).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        head
+    });
+    (url, handle)
+}
+
+/// A WebSocket handshake goes through to the upstream whole, the `101` comes back, and the
+/// connection then carries bytes both ways, also after the head deadline (1 s here) has
+/// passed: the bytes after a `101` are no request head.
+#[test]
+fn websocket_upgrade_passes_through() {
+    use std::io::{Read, Write};
+    let (url, upstream) = websocket_upstream();
+    let gw = Gateway::builder(&echo_config(&url))
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "1")
+        .start();
+    let mut c = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(
+        b"GET /echo/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Bounded: at most 16 reads, until the blank line.
+    for _ in 0..16 {
+        let n = c.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 101 "),
+        "{answer:?}; upstream got {:?}",
+        if answer.starts_with("http/1.1 101 ") {
+            String::new()
+        } else {
+            drop(c);
+            upstream.join().expect("upstream")
+        }
+    );
+    assert!(answer.contains("\r\nupgrade: websocket\r\n"), "{answer:?}");
+    assert!(answer.contains("\r\nconnection: upgrade\r\n"), "{answer:?}");
+    assert!(answer.contains("\r\nx-request-id: "), "{answer:?}");
+    for (i, pause) in [0u64, 1500].into_iter().enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+        let msg = format!("frame {i}\r\n");
+        c.write_all(msg.as_bytes()).expect("write");
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("echo:{msg}"),
+            "message {i}, after a {pause} ms pause"
+        );
+    }
+    drop(c);
+    let head = upstream.join().expect("upstream");
+    for line in [
+        "\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n",
+        "\r\nsec-websocket-version: 13\r\n",
+        "\r\nconnection: upgrade\r\n",
+        "\r\nx-request-id: ",
+    ] {
+        assert!(head.contains(line), "{line:?} not in {head:?}");
+    }
 }
