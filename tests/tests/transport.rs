@@ -56,8 +56,8 @@ async fn tls_listener() {
 }
 
 /// A WebSocket upstream on a raw socket: takes one connection, checks the handshake it
-/// gets, answers `101` (after 200 ms), then echoes what it reads (prefixed `echo:`) until EOF. Returns
-/// the request head it got.
+/// gets, answers `101` (after 200 ms), then echoes what it reads (prefixed `echo:`) until
+/// EOF. Returns the request head it got.
 fn websocket_upstream() -> (String, std::thread::JoinHandle<String>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
