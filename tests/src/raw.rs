@@ -293,3 +293,22 @@ pub fn raw_get(addr: SocketAddr, target: &str, extra: &[&str]) -> RawResponse {
     resp.closed = conn.wait_closed(Duration::from_secs(2));
     resp
 }
+
+/// Reads from `stream` until a blank line ends a head (bounded: at most 64 reads, each
+/// under the stream's own read timeout), and returns what was read, the head and anything
+/// after it in the same reads. Stops early at EOF or on an error.
+pub fn read_head(stream: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    head
+}

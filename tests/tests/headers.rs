@@ -289,26 +289,14 @@ fn hop_by_hop_answer_headers_are_not_passed_back() {
 /// A one-shot upstream on a raw socket: records the request head as bytes and answers with
 /// a custom reason phrase and a mixed-case header.
 fn raw_upstream() -> (String, std::thread::JoinHandle<Vec<u8>>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let handle = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Bounded: at most 64 reads, until the blank line.
-        for _ in 0..64 {
-            let n = s.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
+        let head = read_head(&mut s);
         let _ = s.write_all(
             b"HTTP/1.1 299 Quite Fine\r\nContent-Length: 2\r\nX-Mixed-Case: yes\r\n\r\nok",
         );

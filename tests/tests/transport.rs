@@ -66,19 +66,7 @@ fn websocket_upstream() -> (String, std::thread::JoinHandle<String>) {
         let (mut s, _) = listener.accept().expect("accept");
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .expect("timeout");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Bounded: at most 64 reads, until the blank line.
-        for _ in 0..64 {
-            let n = s.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
+        let head = read_head(&mut s);
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
         if !head.contains("\r\nupgrade: websocket\r\n") {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
@@ -94,6 +82,7 @@ fn websocket_upstream() -> (String, std::thread::JoinHandle<String>) {
               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
         );
         // Bounded: at most 64 messages.
+        let mut buf = [0u8; 4096];
         for _ in 0..64 {
             match s.read(&mut buf) {
                 Ok(n) if n > 0 => {
@@ -129,20 +118,8 @@ fn websocket_upgrade_passes_through() {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .expect("write");
-    let mut got = Vec::new();
+    let answer = String::from_utf8_lossy(&read_head(&mut c)).to_ascii_lowercase();
     let mut buf = [0u8; 4096];
-    // Bounded: at most 16 reads, until the blank line.
-    for _ in 0..16 {
-        let n = c.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if got.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let answer = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(
         answer.starts_with("http/1.1 101 "),
         "{answer:?}; upstream got {:?}",
