@@ -155,3 +155,19 @@ fn websocket_upgrade_passes_through() {
         assert!(head.contains(line), "{line:?} not in {head:?}");
     }
 }
+
+/// Upgrades to anything but a WebSocket are not forwarded: the request goes upstream as a
+/// plain one, without `Upgrade` and the `Connection` that names it.
+#[test]
+fn other_upgrades_are_not_forwarded() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let r = send_raw(
+        gw.addr(),
+        b"GET /echo/x HTTP/1.1\r\nHost: a\r\nUpgrade: tollgate-test/1\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = up.expect_last();
+    assert_eq!(seen.header("upgrade"), None, "{:?}", seen.headers);
+    assert_eq!(seen.header("connection"), None, "{:?}", seen.headers);
+}
