@@ -365,9 +365,10 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The status of `GET path` at `addr`; `None` when nothing answers (yet).
 fn status_of(addr: SocketAddr, path: &str) -> Option<u16> {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    let mut conn = RawConn::connect(addr);
+    // Not ready is no failure: a refused connection is one more try of the caller's loop.
+    let mut conn = RawConn::try_connect(addr, Duration::from_millis(500)).ok()?;
     conn.set_read_timeout(Duration::from_secs(2));
     let resp = conn.request(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),

@@ -67,23 +67,24 @@ pub struct RawConn {
 }
 
 impl RawConn {
-    /// Connects to `addr` (bounded: 2 s), with a 5 s read timeout.
+    /// Connects to `addr` (bounded: 2 s), with a 5 s read timeout; panics when it cannot.
     pub fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(5)))
-            .expect("write timeout");
+        RawConn::try_connect(addr, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// Connects to `addr` (bounded: `timeout`), with a 5 s read timeout.
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         let _ = stream.set_nodelay(true);
-        RawConn {
+        Ok(RawConn {
             stream,
             buf: Vec::new(),
             eof: false,
             last_was_head: false,
-        }
+        })
     }
 
     /// Sets the timeout of every read.
