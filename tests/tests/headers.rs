@@ -392,3 +392,19 @@ fn preserve_header_case_keeps_the_spellings_both_ways() {
     assert!(!head.contains("9.9.9.9"), "{head:?}");
     assert!(!head.to_ascii_lowercase().contains("x-hop"), "{head:?}");
 }
+
+/// A `Connection` that names `Host` or a forwarding header would have the gateway strip a
+/// header it sets itself: Pingora refuses such a request, and the client gets a 400 problem.
+#[test]
+fn connection_naming_a_gateway_header_is_refused() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    for named in ["Host", "X-Forwarded-For", "x-forwarded-host"] {
+        let r = send_raw(
+            gw.addr(),
+            format!("GET /echo/x HTTP/1.1\r\nHost: a\r\nConnection: {named}\r\n\r\n").as_bytes(),
+        );
+        r.assert_problem(400);
+    }
+    assert_eq!(up.count(), 0);
+}
