@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tollgate_analytics::{classify, AccessFields, Event};
 use tollgate_config::OpMatch;
-use tollgate_policies::{run_outbound, Answer, Flow, RequestCtx, RequestId};
+use tollgate_policies::{connection_names, run_outbound, Answer, Flow, RequestCtx, RequestId};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -187,21 +187,7 @@ fn drop_hop_by_hop(h: &mut dyn HeaderEdit) {
     for (name, value) in h.map() {
         if name == http::header::CONNECTION {
             connection = true;
-            let v = value.as_bytes();
-            // The values upstreams send, whole, as they send them.
-            if v == b"keep-alive" || v == b"close" {
-                continue;
-            }
-            named.extend(
-                v.split(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .filter(|o| {
-                        !o.is_empty()
-                            && !o.eq_ignore_ascii_case(b"keep-alive")
-                            && !o.eq_ignore_ascii_case(b"close")
-                    })
-                    .filter_map(|o| HeaderName::from_bytes(o).ok()),
-            );
+            named.extend(connection_names(value));
         } else if name == KEEP_ALIVE {
             keep_alive = true;
         }
@@ -547,17 +533,8 @@ impl Proxy {
             .then(|| h.map().get(http::header::CONNECTION).cloned())
             .flatten()
         {
-            if let Ok(list) = conn.to_str() {
-                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    if !name.eq_ignore_ascii_case("keep-alive")
-                        && !name.eq_ignore_ascii_case("close")
-                        && !name.eq_ignore_ascii_case("upgrade")
-                    {
-                        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                            h.del(&name);
-                        }
-                    }
-                }
+            for name in connection_names(&conn).filter(|n| *n != http::header::UPGRADE) {
+                h.del(&name);
             }
         }
         if has.proxy_hop {

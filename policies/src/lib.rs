@@ -145,6 +145,28 @@ impl RequestCtx {
     }
 }
 
+/// The header names a `Connection` value lists (RFC 9110 §7.6.1: hop-by-hop headers),
+/// without its `keep-alive` and `close` options and tokens that are no header name; none
+/// for a value that is not visible ASCII.
+pub fn connection_names(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+    // The values peers send, whole, as they send them, name nothing.
+    let v = value.as_bytes();
+    let list = if v == b"keep-alive" || v == b"close" {
+        None
+    } else {
+        value.to_str().ok()
+    };
+    list.into_iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|o| {
+            !o.is_empty()
+                && !o.eq_ignore_ascii_case("keep-alive")
+                && !o.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
+}
+
 /// Decode `application/x-www-form-urlencoded`-style query pairs (`+` is a space).
 pub fn query_pairs(
     q: &str,
@@ -425,4 +447,28 @@ pub(crate) fn status(code: u16) -> StatusCode {
 /// Body helper for answers.
 pub(crate) fn body_from(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &'static [u8]) -> Vec<String> {
+        let v = HeaderValue::from_bytes(v).expect("value");
+        connection_names(&v)
+            .map(|n| n.as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn connection_names_are_the_listed_headers() {
+        assert!(names(b"keep-alive").is_empty());
+        assert!(names(b"close").is_empty());
+        assert_eq!(
+            names(b"Keep-Alive, X-Hop ,,close,Upgrade"),
+            ["x-hop", "upgrade"]
+        );
+        assert_eq!(names(b"x-a, bad name, x-b"), ["x-a", "x-b"]);
+        assert!(names(b"x-a, caf\xc3\xa9").is_empty(), "not visible ASCII");
+    }
 }

@@ -252,10 +252,7 @@ fn hop_by_hop_answer_headers_are_not_passed_back() {
             ("X-Kept", "3"),
         ]);
         let config = if preserve {
-            echo_config(&up.url()).replace(
-                "upstream: { targets:",
-                "upstream: { preserve_header_case: true, targets:",
-            )
+            echo_config_preserving_case(&up.url())
         } else {
             echo_config(&up.url())
         };
@@ -286,6 +283,17 @@ fn hop_by_hop_answer_headers_are_not_passed_back() {
         assert_eq!(up.count(), 2);
     }
 }
+
+/// [`echo_config`] with `upstream.preserve_header_case: true`.
+fn echo_config_preserving_case(target: &str) -> String {
+    let config = echo_config(target).replace(
+        "upstream: { targets:",
+        "upstream: { preserve_header_case: true, targets:",
+    );
+    assert!(config.contains("preserve_header_case: true"), "{config}");
+    config
+}
+
 /// A one-shot upstream on a raw socket: records the request head as bytes and answers with
 /// a custom reason phrase and a mixed-case header.
 fn raw_upstream() -> (String, std::thread::JoinHandle<Vec<u8>>) {
@@ -349,12 +357,7 @@ fn header_names_go_out_lower_case_and_reason_phrases_pass_through() {
 #[test]
 fn preserve_header_case_keeps_the_spellings_both_ways() {
     let (url, upstream) = raw_upstream();
-    let config = echo_config(&url).replace(
-        "upstream: { targets:",
-        "upstream: { preserve_header_case: true, targets:",
-    );
-    assert!(config.contains("preserve_header_case: true"));
-    let gw = Gateway::start(&config);
+    let gw = Gateway::start(&echo_config_preserving_case(&url));
     let r = send_raw(
         gw.addr(),
         b"GET /echo/x HTTP/1.1\r\nHost: a\r\nX-Client-Thing: 1\r\nuser-AGENT: raw\r\nX-Forwarded-For: 9.9.9.9\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n",

@@ -239,17 +239,14 @@ pub fn on_body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool)
 /// The head to keep: the upstream's, without hop-by-hop headers, framing and `Age` (kept
 /// apart as the entry's initial age).
 fn stored_head(mut head: ResponseHeader) -> ResponseHeader {
-    let named: Vec<String> = head
+    let named: Vec<HeaderName> = head
         .headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
+        .flat_map(crate::connection_names)
         .collect();
-    for n in named {
-        head.remove_header(n.as_str());
+    for n in &named {
+        head.remove_header(n);
     }
     for n in [
         "connection",
