@@ -278,11 +278,19 @@ impl Proxy {
                 None => {}
             }
         }
+        // The fixed hop-by-hop names, and those the upstream's `Connection` names
+        // (RFC 9110 §7.6.1), as the streaming path and the response cache drop them.
         let names: Vec<HeaderName> = resp
             .headers
             .keys()
             .filter(|n| hop_by_hop(n))
             .cloned()
+            .chain(
+                resp.headers
+                    .get_all(http::header::CONNECTION)
+                    .iter()
+                    .flat_map(tollgate_policies::connection_names),
+            )
             .collect();
         for n in names {
             resp.remove_header(&n);
