@@ -22,6 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
@@ -603,6 +604,25 @@ impl ProxyHttp for Proxy {
     /// path decodes upstream bodies itself (`crate::buffered`).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    /// What Pingora's own error lines name the request by. Its default prints the
+    /// whole target with the query, which can hold a subscription key; this prints
+    /// the method, the path without the query and the request id, which the access
+    /// log and the client's `X-Request-Id` share.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let path = if path.len() > 256 {
+            &path[..path.floor_char_boundary(256)]
+        } else {
+            path
+        };
+        format!(
+            "{} {path} request-id={}",
+            req.method,
+            ctx.req.request_id.as_str()
+        )
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             _inflight: InflightGuard::new(&self.gw),
@@ -670,13 +690,20 @@ impl ProxyHttp for Proxy {
         // 3. The path, normalized once.
         let req = session.req_header();
         let target = req.raw_path();
-        let target = if target.first() == Some(&b'/') {
-            target
-        } else {
-            // absolute-form (`GET http://host/x`): route on its path.
+        let target = if target.first() != Some(&b'/')
+            && matches!(
+                raw_target_authority(target),
+                RawTargetAuthority::Absolute { .. }
+            ) {
+            // absolute-form (`GET http://host/x`): route on its path, which Pingora's
+            // classifier (the one it checks the authority with) put in the Uri. Any
+            // other target that does not start with '/' (`GET abc`, `GET  /x`) stays
+            // as it is and is refused below, never routed as "/".
             req.uri
                 .path_and_query()
                 .map_or(b"/".as_slice(), |pq| pq.as_str().as_bytes())
+        } else {
+            target
         };
         let (raw_path, raw_query) = match target.iter().position(|&b| b == b'?') {
             Some(q) => (&target[..q], Some(&target[q + 1..])),

@@ -712,6 +712,25 @@ async fn the_access_log_is_one_json_line_per_request_without_secrets() {
         gw.log().contains(&rid) && gw.log().contains("\"/echo/nokey\"")
     });
     assert!(found, "no access log line for {rid}:\n{}", gw.log());
+    // A request that fails after it was read (a malformed chunked body) makes Pingora
+    // write an error line naming the request: the path and the request id, never the
+    // query and the key in it.
+    let bad = send_raw(
+        gw.addr(),
+        format!(
+            "POST /echo/chunked?subscription-key={} HTTP/1.1\r\nHost: a\r\n\
+             Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            s.primary
+        )
+        .as_bytes(),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let bad_rid = bad.header("x-request-id").unwrap().to_string();
+    let named = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        gw.log()
+            .contains(&format!("POST /echo/chunked request-id={bad_rid}"))
+    });
+    assert!(named, "no error line names the request:\n{}", gw.log());
     let log = gw.log();
     assert!(!log.contains(&s.primary), "the key leaked into the log");
     let lines: Vec<Value> = log

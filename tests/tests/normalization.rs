@@ -203,3 +203,43 @@ fn operation_policy_cannot_be_bypassed_return_response() {
 fn operation_policy_cannot_be_bypassed_ip_filter() {
     check_guarded("ip-filter: { action: forbid, addresses: [127.0.0.1] }");
 }
+
+/// A target that is neither origin-form (`/x`) nor absolute-form (`http://host/x`) is
+/// refused with a 400 problem, never routed as "/" to an API mounted at the root.
+#[test]
+fn targets_without_a_leading_slash_are_400_not_the_root_api() {
+    let up = Upstream::start("root");
+    let gw = Gateway::start(&format!(
+        r#"version: 1
+apis:
+  - id: root
+    path: /
+    subscription_required: false
+    upstream: {{ targets: ["{}"] }}
+"#,
+        up.url()
+    ));
+    for line in [
+        "GET  /x HTTP/1.1",
+        "GET abc HTTP/1.1",
+        "GET a/x HTTP/1.1",
+        "GET \x01/x HTTP/1.1",
+        "GET *:80 HTTP/1.1",
+    ] {
+        let r = send_raw(
+            gw.addr(),
+            format!("{line}\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{line:?}: {r:?}");
+        r.assert_problem(400);
+        assert!(r.header("x-request-id").is_some(), "{line:?}: {r:?}");
+    }
+    assert_eq!(up.count(), 0, "{:?}", up.requests());
+    // Absolute-form routes on its path.
+    let a = gw.addr();
+    assert_eq!(
+        upstream_path(a, &up, &format!("http://{a}/x?y=1")),
+        "/x?y=1"
+    );
+    assert_eq!(upstream_path(a, &up, &format!("http://{a}")), "/");
+}
