@@ -10,7 +10,8 @@
 //! request body that contains those bytes only ends the watch early (the server's own
 //! per-read timeout still applies), so the error is always on the lenient side.
 //!
-//! The same wrapper gives Pingora's own 400 a problem document. A few malformed heads
+//! The same wrapper gives Pingora's own 400 (and the 431 of the vendored patch, for a
+//! head past the parser's 1 MiB or 256 lines) a problem document. A few malformed heads
 //! (differing duplicate `Content-Length`s, `Content-Length: +3`, a duplicate `Host`) are
 //! refused by Pingora's parser before any hook runs, with a canned empty 400 that has no
 //! hook to change it. Every answer Tollgate writes (and every proxied one) carries
@@ -73,34 +74,51 @@ pub struct HeaderDeadline {
     tail: u32,
     /// Nothing has been read yet.
     fresh: bool,
-    /// What is left to write of the problem answer that replaced Pingora's canned 400.
+    /// What is left to write of the problem answer that replaced Pingora's canned one.
     replacement: Option<Bytes>,
 }
 
-/// Whether `head` is the canned 400 Pingora writes when its parser refuses a request (see
-/// the module docs).
-fn is_canned_400(head: &[u8]) -> bool {
-    (head.starts_with(b"HTTP/1.1 400 ") || head.starts_with(b"HTTP/1.0 400 "))
-        && memchr::memmem::find(head, b"\r\nCache-Control: private, no-store\r\n").is_some()
+/// Which canned answer `head` is, if it is one Pingora writes when its parser refuses a
+/// request (see the module docs): a 400, or a 431 for a head past the parser's limits.
+fn canned_status(head: &[u8]) -> Option<u16> {
+    let status = if head.starts_with(b"HTTP/1.1 400 ") || head.starts_with(b"HTTP/1.0 400 ") {
+        400
+    } else if head.starts_with(b"HTTP/1.1 431 ") || head.starts_with(b"HTTP/1.0 431 ") {
+        431
+    } else {
+        return None;
+    };
+    let canned = memchr::memmem::find(head, b"\r\nCache-Control: private, no-store\r\n").is_some()
         && !head
             .windows(b"x-request-id".len())
-            .any(|w| w.eq_ignore_ascii_case(b"x-request-id"))
+            .any(|w| w.eq_ignore_ascii_case(b"x-request-id"));
+    canned.then_some(status)
 }
 
-/// The problem answer written instead of the canned 400.
-fn problem_400() -> Bytes {
-    let body = tollgate_policies::problem_body(
-        http::StatusCode::BAD_REQUEST,
-        "malformed-request",
-        "Bad Request",
-        "the request head is malformed (for example a duplicate or invalid Content-Length, \
-         or a duplicate Host)",
-        None,
-    );
+/// The problem answer written instead of the canned one with this status.
+fn problem_for(status: u16) -> Bytes {
+    let (code, slug, title, detail) = if status == 431 {
+        (
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request Header Fields Too Large",
+            "the request head is larger than the gateway reads (about 1 MiB, or more than \
+             256 header lines)",
+        )
+    } else {
+        (
+            http::StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Bad Request",
+            "the request head is malformed (for example a duplicate or invalid \
+             Content-Length, or a duplicate Host)",
+        )
+    };
+    let body = tollgate_policies::problem_body(code, slug, title, detail, None);
     let request_id = crate::trace::new_request_id();
     let request_id = request_id.to_str().unwrap_or_default();
     let mut out = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {title}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
         tollgate_policies::PROBLEM_JSON
             .to_str()
@@ -155,9 +173,15 @@ impl HeaderDeadline {
         Poll::Ready(Ok(()))
     }
 
-    /// Take over a write of Pingora's canned 400 (reported as written in full).
-    fn replace_canned(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
-        self.replacement = Some(problem_400());
+    /// Take over a write of Pingora's canned answer with `status` (reported as written
+    /// in full).
+    fn replace_canned(
+        &mut self,
+        cx: &mut Context<'_>,
+        status: u16,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.replacement = Some(problem_for(status));
         match self.drain_replacement(cx) {
             // The rest goes out on the next write, flush or shutdown.
             Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(len)),
@@ -285,8 +309,10 @@ impl AsyncWrite for HeaderDeadline {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         std::task::ready!(this.drain_replacement(cx))?;
-        if this.answer_not_started() && is_canned_400(buf) {
-            return this.replace_canned(cx, buf.len());
+        if this.answer_not_started() {
+            if let Some(status) = canned_status(buf) {
+                return this.replace_canned(cx, status, buf.len());
+            }
         }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
@@ -313,10 +339,10 @@ impl AsyncWrite for HeaderDeadline {
         let this = &mut *self;
         std::task::ready!(this.drain_replacement(cx))?;
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if this.answer_not_started() && is_canned_400(first) {
+            if let Some(status) = canned_status(first).filter(|_| this.answer_not_started()) {
                 // Its body is empty: the head is everything.
                 let len = bufs.iter().map(|b| b.len()).sum();
-                return this.replace_canned(cx, len);
+                return this.replace_canned(cx, status, len);
             }
         }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
@@ -494,22 +520,31 @@ mod tests {
     }
 
     #[test]
-    fn only_the_canned_400_is_replaced() {
-        use super::is_canned_400;
+    fn only_the_canned_answers_are_replaced() {
+        use super::canned_status;
         let canned = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nDate: Sun, 06 Nov 1994 \
             08:49:37 GMT\r\nContent-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
-        assert!(is_canned_400(canned));
+        assert_eq!(canned_status(canned), Some(400));
+        let canned_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: Pingora\r\n\
+            Content-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
+        assert_eq!(canned_status(canned_431), Some(431));
         // Tollgate's own 400s and proxied ones carry X-Request-Id.
         let ours = b"HTTP/1.1 400 Bad Request\r\nCache-Control: private, no-store\r\n\
             x-request-id: 0123\r\nContent-Length: 0\r\n\r\n";
-        assert!(!is_canned_400(ours));
-        assert!(!is_canned_400(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
-        ));
-        assert!(!is_canned_400(
-            b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"
-        ));
-        let replacement = super::problem_400();
+        assert_eq!(canned_status(ours), None);
+        assert_eq!(
+            canned_status(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            canned_status(b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"),
+            None
+        );
+        let replacement = super::problem_for(431);
+        let text = std::str::from_utf8(&replacement).unwrap();
+        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(text.contains("urn:tollgate:problem:headers-too-large"));
+        let replacement = super::problem_for(400);
         let text = std::str::from_utf8(&replacement).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(text.contains("\r\nX-Request-Id: "));

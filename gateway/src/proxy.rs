@@ -673,6 +673,19 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        // CONNECT (tunnels) is not proxied. Pingora lets it through to here
+        // (`allow_connect_method_proxying`, server.rs) only so that its refusal is a
+        // problem answer like every other.
+        if session.req_header().method == http::Method::CONNECT {
+            let a = problem(
+                405,
+                "method-not-allowed",
+                "Method Not Allowed",
+                "CONNECT is not supported: the gateway does not open tunnels",
+            );
+            return self.reject(session, ctx, a, true).await;
+        }
+
         // 2. The declared body size.
         let declared = session
             .req_header()

@@ -160,6 +160,9 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
+    // Pingora's own CONNECT refusal is a bare 405; the proxy's request_filter refuses it
+    // with a problem answer instead (nothing is ever tunnelled).
+    server_options.allow_connect_method_proxying = true;
     let mut app = pingora_proxy::http_proxy(&server.configuration, Proxy::new(gw.clone()));
     app.server_options = Some(server_options);
     let mut proxy = ListeningService::new(

@@ -204,6 +204,63 @@ async fn default_header_limit_is_32_kib() {
     assert_eq!(a.status, 200, "{}", a.text());
 }
 
+/// Past Pingora's own parser limits (256 header lines, a 1 MiB head), far from or beyond
+/// `max_request_headers`, the answer is still a 431 problem, not a 400.
+#[test]
+fn heads_past_the_parsers_limits_are_431_too() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    let lines: String = (0..300).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let r = send_raw(
+        gw.addr(),
+        format!("GET /echo/x HTTP/1.1\r\nHost: a\r\n{lines}\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 431, "300 header lines: {r:?}");
+    let p = r.assert_problem(431);
+    assert_eq!(p["type"], "urn:tollgate:problem:headers-too-large");
+    assert!(r.header("x-request-id").is_some(), "{r:?}");
+    assert!(r.closed, "the connection stays open after a 431");
+    // A head past 1 MiB (the gateway's own limit is far below; the parser stops first).
+    let big = "b".repeat(1100 * 1024);
+    let r = send_raw(
+        gw.addr(),
+        format!("GET /echo/x HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 431, "1.1 MiB head: {:?}", r.headers);
+    r.assert_problem(431);
+    // (The test upstream takes at most 100 header lines itself.)
+    let lines: String = (0..50).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let r = send_raw(
+        gw.addr(),
+        format!("GET /echo/x HTTP/1.1\r\nHost: a\r\n{lines}Connection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "52 lines: {r:?}");
+    assert_eq!(up.count(), 1);
+}
+
+/// CONNECT is refused with a 405 problem (no tunnel is ever opened), not Pingora's bare
+/// 405.
+#[test]
+fn connect_is_a_405_problem() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    for target in ["example.com:443", "/echo/x"] {
+        let r = send_raw(
+            gw.addr(),
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 405, "{target}: {r:?}");
+        r.assert_problem(405);
+        assert!(r.header("x-request-id").is_some(), "{r:?}");
+        assert!(r.header("server").is_none(), "{r:?}");
+        assert!(
+            r.closed,
+            "{target}: the connection stays open after CONNECT"
+        );
+    }
+    assert_eq!(up.count(), 0);
+}
+
 #[test]
 fn keep_alive_survives_401_and_404() {
     let up = Upstream::start("a");

@@ -352,8 +352,18 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // Tollgate patch (PATCHES.md): a head past the parser's size or
+                    // header-count limit is a 431, not a 400.
+                    let too_large = e.context.as_ref().is_some_and(|c| {
+                        c.as_str().starts_with("Request header larger than")
+                    }) || e.cause.as_ref().is_some_and(|c| {
+                        matches!(
+                            c.downcast_ref::<httparse::Error>(),
+                            Some(httparse::Error::TooManyHeaders)
+                        )
+                    });
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(if too_large { 431 } else { 400 })
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
