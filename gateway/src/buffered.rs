@@ -8,7 +8,9 @@
 //! before the upstream is contacted), sends the request to a target picked from the same
 //! pool (same retries, ejection and timeouts), reads the whole answer (bounded), decodes
 //! `gzip`/`deflate`/`br`, runs the outbound phases and the answer transforms, and writes the
-//! final answer with its length. Other routes keep Pingora's streaming path.
+//! final answer with its length. A `HEAD` is sent upstream as a `GET`, so that its answer
+//! carries the same `Content-Type` and `Content-Length` as the `GET` would (the body is
+//! not written). Other routes keep Pingora's streaming path.
 
 use crate::pool::Pool;
 use crate::proxy::{Ctx, Failure, Proxy, REFUSED_OR_RESET};
@@ -202,6 +204,11 @@ impl Proxy {
             ctx.target = Some(picked.index);
             ctx.attempts += 1;
             let mut head = session.req_header().clone();
+            if head.method == http::Method::HEAD {
+                // The answer's head depends on the transformed body (its type and
+                // length), so a HEAD is asked as a GET and answered without the body.
+                head.set_method(http::Method::GET);
+            }
             self.prepare_upstream(&mut head, ctx, pool, picked.index, https)?;
             // One request, one answer: no upgrade, and Pingora's client sets `Connection`.
             head.remove_header(&http::header::CONNECTION);

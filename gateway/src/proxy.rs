@@ -403,7 +403,8 @@ impl Proxy {
 
     /// The second half of [`Proxy::write_answer`], also used for cache hits (whose head is
     /// ready): adds the context's answer headers, `Content-Length` (not on a 304, which
-    /// stands for a body it does not carry), `X-Request-Id` and the keep-alive decision,
+    /// stands for a body it does not carry, nor on a 204 or 1xx), `X-Request-Id` and the
+    /// keep-alive decision,
     /// then writes head and body (no body for `HEAD`, 204 and 304).
     pub(crate) async fn write_head_and_body(
         &self,
@@ -420,7 +421,11 @@ impl Proxy {
         }
         edit_answer(&mut resp, preserve_case(ctx), |h| {
             add_answer_headers(h, &ctx.req.answer_headers);
-            if status != StatusCode::NOT_MODIFIED {
+            // Never on a 204 or 1xx (RFC 9110 §8.6), nor a 304.
+            if !(status == StatusCode::NOT_MODIFIED
+                || status == StatusCode::NO_CONTENT
+                || status.is_informational())
+            {
                 h.put(&CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
             h.put(&X_REQUEST_ID, ctx.req.request_id.0.clone());

@@ -124,6 +124,31 @@ async fn answer_xml_becomes_json_by_accept() {
         Some(a.body.len())
     );
     assert!(a.header("x-request-id").is_some());
+    // A HEAD gets the GET's head: the transformed type and length, no body. It is asked
+    // upstream as a GET (the length depends on the transformed body).
+    let get_length = a.header("content-length").unwrap().to_string();
+    let mut conn = RawConn::connect(gw.addr());
+    let h = conn.request(b"HEAD /conv/r HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n");
+    assert_eq!(h.status, 200, "{h:?}");
+    assert_eq!(
+        h.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(h.header("content-length"), Some(get_length.as_str()));
+    assert!(h.body.is_empty(), "{h:?}");
+    assert_eq!(up.expect_last().method, "GET");
+    // The connection carries on after the bodiless answer.
+    let g = conn.request(b"GET /conv/r HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n");
+    assert_eq!(g.status, 200, "{g:?}");
+    assert_eq!(g.body.len().to_string(), get_length);
+    // A 204 has no Content-Length (RFC 9110 §8.6).
+    up.set_status(204);
+    up.set_answer("application/xml", b"", None);
+    let n = raw_get(gw.addr(), "/conv/r", &["Accept: application/json"]);
+    assert_eq!(n.status, 204, "{n:?}");
+    assert_eq!(n.header("content-length"), None, "{n:?}");
+    up.set_status(200);
+    up.set_answer("application/xml", b"<r><v>1</v><v>2</v></r>", None);
     // A client that asks for XML only keeps XML.
     let a = fetch(
         client()
