@@ -375,3 +375,49 @@ async fn claims_as_a_rate_limit_key() {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
 }
+
+/// `clock_skew` is at most a day: a longer one (here 60 years) is refused by `PUT /config`
+/// with its path and the maximum, and the live config keeps serving. It used to be
+/// accepted and then made every request panic in jsonwebtoken (`now - leeway` overflowed).
+/// A skew of exactly one day works.
+#[tokio::test]
+async fn clock_skew_is_bounded() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(&up.url(), &static_inbound(", clock_skew: 1d")));
+    let c = client();
+    let good = hs256(&claims("alice"));
+    let a = fetch(
+        c.get(gw.url("/api/x"))
+            .header("Authorization", bearer(&good)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+
+    let admin = gw.admin();
+    let live = admin.live_revision().await;
+    let a = admin
+        .put_yaml(
+            "/config",
+            &config(&up.url(), &static_inbound(", clock_skew: 21900d")),
+        )
+        .await;
+    let doc = assert_admin_problem(&a, 422);
+    let errors = doc["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{doc}");
+    assert_eq!(
+        errors[0]["path"], "apis[0].policies.inbound[0].validate-jwt.clock_skew",
+        "{doc}"
+    );
+    assert_eq!(
+        errors[0]["message"], "`21900d` is too long: the maximum is 1d (86400 seconds)",
+        "{doc}"
+    );
+    assert!(errors[0]["line"].as_u64().is_some(), "{doc}");
+    assert_eq!(admin.live_revision().await, live);
+    let a = fetch(
+        c.get(gw.url("/api/x"))
+            .header("Authorization", bearer(&good)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}

@@ -15,7 +15,13 @@ use std::time::Duration;
 const DURATION_HINT: &str =
     "expected integer seconds or a number with a unit: `500ms`, `10s`, `5m`, `1h`, `1d`";
 
-/// Parses a duration (zero is allowed; see [`parse_positive_duration`]).
+/// One day: the longest upstream timeout, health check interval and JWT clock skew.
+pub const ONE_DAY: Duration = Duration::from_secs(86_400);
+/// 365 days: the longest cache lifetime, CORS `max_age` and rate-limit or quota period.
+pub const ONE_YEAR: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses a duration without an upper bound (zero is allowed). Validation uses
+/// [`parse_duration_max`] and [`parse_positive_duration`], which bound every field.
 pub fn parse_duration(spec: &DurationSpec) -> Result<Duration, String> {
     match spec {
         DurationSpec::Seconds(secs) => Ok(Duration::from_secs(*secs)),
@@ -23,13 +29,48 @@ pub fn parse_duration(spec: &DurationSpec) -> Result<Duration, String> {
     }
 }
 
-/// Parses a duration that must be greater than zero.
-pub fn parse_positive_duration(spec: &DurationSpec) -> Result<Duration, String> {
+/// Parses a duration of at most `max` (zero is allowed).
+pub fn parse_duration_max(spec: &DurationSpec, max: Duration) -> Result<Duration, String> {
     let duration = parse_duration(spec)?;
+    if duration > max {
+        return Err(too_long(spec, max));
+    }
+    Ok(duration)
+}
+
+/// Parses a duration that must be greater than zero and at most `max`.
+pub fn parse_positive_duration(spec: &DurationSpec, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration_max(spec, max)?;
     if duration.is_zero() {
         return Err("the duration must be greater than zero".to_string());
     }
     Ok(duration)
+}
+
+/// `max` as written in a policy file: `1d`, `365d`, `90s`, `500ms`.
+pub fn format_duration(max: Duration) -> String {
+    let ms = max.as_millis();
+    if ms.is_multiple_of(86_400_000) && ms > 0 {
+        format!("{}d", ms / 86_400_000)
+    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn too_long(spec: &DurationSpec, max: Duration) -> String {
+    let written = match spec {
+        DurationSpec::Seconds(secs) => secs.to_string(),
+        DurationSpec::Text(text) => text.trim().to_string(),
+    };
+    format!(
+        "`{written}` is too long: the maximum is {} ({} seconds)",
+        format_duration(max),
+        max.as_secs()
+    )
 }
 
 /// Parses a duration string: `"10"` (seconds), `500ms`, `10s`, `5m`, `1h`, `1d`.
@@ -66,9 +107,13 @@ fn is_calendar(text: &str) -> bool {
     matches!(text, "calendar-day" | "calendar-week" | "calendar-month")
 }
 
-/// Parses a renewal period. `allow_calendar` admits `calendar-day`, `calendar-week` and
-/// `calendar-month` (quotas). A zero length is an error.
-pub fn parse_period(spec: &DurationSpec, allow_calendar: bool) -> Result<Period, String> {
+/// Parses a renewal period of at most `max`. `allow_calendar` admits `calendar-day`,
+/// `calendar-week` and `calendar-month` (quotas). A zero length is an error.
+pub fn parse_period(
+    spec: &DurationSpec,
+    allow_calendar: bool,
+    max: Duration,
+) -> Result<Period, String> {
     if let DurationSpec::Text(text) = spec {
         let period = match text.trim() {
             "calendar-day" => Some(Period::CalendarDay),
@@ -86,7 +131,7 @@ pub fn parse_period(spec: &DurationSpec, allow_calendar: bool) -> Result<Period,
             return Ok(period);
         }
     }
-    let duration = parse_duration(spec)?;
+    let duration = parse_duration_max(spec, max)?;
     if duration.is_zero() {
         return Err("the period must be greater than zero".to_string());
     }
@@ -176,35 +221,68 @@ mod tests {
         assert!(err.contains("too large"), "{err}");
         let err = parse_duration(&text("calendar-day")).unwrap_err();
         assert!(err.contains("calendar periods"), "{err}");
-        let err = parse_positive_duration(&DurationSpec::Seconds(0)).unwrap_err();
+        let err = parse_positive_duration(&DurationSpec::Seconds(0), ONE_DAY).unwrap_err();
         assert!(err.contains("greater than zero"), "{err}");
+    }
+
+    #[test]
+    fn bounded_durations() {
+        assert_eq!(
+            parse_duration_max(&text("1d"), ONE_DAY),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_duration_max(&DurationSpec::Seconds(86_400), ONE_DAY),
+            Ok(ONE_DAY)
+        );
+        assert_eq!(
+            parse_positive_duration(&text("365d"), ONE_YEAR),
+            Ok(ONE_YEAR)
+        );
+        let err = parse_duration_max(&text("21900d"), ONE_DAY).unwrap_err();
+        assert_eq!(
+            err,
+            "`21900d` is too long: the maximum is 1d (86400 seconds)"
+        );
+        let err = parse_positive_duration(&DurationSpec::Seconds(u64::MAX), ONE_YEAR).unwrap_err();
+        assert_eq!(
+            err,
+            "`18446744073709551615` is too long: the maximum is 365d (31536000 seconds)"
+        );
+        let err = parse_duration_max(&text("86400001ms"), ONE_DAY).unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        let err = parse_period(&text("366d"), true, ONE_YEAR).unwrap_err();
+        assert!(err.contains("the maximum is 365d"), "{err}");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
     }
 
     #[test]
     fn periods() {
         assert_eq!(
-            parse_period(&text("10s"), false),
+            parse_period(&text("10s"), false, ONE_YEAR),
             Ok(Period::Fixed(Duration::from_secs(10)))
         );
         assert_eq!(
-            parse_period(&text("calendar-day"), true),
+            parse_period(&text("calendar-day"), true, ONE_YEAR),
             Ok(Period::CalendarDay)
         );
         assert_eq!(
-            parse_period(&text("calendar-week"), true),
+            parse_period(&text("calendar-week"), true, ONE_YEAR),
             Ok(Period::CalendarWeek)
         );
         assert_eq!(
-            parse_period(&text("calendar-month"), true),
+            parse_period(&text("calendar-month"), true, ONE_YEAR),
             Ok(Period::CalendarMonth)
         );
-        let err = parse_period(&text("calendar-month"), false).unwrap_err();
+        let err = parse_period(&text("calendar-month"), false, ONE_YEAR).unwrap_err();
         assert!(err.contains("only allowed for `quota`"), "{err}");
-        let err = parse_period(&DurationSpec::Seconds(0), true).unwrap_err();
+        let err = parse_period(&DurationSpec::Seconds(0), true, ONE_YEAR).unwrap_err();
         assert!(err.contains("greater than zero"), "{err}");
-        let err = parse_period(&text("0ms"), true).unwrap_err();
+        let err = parse_period(&text("0ms"), true, ONE_YEAR).unwrap_err();
         assert!(err.contains("greater than zero"), "{err}");
-        let err = parse_period(&text("calendar-year"), true).unwrap_err();
+        let err = parse_period(&text("calendar-year"), true, ONE_YEAR).unwrap_err();
         assert!(err.contains("invalid duration"), "{err}");
     }
 

@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// The largest single entry, whatever the cache size.
 const MAX_ENTRY_CAP: u64 = 16 * 1024 * 1024;
 
+/// The longest an entry is kept (validation allows `cache-store` durations of up to 365
+/// days; this bound keeps `Instant` arithmetic from overflowing whatever the caller passes).
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// What an entry weighs besides its body and header bytes (the entry, its key, moka's
 /// node and the header map's own structures, roughly).
 const ENTRY_OVERHEAD: usize = 256;
@@ -83,11 +87,14 @@ impl Entry {
         let weight =
             (body.len() + head_bytes + vary_bytes + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32;
         let now = Instant::now();
+        let expires_at = now
+            .checked_add(ttl.min(MAX_TTL))
+            .unwrap_or(now + Duration::from_secs(365 * 86_400));
         Entry {
             head,
             body,
             stored_at: now,
-            expires_at: now + ttl,
+            expires_at,
             initial_age,
             vary,
             api,
@@ -104,7 +111,8 @@ impl Entry {
 
     /// The `Age` to send at `now`, in seconds.
     pub fn age(&self, now: Instant) -> u64 {
-        self.initial_age + now.saturating_duration_since(self.stored_at).as_secs()
+        self.initial_age
+            .saturating_add(now.saturating_duration_since(self.stored_at).as_secs())
     }
 
     /// Whether a request with `headers` may be answered by this entry (its `Vary` values).
@@ -512,6 +520,18 @@ mod tests {
         assert!(matches!(c.lookup(k, &h, revalidate), Lookup::Fill(_)));
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.stores, s.entries), (1, 3, 1, 1));
+    }
+
+    #[test]
+    fn huge_ttl_and_age_do_not_overflow() {
+        let mut e = entry(10, Duration::MAX, "a", "o", None);
+        assert!(e.expires_at > e.stored_at + Duration::from_secs(365 * 86_400));
+        e.initial_age = u64::MAX;
+        assert_eq!(e.age(Instant::now() + Duration::from_secs(5)), u64::MAX);
+        let c = ResponseCache::new(1 << 20);
+        assert!(c.insert(CacheKey(7), e));
+        let h = http::HeaderMap::new();
+        assert!(matches!(c.lookup(CacheKey(7), &h, ALL), Lookup::Hit(_)));
     }
 
     #[test]

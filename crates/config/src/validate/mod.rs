@@ -16,7 +16,7 @@ mod policy;
 mod tests;
 
 use crate::compiled::{HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef};
-use crate::duration::{parse_byte_size, parse_positive_duration};
+use crate::duration::{parse_byte_size, parse_positive_duration, ONE_DAY};
 use crate::model::{ByteSize, DurationSpec};
 use crate::positions::{join_index, join_key, PosIndex};
 use http::{HeaderName, Method};
@@ -321,9 +321,14 @@ impl<'s> Cx<'s> {
         }
     }
 
-    /// A positive duration at `path`.
-    fn positive_duration(&mut self, spec: &DurationSpec, path: &str) -> Option<Duration> {
-        match parse_positive_duration(spec) {
+    /// A positive duration of at most `max` at `path`.
+    fn positive_duration(
+        &mut self,
+        spec: &DurationSpec,
+        path: &str,
+        max: Duration,
+    ) -> Option<Duration> {
+        match parse_positive_duration(spec, max) {
             Ok(d) => Some(d),
             Err(message) => {
                 self.error(path, message);
@@ -856,7 +861,9 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
                     }
                 }
                 let interval = match cx.optional::<DurationSpec>(hc, &hc_path, "interval") {
-                    Some(spec) => cx.positive_duration(&spec, &join_key(&hc_path, "interval")),
+                    Some(spec) => {
+                        cx.positive_duration(&spec, &join_key(&hc_path, "interval"), ONE_DAY)
+                    }
                     None => Some(Duration::from_secs(5)),
                 };
                 if let (Some(path), Some(interval)) = (check_path, interval) {
@@ -868,7 +875,8 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
     let duration = |cx: &mut Cx<'_>, name: &str, default: u64| match cx
         .optional::<DurationSpec>(map, path, name)
     {
-        Some(spec) => cx.positive_duration(&spec, &join_key(path, name)),
+        // At most a day each: the proxy adds them up, and nothing waits longer.
+        Some(spec) => cx.positive_duration(&spec, &join_key(path, name), ONE_DAY),
         None => Some(Duration::from_secs(default)),
     };
     let timeout = duration(cx, "timeout", 30);

@@ -7,7 +7,9 @@ use crate::compiled::{
     CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, OnStoreError, Period, PolicyDef, QuotaDef,
     RateLimitDef, ReturnResponseDef, RewriteUriDef, SetDef,
 };
-use crate::duration::{parse_byte_size, parse_duration, parse_period, parse_positive_duration};
+use crate::duration::{
+    parse_byte_size, parse_duration_max, parse_period, parse_positive_duration, ONE_DAY, ONE_YEAR,
+};
 use crate::model::kinds;
 use crate::positions::{join_index, join_key};
 use crate::template::{Template, Var};
@@ -182,7 +184,7 @@ pub(super) fn check_policy(
             let duration = report(
                 cx,
                 &join_key(path, "duration"),
-                parse_positive_duration(&k.duration),
+                parse_positive_duration(&k.duration, ONE_YEAR),
             )?;
             Some(PolicyDef::CacheStore {
                 duration,
@@ -380,7 +382,7 @@ fn rate_limit(
     let period = report(
         cx,
         &join_key(path, "renewal_period"),
-        parse_period(&k.renewal_period, false),
+        parse_period(&k.renewal_period, false, ONE_YEAR),
     );
     let status = k.status.unwrap_or(429);
     if status != 429 && status != 503 {
@@ -453,7 +455,7 @@ fn quota(cx: &mut Cx<'_>, k: kinds::Quota, path: &str, by_key: bool) -> Option<Q
     let period = report(
         cx,
         &join_key(path, "renewal_period"),
-        parse_period(&k.renewal_period, true),
+        parse_period(&k.renewal_period, true, ONE_YEAR),
     );
     let timezone = k.timezone.clone().unwrap_or_else(|| "UTC".to_string());
     if !is_plausible_timezone(&timezone) {
@@ -611,7 +613,11 @@ fn validate_jwt(cx: &mut Cx<'_>, k: kinds::ValidateJwt, path: &str) -> Option<Po
         }
     }
     if let Some(skew) = &k.clock_skew {
-        report(cx, &join_key(path, "clock_skew"), parse_duration(skew));
+        report(
+            cx,
+            &join_key(path, "clock_skew"),
+            parse_duration_max(skew, ONE_DAY),
+        );
     }
     if let Some(failed) = k.failed_status {
         status(cx, failed, 400..=599, &join_key(path, "failed_status"));
@@ -792,7 +798,7 @@ fn cors(cx: &mut Cx<'_>, k: kinds::Cors, path: &str) -> Option<CorsDef> {
         Some(spec) => Some(report(
             cx,
             &join_key(path, "max_age"),
-            parse_duration(spec),
+            parse_duration_max(spec, ONE_YEAR),
         )?),
         None => None,
     };

@@ -1380,3 +1380,67 @@ fn several_problems_in_one_policy_entry_are_all_reported() {
     );
     assert!(errs.iter().all(|e| e.line == Some(8)), "{errs:?}");
 }
+
+/// Every duration field is bounded: a value past its maximum is an error naming the field
+/// and the maximum (huge values overflowed `Instant` and `u64` arithmetic at request time).
+#[test]
+fn durations_have_maxima() {
+    let api = |upstream: &str, policies: &str| {
+        format!(
+            "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: {{ targets: [\"http://127.0.0.1:9000\"]{upstream} }}\n    policies: {{ {policies} }}\n"
+        )
+    };
+    let cases = [
+        (
+            api(", timeout: 18446744073709551615", ""),
+            "apis[0].upstream.timeout",
+            "the maximum is 1d",
+        ),
+        (
+            api(", connect_timeout: 86401", ""),
+            "apis[0].upstream.connect_timeout",
+            "the maximum is 1d",
+        ),
+        (
+            api(", health_check: { path: /h, interval: 2d }", ""),
+            "apis[0].upstream.health_check.interval",
+            "the maximum is 1d",
+        ),
+        (
+            api("", "inbound: [validate-jwt: {keys: [{alg: HS256, secret: abcabcabcabcabcabcabcabcabcabcabc}], clock_skew: 21900d}]"),
+            "apis[0].policies.inbound[0].validate-jwt.clock_skew",
+            "`21900d` is too long: the maximum is 1d (86400 seconds)",
+        ),
+        (
+            api("", "inbound: [cache-lookup: {}], outbound: [cache-store: {duration: 18446744073709551615}]"),
+            "apis[0].policies.outbound[0].cache-store.duration",
+            "the maximum is 365d",
+        ),
+        (
+            api("", "inbound: [rate-limit: {calls: 1, renewal_period: 366d}]"),
+            "apis[0].policies.inbound[0].rate-limit.renewal_period",
+            "the maximum is 365d",
+        ),
+        (
+            api("", "inbound: [quota: {calls: 1, renewal_period: 999999999999s}]"),
+            "apis[0].policies.inbound[0].quota.renewal_period",
+            "the maximum is 365d",
+        ),
+        (
+            api("", "inbound: [cors: {allowed_origins: ['*'], max_age: 400d}]"),
+            "apis[0].policies.inbound[0].cors.max_age",
+            "the maximum is 365d",
+        ),
+    ];
+    for (yaml, path, needle) in &cases {
+        let errors = errors(yaml);
+        assert_has(&errors, path, needle);
+        assert!(errors[0].line.is_some(), "{errors:?}");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+    }
+    // The maxima themselves are accepted.
+    compile(&api(
+        ", timeout: 1d, connect_timeout: 86400, health_check: { path: /h, interval: 24h }",
+        "inbound: [validate-jwt: {keys: [{alg: HS256, secret: abcabcabcabcabcabcabcabcabcabcabc}], clock_skew: 1d}, rate-limit: {calls: 1, renewal_period: 365d}, quota: {calls: 1, renewal_period: 8760h}, cors: {allowed_origins: ['*'], max_age: 365d}, cache-lookup: {}], outbound: [cache-store: {duration: 31536000}]",
+    ));
+}
