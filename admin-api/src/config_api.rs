@@ -272,8 +272,9 @@ pub(crate) struct RollbackBody {
     tag = "config",
     description = "Make revision n live again, as a new revision (source `rollback`) with n's \
         text. Honours `If-Match`. Rolling back to a text equal to the live revision's stores \
-        nothing (`unchanged: true`).",
-    params(("If-Match" = Option<String>, Header, description = "`\"<revision>\"` or `*`")),
+        nothing (`unchanged: true`). `?dry_run=true` answers the plan only (`dry_run: true`, \
+        `revision` the live one): nothing is stored or applied.",
+    params(WriteQuery, ("If-Match" = Option<String>, Header, description = "`\"<revision>\"` or `*`")),
     request_body = RollbackBody,
     responses(
         (status = 200, description = "The new revision and the changes.", body = ApplyOutcome,
@@ -287,6 +288,7 @@ pub(crate) async fn rollback(
     writer: Writer,
     State(state): State<AdminState>,
     headers: HeaderMap,
+    Q(query): Q<WriteQuery>,
     JsonBody(body): JsonBody<RollbackBody>,
 ) -> Result<Response, Problem> {
     let n = body.revision;
@@ -300,7 +302,7 @@ pub(crate) async fn rollback(
         action: "config.rollback",
         target: format!("revision:{n}"),
         if_match: IfMatch::from_headers(&headers),
-        dry_run: false,
+        dry_run: query.dry_run,
         assembled: false,
     };
     let text = rev.text;

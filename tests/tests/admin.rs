@@ -1065,3 +1065,46 @@ async fn openapi_document_describes_the_api() {
         );
     }
 }
+
+/// `POST /config/rollback?dry_run=true` answers the plan of the rollback and changes
+/// nothing: same live revision, no new stored revision, the old config still serving. (It
+/// used to roll back for real.) Without `dry_run` the same call does roll back.
+#[tokio::test]
+async fn rollback_dry_run_changes_nothing() {
+    let up = Upstream::start("u");
+    let gw = start(&up);
+    let admin = gw.admin().with_token(Some(ADMIN));
+    admin.put_config(&config(&up.url(), 2)).await;
+    assert_eq!(admin.live_revision().await, 2);
+    assert_eq!(served_gen(&gw).await, "2");
+
+    let a = admin
+        .post_json("/config/rollback?dry_run=true", &json!({"revision": 1}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let doc = a.json();
+    assert_eq!(doc["dry_run"], true, "{doc}");
+    assert_eq!(doc["revision"], 2, "{doc}");
+    assert_eq!(doc["unchanged"], false, "{doc}");
+    assert!(
+        doc["changes"].as_array().is_some_and(|c| !c.is_empty()),
+        "the plan lists what would change: {doc}"
+    );
+    assert_eq!(a.header("etag"), Some("\"2\""));
+    assert_eq!(admin.live_revision().await, 2);
+    assert_eq!(admin.revisions().await.len(), 2);
+    assert_eq!(served_gen(&gw).await, "2");
+    // A dry run of a rollback to a missing revision is still a 404; `dry_run=false` rolls back.
+    assert_admin_problem(
+        &admin
+            .post_json("/config/rollback?dry_run=true", &json!({"revision": 9}))
+            .await,
+        404,
+    );
+    let a = admin
+        .post_json("/config/rollback?dry_run=false", &json!({"revision": 1}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["revision"], 3);
+    assert_eq!(served_gen(&gw).await, "1");
+}
