@@ -200,6 +200,27 @@ fn build_problems(
     problems
 }
 
+/// [`write_config`] on a blocking thread: parsing, validating and applying a policy file is
+/// CPU work (and waits for the write mutex), which must not hold up the admin API's
+/// runtime. A panic in it is resumed here.
+pub(crate) async fn write_config_blocking<F>(
+    state: &AdminState,
+    req: WriteRequest<'static>,
+    make_text: F,
+) -> Result<ApplyOutcome, ApplyFailure>
+where
+    F: FnOnce(&Snapshot) -> Result<String, ApplyFailure> + Send + 'static,
+{
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || write_config(&state, req, make_text)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ApplyFailure::Store(format!(
+            "the config write was cancelled: {e}"
+        ))),
+    }
+}
+
 /// Runs one config write; `make_text` builds the new policy file text from the live
 /// snapshot (under the write lock, so per-resource writes never lose a concurrent change).
 pub(crate) fn write_config(

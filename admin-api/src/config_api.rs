@@ -1,6 +1,6 @@
 //! `/config` calls: the live policy file, its revisions, rollback and effective chains.
 
-use crate::apply::{write_config, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
+use crate::apply::{write_config_blocking, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
 use crate::auth::{Reader, Writer};
 use crate::extract::{ConfigBody, JsonBody, P, Q};
 use crate::problem::{etag, store_problem, FieldError, Problem};
@@ -132,10 +132,11 @@ pub(crate) async fn put_config(
         assembled: false,
     };
     let text = body.text;
-    let outcome = write_config(&state, req, move |_| match syntax {
+    let outcome = write_config_blocking(&state, req, move |_| match syntax {
         Some(err) => Err(ApplyFailure::Invalid(vec![err])),
         None => Ok(text),
-    })?;
+    })
+    .await?;
     Ok(outcome_response(outcome))
 }
 
@@ -306,7 +307,7 @@ pub(crate) async fn rollback(
         assembled: false,
     };
     let text = rev.text;
-    let outcome = write_config(&state, req, move |_| Ok(text))?;
+    let outcome = write_config_blocking(&state, req, move |_| Ok(text)).await?;
     Ok(outcome_response(outcome))
 }
 

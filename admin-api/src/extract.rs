@@ -149,6 +149,8 @@ impl ConfigBody {
         if let Some(e) = self.json_syntax_error() {
             return Err(invalid(e));
         }
+        // Deep nesting makes libyaml slow (quadratic): refuse it before parsing.
+        tollgate_config::check_depth(&self.text).map_err(|e| invalid(FieldError::from(e)))?;
         serde_yaml::from_str(&self.text).map_err(|e| {
             let (line, column) = e
                 .location()

@@ -6,7 +6,7 @@
 //! (`products[2].apis[0]`) and no line. Writes honour `If-Match` and `?dry_run=true` like
 //! `PUT /config`. `PUT` of a new item answers 201 with `Location`, of an existing one 200.
 
-use crate::apply::{write_config, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
+use crate::apply::{write_config_blocking, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
 use crate::auth::{Reader, Writer};
 use crate::config_api::{outcome_response, WriteQuery};
 use crate::extract::{ConfigBody, P, Q};
@@ -20,6 +20,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tollgate_config::PolicyFile;
 use tollgate_store::RevisionSource;
 use utoipa::ToSchema;
@@ -183,7 +184,7 @@ fn item_from_body(body: &ConfigBody, id: &str) -> Result<Value, Problem> {
     Ok(Value::Mapping(item))
 }
 
-fn put(
+async fn put(
     state: &AdminState,
     kind: Kind,
     writer: Writer,
@@ -193,7 +194,8 @@ fn put(
     body: ConfigBody,
 ) -> Result<Response, Problem> {
     let item = item_from_body(&body, &id)?;
-    let created = AtomicBool::new(false);
+    let created = Arc::new(AtomicBool::new(false));
+    let created_by_write = Arc::clone(&created);
     let req = WriteRequest {
         source: RevisionSource::Api,
         actor: writer.actor(),
@@ -206,18 +208,20 @@ fn put(
         dry_run: query.dry_run,
         assembled: true,
     };
-    let outcome = write_config(state, req, |snap| {
+    let item_id = id.clone();
+    let outcome = write_config_blocking(state, req, move |snap| {
         let mut file = file_value(&snap.config.file)?;
         let items = items_mut(&mut file, kind.key())?;
-        match items.iter_mut().find(|i| id_of(i) == Some(&id)) {
+        match items.iter_mut().find(|i| id_of(i) == Some(&item_id)) {
             Some(existing) => *existing = item,
             None => {
                 items.push(item);
-                created.store(true, Ordering::Relaxed);
+                created_by_write.store(true, Ordering::Relaxed);
             }
         }
         to_text(&file)
-    })?;
+    })
+    .await?;
     let dry_run = outcome.dry_run;
     let mut resp = outcome_response(outcome);
     if created.load(Ordering::Relaxed) && !dry_run {
@@ -230,7 +234,7 @@ fn put(
     Ok(resp)
 }
 
-fn delete(
+async fn delete(
     state: &AdminState,
     kind: Kind,
     writer: Writer,
@@ -250,7 +254,7 @@ fn delete(
         dry_run: query.dry_run,
         assembled: true,
     };
-    let outcome = write_config(state, req, |snap| {
+    let outcome = write_config_blocking(state, req, move |snap| {
         let mut file = file_value(&snap.config.file)?;
         let items = items_mut(&mut file, kind.key())?;
         let before = items.len();
@@ -259,7 +263,8 @@ fn delete(
             return Err(ApplyFailure::NotFound(format!("{} `{id}`", kind.noun())));
         }
         to_text(&file)
-    })?;
+    })
+    .await?;
     Ok(outcome_response(outcome))
 }
 
@@ -329,7 +334,7 @@ pub(crate) async fn put_product(
     Q(query): Q<WriteQuery>,
     body: ConfigBody,
 ) -> Result<Response, Problem> {
-    put(&state, Kind::Product, writer, &headers, query, id, body)
+    put(&state, Kind::Product, writer, &headers, query, id, body).await
 }
 
 /// `DELETE /products/{id}`.
@@ -354,7 +359,7 @@ pub(crate) async fn delete_product(
     P(id): P<String>,
     Q(query): Q<WriteQuery>,
 ) -> Result<Response, Problem> {
-    delete(&state, Kind::Product, writer, &headers, query, id)
+    delete(&state, Kind::Product, writer, &headers, query, id).await
 }
 
 /// `GET /apis`.
@@ -424,7 +429,7 @@ pub(crate) async fn put_api(
     Q(query): Q<WriteQuery>,
     body: ConfigBody,
 ) -> Result<Response, Problem> {
-    put(&state, Kind::Api, writer, &headers, query, id, body)
+    put(&state, Kind::Api, writer, &headers, query, id, body).await
 }
 
 /// `DELETE /apis/{id}`.
@@ -450,5 +455,5 @@ pub(crate) async fn delete_api(
     P(id): P<String>,
     Q(query): Q<WriteQuery>,
 ) -> Result<Response, Problem> {
-    delete(&state, Kind::Api, writer, &headers, query, id)
+    delete(&state, Kind::Api, writer, &headers, query, id).await
 }

@@ -8,6 +8,7 @@
 
 mod compile;
 pub mod compiled;
+pub mod depth;
 pub mod duration;
 pub mod env;
 pub mod model;
@@ -28,6 +29,7 @@ use serde_yaml::Value;
 /// returns every problem found, each with its YAML path and its line and column in `text`,
 /// sorted by position. A YAML syntax error is a single error.
 pub fn parse_and_compile(text: &str) -> Result<CompiledConfig, Vec<ConfigError>> {
+    check_depth(text).map_err(|e| vec![e])?;
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(value) => value,
         Err(err) => return Err(vec![syntax_error(text, &err)]),
@@ -36,6 +38,25 @@ pub fn parse_and_compile(text: &str) -> Result<CompiledConfig, Vec<ConfigError>>
         return Err(vec![syntax_error(text, &err)]);
     }
     run(&value, Some(text))
+}
+
+/// Refuses a text that nests deeper than [`depth::MAX_DEPTH`] levels (a cheap linear scan;
+/// parsing such a text takes libyaml time quadratic in the depth). Call it before handing
+/// untrusted YAML to `serde_yaml`; [`parse_and_compile`] does.
+pub fn check_depth(text: &str) -> Result<(), ConfigError> {
+    match depth::too_deep(text, depth::MAX_DEPTH) {
+        None => Ok(()),
+        Some((line, column)) => Err(ConfigError {
+            path: String::new(),
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "the document nests more than {} levels deep (lists and mappings inside each \
+                 other); a policy file needs far fewer",
+                depth::MAX_DEPTH
+            ),
+        }),
+    }
 }
 
 /// Validates and compiles an already parsed document. Errors carry paths but no lines.
