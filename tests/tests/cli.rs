@@ -174,3 +174,40 @@ fn serve_refuses_an_invalid_policy_file() {
         "the error does not say where:\n{stderr}"
     );
 }
+
+/// A usage error (unknown flag, missing or extra argument, unknown verb) exits 1 with clap's
+/// message on standard error: exit 2 is reserved for `diff`'s "there are changes", so a CI
+/// step must not read a typo as pending changes. `--help` and `--version` print to
+/// standard output and exit 0.
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "p.yaml", "version: 1\n");
+    let usage_errors: [&[&str]; 6] = [
+        &["diff", &file, "--admin", "http://127.0.0.1:9", "--bogus"],
+        &["diff", "--admin", "http://127.0.0.1:9"],
+        &["validate"],
+        &["validate", "a.yaml", "b.yaml"],
+        &["frobnicate"],
+        &[],
+    ];
+    for args in usage_errors {
+        let run = run_tollgate(args, &[]);
+        run.assert_code(1, &format!("tollgate {args:?}"));
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains("Usage:"),
+            "{args:?}: clap's message with the usage: {}",
+            run.stderr
+        );
+    }
+    for args in [&["--help"][..], &["diff", "--help"], &["-h"]] {
+        let run = run_tollgate(args, &[]);
+        run.assert_code(0, &format!("tollgate {args:?}"));
+        assert!(run.stdout.contains("Usage:"), "{args:?}: {}", run.stdout);
+        assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
+    }
+    let run = run_tollgate(&["--version"], &[]);
+    run.assert_code(0, "tollgate --version");
+    assert!(run.stdout.starts_with("tollgate "), "{}", run.stdout);
+}

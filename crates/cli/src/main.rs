@@ -136,7 +136,20 @@ impl ClientArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, not clap's 2: `diff` exits 2 for "there are changes".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // `--help` and `--version` print to standard output and exit 0; every other
+            // error prints clap's message (with the usage) to standard error.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging();
     match cli.command {
         Command::Serve(args) => serve(args),
