@@ -194,10 +194,17 @@ impl HeaderDeadline {
     /// answer follow), and never again after a `101 Switching Protocols`, after which the
     /// connection carries another protocol (a WebSocket's frames), with no heads to time.
     fn answer_written(&mut self, start: &[u8]) {
-        if self.phase == Phase::AfterHead {
+        // An answer's head follows a whole request head, so `InHead` here was a pipelined
+        // request's body taken for a head (see `may_start_a_head`): it is over too. (A
+        // body write while the next head is read changes nothing.)
+        let head_of_answer = self.phase == Phase::AfterHead
+            || (self.phase == Phase::InHead && start.starts_with(b"HTTP/1."));
+        if head_of_answer {
             if start.starts_with(b"HTTP/1.1 101 ") {
                 self.phase = Phase::Off;
-            } else if !start.starts_with(b"HTTP/1.1 1") {
+            } else if start.starts_with(b"HTTP/1.1 1") {
+                self.phase = Phase::AfterHead;
+            } else {
                 self.phase = Phase::Idle;
             }
         }
@@ -206,6 +213,12 @@ impl HeaderDeadline {
     fn timed_out() -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")
     }
+}
+
+/// Whether a read starting with `first` can be the start of a request head: a method's
+/// token character (RFC 9110 §5.6.2), or the line ends a client may send before it.
+fn may_start_a_head(first: u8) -> bool {
+    first.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~\r\n".contains(&first)
 }
 
 /// Watch `bytes` for the end of a head: a line feed after an empty line (`\n\n` or
@@ -270,6 +283,10 @@ impl AsyncRead for HeaderDeadline {
                     this.phase = Phase::Off;
                 }
                 match this.phase {
+                    // Bytes that cannot start a head (a method is a token, RFC 9110
+                    // §9.1; empty lines may come first) are the body of a pipelined
+                    // request whose head came in an earlier read: no deadline.
+                    Phase::Idle if !may_start_a_head(new[0]) => this.phase = Phase::AfterHead,
                     Phase::Idle => {
                         // The first bytes of the next head: its deadline starts now, but the
                         // timer is only armed when the head did not come whole.
@@ -552,6 +569,17 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(body.contains("urn:tollgate:problem:malformed-request"));
+    }
+
+    #[test]
+    fn only_token_characters_and_line_ends_may_start_a_head() {
+        use super::may_start_a_head;
+        for b in b"GPDOHCTgp0~\r\n" {
+            assert!(may_start_a_head(*b), "{}", *b as char);
+        }
+        for b in b"{[<\" \t\x00\xff(@" {
+            assert!(!may_start_a_head(*b), "{}", *b as char);
+        }
     }
 
     #[test]

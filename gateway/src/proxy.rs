@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora_core::modules::http::HttpModules;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::authority::{raw_target_authority, RawTargetAuthority};
@@ -675,6 +676,16 @@ impl ProxyHttp for Proxy {
                 };
                 let a = problem(p.status(), slug, title, p.detail());
                 return self.reject(session, ctx, a, true).await;
+            }
+        }
+
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous
+        // answer is served after it, in order. Pingora's default closes the connection
+        // after the first answer and drops the rest; the setting carries over to the
+        // connection's later requests.
+        if let ServerSession::H1(h1) = session.as_downstream_mut() {
+            if !h1.pipelining_enabled() {
+                h1.set_pipelining_enabled(true);
             }
         }
 

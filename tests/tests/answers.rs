@@ -281,6 +281,40 @@ fn keep_alive_survives_401_and_404() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// Requests pipelined in one write (RFC 9112 §9.3.2) are all answered, in order: a
+/// proxied GET, a POST with a body, a 401, a 404, and a proxied GET again.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let mut conn = RawConn::connect(gw.addr());
+    conn.send(
+        b"GET /echo/one HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo/two HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+          GET /keyed/x HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /echo/three HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let statuses: Vec<u16> = (0..5).map(|_| conn.read_response().status).collect();
+    assert_eq!(statuses, [200, 200, 401, 404, 200]);
+    let seen: Vec<(String, String, Vec<u8>)> = up
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.uri, r.body))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET".to_string(), "/one".to_string(), vec![]),
+            ("POST".to_string(), "/two".to_string(), b"hello".to_vec()),
+            ("GET".to_string(), "/three".to_string(), vec![]),
+        ]
+    );
+    // The connection is still usable.
+    let r = conn.request(b"GET /echo/four HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[test]
 fn keep_alive_survives_a_policy_answer() {
     let up = Upstream::start("a");

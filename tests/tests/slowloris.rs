@@ -146,3 +146,33 @@ fn a_body_after_100_continue_is_no_head() {
     assert_eq!(up.count(), 1);
     assert_eq!(up.requests()[0].body, b"hello");
 }
+
+/// A pipelined request whose body comes in a later read than its head is no head: it is
+/// not cut off by the head deadline while a slow upstream answers.
+#[test]
+fn a_pipelined_body_is_not_taken_for_a_trickled_head() {
+    let (up, gw) = start();
+    up.set_delay(Duration::from_millis(1500));
+    let mut conn = RawConn::connect(gw.addr());
+    conn.send(
+        b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /echo/two HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+          Content-Length: 7\r\n\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    conn.send(br#"{"a":1}"#);
+    let first = conn.read_response();
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = conn.read_response();
+    assert_eq!(second.status, 200, "{second:?}");
+    let last = up.expect_last();
+    assert_eq!(
+        (last.method.as_str(), &last.body[..]),
+        ("POST", &br#"{"a":1}"#[..])
+    );
+    // Then idle and a third request on the same connection (past the head deadline).
+    std::thread::sleep(Duration::from_millis(1200));
+    up.set_delay(Duration::ZERO);
+    let third = conn.request(b"GET /echo/three HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(third.status, 200, "{third:?}");
+}
