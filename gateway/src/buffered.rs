@@ -160,7 +160,23 @@ impl Proxy {
         ctx: &mut Ctx,
         pool: &Pool,
     ) -> pingora_error::Result<bool> {
-        // 1. The whole request body, bounded.
+        // 1. The whole request body, bounded. A client that waits for `100 Continue`
+        // gets it first (its declared length already passed the limit check): the
+        // upstream, which would send it on the streaming path, is not asked yet.
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue
+            && session.req_header().version == http::Version::HTTP_11
+            && !session.as_downstream_mut().is_body_done()
+        {
+            session
+                .as_downstream_mut()
+                .write_continue_response()
+                .await?;
+        }
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
             if (body.len() + chunk.len()) as u64 > ctx.body_limit {

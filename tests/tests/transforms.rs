@@ -57,6 +57,39 @@ async fn request_xml_becomes_json_with_its_length() {
     );
 }
 
+/// A client that sends `Expect: 100-continue` gets the interim answer from the gateway
+/// (which reads the whole body before it contacts the upstream), then the transformed
+/// exchange; a declared length over the limit gets the 413 instead, at once.
+#[test]
+fn expect_continue_is_answered_on_a_transform_route() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(&up.url(), "{ xml-to-json: {} }", ""));
+    let xml = b"<a>1</a>";
+    let mut conn = RawConn::connect(gw.addr());
+    conn.set_read_timeout(std::time::Duration::from_secs(3));
+    conn.send(
+        format!(
+            "POST /conv/x HTTP/1.1\r\nHost: a\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            xml.len()
+        )
+        .as_bytes(),
+    );
+    let interim = conn.read_interim();
+    assert_eq!(interim.status, 100, "{interim:?}");
+    assert_eq!(up.count(), 0);
+    let answer = conn.request(xml);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(up.expect_last().body, br#"{"a":"1"}"#);
+    let big = send_raw(
+        gw.addr(),
+        b"POST /conv/x HTTP/1.1\r\nHost: a\r\nContent-Type: application/xml\r\n\
+          Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n",
+    );
+    big.assert_problem(413);
+    assert_eq!(up.count(), 1);
+}
+
 #[tokio::test]
 async fn hostile_or_malformed_request_bodies_are_400_and_never_reach_the_upstream() {
     let up = Upstream::start("a");
