@@ -915,7 +915,7 @@ impl ProxyHttp for Proxy {
         let up = &runtime.pool.def;
         ctx.req
             .cache
-            .set_wait_limit(up.timeout + up.connect_timeout);
+            .set_wait_limit(up.timeout.saturating_add(up.connect_timeout));
         // The rest of the path after the API prefix, in the normalized path's own buffer.
         let rest_at = path.len() - rest.len();
         let mut upstream_path = path;
