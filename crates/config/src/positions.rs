@@ -145,6 +145,21 @@ impl PosIndex {
         index
     }
 
+    /// Where the second document of `text` starts (line, column), if it has one.
+    pub(crate) fn second_document(text: &str) -> Option<(usize, usize)> {
+        let mut parser = Parser::new_from_str(text);
+        let mut documents = 0usize;
+        while let Some(Ok((event, span))) = parser.next_event() {
+            if let Event::DocumentStart(_) = event {
+                documents += 1;
+                if documents == 2 {
+                    return Some((span.start.line(), span.start.col() + 1));
+                }
+            }
+        }
+        None
+    }
+
     /// The position of `path`, or of its nearest indexed ancestor.
     pub(crate) fn lookup(&self, path: &str) -> Option<(usize, usize)> {
         let mut current = Some(path);

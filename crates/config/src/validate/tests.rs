@@ -1444,3 +1444,68 @@ fn durations_have_maxima() {
         "inbound: [validate-jwt: {keys: [{alg: HS256, secret: abcabcabcabcabcabcabcabcabcabcabc}], clock_skew: 1d}, rate-limit: {calls: 1, renewal_period: 365d}, quota: {calls: 1, renewal_period: 8760h}, cors: {allowed_origins: ['*'], max_age: 365d}, cache-lookup: {}], outbound: [cache-store: {duration: 31536000}]",
     ));
 }
+
+/// What the YAML parser stops at still comes with a path and a line, and does not hide the
+/// other problems (the fuzzing pass's `validate-*.yaml` cases).
+#[test]
+fn parser_level_problems_have_lines_and_hide_nothing() {
+    // An integer too large for 64 bits: reported at its path, and the rest still checked.
+    let errs = errors(
+        "version: 1\nproducts:\n  - id: BAD\napis:\n  - id: a\n    path: /a\n    upstream: {targets: [\"http://127.0.0.1:9000\"], retries: 99999999999999999999}\n",
+    );
+    assert_has(&errs, "products[0].id", "invalid id");
+    assert_has(&errs, "apis[0].upstream.retries", "out of range");
+    let big = errs
+        .iter()
+        .find(|e| e.path == "apis[0].upstream.retries")
+        .unwrap();
+    assert_eq!((big.line, big.column), (Some(7), Some(61)), "{big:?}");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    // Several, negative too; a required field is not reported twice.
+    let errs = errors("version: -99999999999999999999\napis: [{id: a, path: /a, upstream: {targets: [\"http://x\"], retries: 1, timeout: 99999999999999999999}}]\n");
+    assert_has(&errs, "version", "`-99999999999999999999` is out of range");
+    assert_has(&errs, "apis[0].upstream.timeout", "out of range");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(errs[1].line, Some(2), "{errs:#?}");
+
+    // Two documents: the second one's line, and the first one is still checked.
+    let errs = errors("version: 1\nproducts: [{id: BAD}]\n---\nversion: 1\n");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_has(&errs, "products[0].id", "invalid id");
+    assert!(
+        errs[1].message.contains("second YAML document"),
+        "{errs:#?}"
+    );
+    assert_eq!(errs[1].line, Some(3), "{errs:#?}");
+    let errs = errors("version: 1\n---\nversion: 1\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, Some(2), "{errs:#?}");
+
+    // A merge key holding a scalar: its path and line, and the rest still checked.
+    let errs = errors("version: 1\n<<: 5\nproducts: [{id: BAD}]\n");
+    assert_has(&errs, "<<", "a merge key (`<<`) takes a mapping");
+    assert_has(&errs, "products[0].id", "invalid id");
+    assert_eq!(errs[0].line, Some(2), "{errs:#?}");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    let errs = errors("version: 1\nsettings:\n  <<: [1]\n");
+    assert_has(&errs, "settings.<<", "found a list holding something else");
+    assert_eq!(errs[0].line, Some(3), "{errs:#?}");
+    // A good merge still works.
+    let config = compile(
+        "version: 1\napis:\n  - {id: a, path: /a, upstream: &u {targets: [\"http://x\"], retries: 3}}\n  - {id: b, path: /b, upstream: {<<: *u, timeout: 5s}}\n",
+    );
+    assert_eq!(config.file.apis[1].upstream.retries, Some(3));
+
+    // A control character: its own line and column, not line 1.
+    let errs = errors("version: 1\napis: []\nproducts: []\n# é \u{1}\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].column),
+        (Some(4), Some(5)),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0].message.contains("control characters") && !errs[0].message.contains("position"),
+        "{errs:#?}"
+    );
+}
