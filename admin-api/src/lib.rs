@@ -318,10 +318,16 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` completes.
+/// Connections the admin listener serves at once; one accepted past it is closed at once,
+/// so that clients holding connections cannot take the descriptors the proxy needs.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Serve the admin API's `router` on `listener` until `shutdown` completes (see
+/// [`serve_http`]); the data planes' long polls end at once then.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    head_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shutdown = async move {
@@ -329,9 +335,62 @@ pub async fn serve(
         // Long polls of data planes end now instead of holding the shutdown.
         control::close();
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_http(listener, router, head_timeout, shutdown).await
+}
+
+/// Serve `router` on `listener` (HTTP/1.1) until `shutdown` completes, then let the
+/// requests in flight finish. Every request head must arrive within `head_timeout` of the
+/// connection's start or of the previous answer (hyper's header read timeout), which also
+/// closes idle keep-alive connections after it; at most [`MAX_CONNECTIONS`] are served at
+/// once. For the admin listener and the data planes' status listener.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    head_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("{MAX_CONNECTIONS} connections open: one refused");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors are the client's (a reset, a head timeout): nothing to report.
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -76,6 +76,43 @@ async fn probes_answer_without_a_token() {
     assert_eq!(ready["revision"], 1, "{ready}");
 }
 
+/// The admin listener times request heads like the proxy (`--header-read-timeout`): a
+/// head that never completes, and an idle keep-alive connection, are closed after it, so
+/// clients cannot hold its connections (and the process's descriptors) forever.
+#[test]
+fn admin_connections_that_send_no_head_are_closed() {
+    let up = Upstream::start("u");
+    let gw = Gateway::builder(&config(&up.url(), 1))
+        .admin_token(ADMIN)
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "1")
+        .start();
+    let started = std::time::Instant::now();
+    let mut partial = RawConn::connect(gw.admin_addr());
+    partial.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n");
+    let mut idle = RawConn::connect(gw.admin_addr());
+    let r = idle.request(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.closed);
+    // A whole head sent in two parts within the limit is answered.
+    let mut slow = RawConn::connect(gw.admin_addr());
+    slow.send(b"GET /healthz HTTP/1.1\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = slow.request(b"Host: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    for (name, conn) in [("partial head", &mut partial), ("idle", &mut idle)] {
+        assert!(
+            conn.wait_closed(std::time::Duration::from_secs(5)),
+            "{name} connection still open after {:?}",
+            started.elapsed()
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn missing_or_unknown_token_is_401_with_a_challenge() {
     let up = Upstream::start("u");

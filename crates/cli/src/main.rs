@@ -265,6 +265,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let admin_addr = args.admin_listen.clone();
+    let head_timeout = Duration::from_secs(args.header_read_timeout.max(1));
     let admin = server::task_service(
         "tollgate admin",
         Box::new(move |mut shutdown| {
@@ -282,7 +283,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let stop = async move {
                     let _ = shutdown.changed().await;
                 };
-                if let Err(e) = tollgate_admin_api::serve(listener, router, stop).await {
+                if let Err(e) =
+                    tollgate_admin_api::serve(listener, router, head_timeout, stop).await
+                {
                     tracing::error!("admin API stopped: {e}");
                 }
             })
@@ -364,7 +367,9 @@ fn admin_only(args: ServeArgs) -> ExitCode {
                 _ => std::future::pending::<()>().await,
             }
         };
-        match tollgate_admin_api::serve(listener, tollgate_admin_api::router(state), stop).await {
+        let head_timeout = Duration::from_secs(args.header_read_timeout.max(1));
+        let router = tollgate_admin_api::router(state);
+        match tollgate_admin_api::serve(listener, router, head_timeout, stop).await {
             Ok(()) => {
                 tracing::info!("shut down cleanly");
                 ExitCode::SUCCESS

@@ -238,6 +238,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         }),
     );
     let mut extra_services = vec![sync_service];
+    let head_timeout = Duration::from_secs(args.serve.header_read_timeout.max(1));
     let status_addr = args.status_listen.trim().to_owned();
     if !status_addr.eq_ignore_ascii_case("off") && !status_addr.is_empty() {
         // Fail now, clearly, rather than inside a service.
@@ -261,9 +262,8 @@ fn start(args: GatewayArgs) -> Result<(), String> {
                     let stop = async move {
                         let _ = shutdown.changed().await;
                     };
-                    if let Err(e) = axum::serve(listener, router)
-                        .with_graceful_shutdown(stop)
-                        .await
+                    if let Err(e) =
+                        tollgate_admin_api::serve_http(listener, router, head_timeout, stop).await
                     {
                         tracing::error!("status listener stopped: {e}");
                     }
