@@ -55,6 +55,41 @@ impl Writer {
     }
 }
 
+/// The admin or the operator token on `PUT /config`: the admin may write; the operator
+/// may only plan (`?dry_run=true`, which stores and applies nothing), so that a CI
+/// pipeline's `tollgate diff` needs no admin token. See [`Planner::may_write`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Planner(Role);
+
+impl Planner {
+    /// The audit log's actor, when the call may go on: always for the admin, only for a
+    /// dry run for the operator (403 otherwise).
+    pub(crate) fn may_write(self, dry_run: bool) -> Result<&'static str, Problem> {
+        match self.0 {
+            Role::Admin => Ok(self.0.name()),
+            Role::Operator if dry_run => Ok(self.0.name()),
+            role => Err(Problem::forbidden(format!(
+                "the {} role may only plan this change (?dry_run=true)",
+                role.name()
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<AdminState> for Planner {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        match role_of(parts, state)? {
+            role @ (Role::Admin | Role::Operator) => Ok(Planner(role)),
+            Role::DataPlane => Err(only_control()),
+        }
+    }
+}
+
 /// The admin or the operator token: the caller may purge the response cache (contract
 /// §1: the operator role reads, sees analytics and purges the cache).
 #[derive(Debug, Clone, Copy)]

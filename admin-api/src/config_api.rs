@@ -1,7 +1,7 @@
 //! `/config` calls: the live policy file, its revisions, rollback and effective chains.
 
 use crate::apply::{write_config_blocking, ApplyFailure, ApplyOutcome, IfMatch, WriteRequest};
-use crate::auth::{Reader, Writer};
+use crate::auth::{Planner, Reader, Writer};
 use crate::extract::{ConfigBody, JsonBody, P, Q};
 use crate::problem::{etag, store_problem, FieldError, Problem};
 use crate::{page_limit, AdminState, ListQuery};
@@ -99,8 +99,10 @@ pub(crate) fn outcome_response(outcome: ApplyOutcome) -> Response {
     description = "Replace the policy file (YAML or JSON by `Content-Type`). Every validation \
         error is reported at once (422), with its path, line and column; the live config is \
         then untouched. `If-Match: \"<revision>\"` (or `*`) makes the write conditional (412 \
-        when another revision is live). `?dry_run=true` answers the plan only. A body whose \
-        text equals the live revision's is not stored again (`unchanged: true`).",
+        when another revision is live). `?dry_run=true` answers the plan only; the operator \
+        token may make that call (and only that: 403 without it), so `tollgate diff` needs \
+        no admin token. A body whose text equals the live revision's is not stored again \
+        (`unchanged: true`).",
     params(WriteQuery, ("If-Match" = Option<String>, Header, description = "`\"<revision>\"` or `*`")),
     request_body(description = "The whole policy file.", content(
         (serde_json::Value = "application/json"),
@@ -115,16 +117,17 @@ pub(crate) fn outcome_response(outcome: ApplyOutcome) -> Response {
     )
 )]
 pub(crate) async fn put_config(
-    writer: Writer,
+    planner: Planner,
     State(state): State<AdminState>,
     headers: HeaderMap,
     Q(query): Q<WriteQuery>,
     body: ConfigBody,
 ) -> Result<Response, Problem> {
+    let actor = planner.may_write(query.dry_run)?;
     let syntax = body.json_syntax_error();
     let req = WriteRequest {
         source: RevisionSource::Api,
-        actor: writer.actor(),
+        actor,
         action: "config.put",
         target: "config".to_owned(),
         if_match: IfMatch::from_headers(&headers),

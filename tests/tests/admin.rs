@@ -174,7 +174,7 @@ async fn missing_or_unknown_token_is_401_with_a_challenge() {
 }
 
 #[tokio::test]
-async fn operator_reads_but_may_not_write() {
+async fn operator_reads_and_plans_but_may_not_write() {
     let up = Upstream::start("u");
     let gw = start(&up);
     let admin = gw.admin();
@@ -197,11 +197,20 @@ async fn operator_reads_but_may_not_write() {
         assert_eq!(a.status, 200, "operator GET {path}: {}", a.text());
     }
     let text = config(&up.url(), 2);
+    // The operator may plan a config change (what `tollgate diff` asks), not make it.
+    let plan = op.put_yaml("/config?dry_run=true", &text).await;
+    assert_eq!(plan.status, 200, "operator dry run: {}", plan.text());
+    let plan = plan.json();
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert!(
+        !plan["changes"].as_array().unwrap().is_empty(),
+        "no changes planned: {plan}"
+    );
     let writes: Vec<(&str, Answer)> = vec![
         ("PUT /config", op.put_yaml("/config", &text).await),
         (
-            "PUT /config?dry_run=true",
-            op.put_yaml("/config?dry_run=true", &text).await,
+            "PUT /config?dry_run=false",
+            op.put_yaml("/config?dry_run=false", &text).await,
         ),
         (
             "POST /config/rollback",

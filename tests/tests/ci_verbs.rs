@@ -7,6 +7,7 @@ use std::time::Duration;
 use tollgate_tests::*;
 
 const TOKEN: &str = "ci-admin-token-0123456789";
+const OPERATOR: &str = "ci-operator-token-0123456789";
 
 fn config(target: &str, value: &str) -> String {
     format!(
@@ -37,6 +38,7 @@ impl Ci {
         let up = Upstream::start("u");
         let gw = Gateway::builder(&config(&up.url(), "one"))
             .admin_token(TOKEN)
+            .operator_token(OPERATOR)
             .start();
         Ci {
             gw,
@@ -123,6 +125,22 @@ async fn diff_exit_codes() {
         &[],
     );
     out.assert_code(1, "diff, wrong token");
+    // The operator token is enough for a diff (a dry run), not for an apply.
+    let with_operator = |verb: &str| {
+        run_tollgate(
+            &[
+                verb,
+                &changed,
+                "--admin",
+                &ci.gw.admin_url(""),
+                "--token",
+                OPERATOR,
+            ],
+            &[],
+        )
+    };
+    with_operator("diff").assert_code(2, "diff with the operator token");
+    with_operator("apply").assert_code(1, "apply with the operator token");
     // The environment names the admin service and the token.
     let out = run_tollgate(
         &["diff", &changed],
