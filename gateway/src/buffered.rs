@@ -127,6 +127,14 @@ impl Proxy {
         let resp = loop {
             s.read_response_header().await.map_err(broken)?;
             match s.response_header() {
+                // The request asked for no upgrade (its `Upgrade` was removed): a 101 is
+                // a broken upstream, answered 502 at once rather than read as a stream.
+                Some(h) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(ExchangeError::Broken(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "101 to a request that asked for no upgrade",
+                    )))
+                }
                 Some(h) if h.status.is_informational() => continue,
                 Some(h) => break h.clone(),
                 None => {
@@ -354,8 +362,7 @@ impl Proxy {
             body: Bytes::from(answer_body),
             is_error: false,
         };
-        let keep = answer.status != StatusCode::SWITCHING_PROTOCOLS;
-        let done = self.finish(session, ctx, answer, !keep).await;
+        let done = self.finish(session, ctx, answer, false).await;
         // The upstream made this answer (the gateway only re-framed it).
         ctx.answered = None;
         done
