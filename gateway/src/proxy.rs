@@ -1057,6 +1057,15 @@ impl ProxyHttp for Proxy {
             ctx.upstream_us
                 .get_or_insert(t.elapsed().as_micros() as u64);
         }
+        // A 101 to a request that asked for no upgrade is a broken upstream (Pingora
+        // would pass it on to a client that cannot use it): 502.
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 to a request that asked for no upgrade",
+            )
+            .into_up());
+        }
         // The response cache keeps the upstream's own head (see `crate::cache`).
         ctx.req.cache.capture_head(resp);
         if let Some(chain) = ctx.chain.clone() {

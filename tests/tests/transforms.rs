@@ -263,36 +263,40 @@ async fn json_to_xml_in_both_directions() {
 }
 
 /// An upstream that answers `101 Switching Protocols` to a request that asked for no
-/// upgrade (the buffered path removes `Upgrade`) is broken: 502 at once, not a wait for
-/// an answer that will never come.
+/// upgrade is broken: 502 at once, on the buffered path (which removes `Upgrade`, and
+/// waited for an answer that would never come) and on the streaming path (which passed
+/// the 101 on to a client that cannot use it).
 #[test]
 fn a_101_to_a_plain_request_is_502_at_once() {
     use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let target = format!("http://{}", listener.local_addr().expect("addr"));
-    let upstream = std::thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("timeout");
-        let _ = read_head(&mut s);
-        let _ = s.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    for outbound in ["{ xml-to-json: {} }", "base"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let target = format!("http://{}", listener.local_addr().expect("addr"));
+        let upstream = std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .expect("timeout");
+            let _ = read_head(&mut s);
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\n\r\n",
+            );
+            // Hold the connection (bounded) as an upgraded one would be.
+            let _ = read_head(&mut s);
+        });
+        let gw = Gateway::start(&config(&target, "base", outbound));
+        let started = std::time::Instant::now();
+        let r = raw_get(gw.addr(), "/conv/x", &[]);
+        assert_eq!(r.status, 502, "outbound {outbound}: {r:?}");
+        r.assert_problem(502);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "outbound {outbound}: answered after {:?}",
+            started.elapsed()
         );
-        // Hold the connection (bounded) as an upgraded one would be.
-        let _ = read_head(&mut s);
-    });
-    let gw = Gateway::start(&config(&target, "base", "{ xml-to-json: {} }"));
-    let started = std::time::Instant::now();
-    let r = raw_get(gw.addr(), "/conv/x", &[]);
-    assert_eq!(r.status, 502, "{r:?}");
-    r.assert_problem(502);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "answered after {:?}",
-        started.elapsed()
-    );
-    drop(gw);
-    upstream.join().expect("upstream thread");
+        drop(gw);
+        upstream.join().expect("upstream thread");
+    }
 }
