@@ -21,7 +21,7 @@
 //! in its place (Pingora closes the connection after it).
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -57,6 +57,9 @@ enum Phase {
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
+/// The whole HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_FULL_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// A stream whose request heads must arrive within a time limit.
 ///
 /// The timer costs nothing while heads arrive whole: it is only looked at when a read of a
@@ -76,6 +79,8 @@ pub struct HeaderDeadline {
     fresh: bool,
     /// What is left to write of the problem answer that replaced Pingora's canned one.
     replacement: Option<Bytes>,
+    /// Bytes [`Peek::try_peek`] read, handed out by the next reads before the stream's.
+    peeked: BytesMut,
 }
 
 /// Which canned answer `head` is, if it is one Pingora writes when its parser refuses a
@@ -141,7 +146,24 @@ impl HeaderDeadline {
             tail: 0,
             fresh: true,
             replacement: None,
+            peeked: BytesMut::new(),
         }
+    }
+
+    /// Read until `want` bytes are kept in `peeked`, the stream ends, or the bytes cannot
+    /// be the start of the HTTP/2 preface (the only thing Pingora peeks for).
+    async fn peek_preface(&mut self, want: usize) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        while self.peeked.len() < want
+            && H2_FULL_PREFACE
+                .starts_with(&self.peeked[..self.peeked.len().min(H2_FULL_PREFACE.len())])
+        {
+            self.peeked.reserve(1024);
+            if self.inner.read_buf(&mut self.peeked).await? == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// No byte of an answer to the current request was written yet (so a write starting
@@ -268,7 +290,13 @@ impl AsyncRead for HeaderDeadline {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let res = if this.peeked.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.peeked.len().min(buf.remaining());
+            buf.put_slice(&this.peeked.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         match &res {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
@@ -434,20 +462,28 @@ impl GetSocketDigest for HeaderDeadline {
 }
 
 #[async_trait]
+/// Pingora peeks for the h2c preface (24 bytes) before it reads a connection's first
+/// request. Its own stream's peek waits for all 24 bytes, so a shorter HTTP/1 request
+/// (`GET / HTTP/1.0` and a blank line is 18) waited for the head deadline and was closed
+/// unanswered. This peek stops as soon as the bytes cannot be the preface (or the stream
+/// ends), and keeps what it read for the reads that follow; the head deadline holds.
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if self.phase != Phase::InHead {
-            return self.inner.try_peek(buf).await;
-        }
-        // Pingora peeks for the h2c preface before reading: the head deadline holds here too.
-        let deadline = self.sleep.deadline();
-        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
-            Ok(res) => res,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not received in time",
-            )),
-        }
+        let want = buf.len();
+        let read = if self.phase == Phase::InHead {
+            let deadline = self.sleep.deadline();
+            match tokio::time::timeout_at(deadline, self.peek_preface(want)).await {
+                Ok(res) => res,
+                Err(_) => Err(Self::timed_out()),
+            }
+        } else {
+            self.peek_preface(want).await
+        };
+        read?;
+        let n = self.peeked.len().min(want);
+        buf[..n].copy_from_slice(&self.peeked[..n]);
+        buf[n..].fill(0);
+        Ok(true)
     }
 }
 

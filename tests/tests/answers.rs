@@ -238,6 +238,36 @@ fn heads_past_the_parsers_limits_are_431_too() {
     assert_eq!(up.count(), 1);
 }
 
+/// Requests shorter than the HTTP/2 preface (24 bytes), such as a health checker's
+/// `GET / HTTP/1.0` with no header, are answered at once: Pingora's peek for the h2c
+/// preface waited for 24 bytes, and so for the head deadline (then closed unanswered).
+#[test]
+fn requests_shorter_than_the_h2_preface_are_answered() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&echo_config(&up.url()));
+    for req in [
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET /echo HTTP/1.0\r\n\r\n",
+        "GET /\r\n\r\n",
+    ] {
+        assert!(req.len() < 24);
+        let started = std::time::Instant::now();
+        let mut conn = RawConn::connect(gw.addr());
+        conn.set_read_timeout(Duration::from_secs(3));
+        let r = conn.request(req.as_bytes());
+        assert_ne!(
+            r.status,
+            0,
+            "{req:?}: no answer after {:?}",
+            started.elapsed()
+        );
+        assert!(r.header("x-request-id").is_some(), "{req:?}: {r:?}");
+    }
+    let r = send_raw(gw.addr(), b"GET /echo HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.expect_last().uri, "/");
+}
+
 /// CONNECT is refused with a 405 problem (no tunnel is ever opened), not Pingora's bare
 /// 405.
 #[test]
