@@ -83,10 +83,7 @@ impl FromRequestParts<AdminState> for Planner {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        match role_of(parts, state)? {
-            role @ (Role::Admin | Role::Operator) => Ok(Planner(role)),
-            Role::DataPlane => Err(only_control()),
-        }
+        reading_role(parts, state).map(Planner)
     }
 }
 
@@ -159,10 +156,7 @@ impl FromRequestParts<AdminState> for Reader {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        match role_of(parts, state)? {
-            Role::Admin | Role::Operator => Ok(Reader),
-            Role::DataPlane => Err(only_control()),
-        }
+        reading_role(parts, state).map(|_| Reader)
     }
 }
 
@@ -190,10 +184,15 @@ impl FromRequestParts<AdminState> for Purger {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        match role_of(parts, state)? {
-            role @ (Role::Admin | Role::Operator) => Ok(Purger(role)),
-            Role::DataPlane => Err(only_control()),
-        }
+        reading_role(parts, state).map(Purger)
+    }
+}
+
+/// The admin or the operator role (the ones that read); the dataplane role gets 403.
+fn reading_role(parts: &Parts, state: &AdminState) -> Result<Role, Problem> {
+    match role_of(parts, state)? {
+        role @ (Role::Admin | Role::Operator) => Ok(role),
+        Role::DataPlane => Err(only_control()),
     }
 }
 
