@@ -57,6 +57,14 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
     let mut lengths = 0usize;
     let mut chunked = false;
     let mut hosts = 0usize;
+    // Empty lines before the request line are skipped by the parser (RFC 9112 §2.2) but
+    // are part of the raw head Pingora keeps: skip them too, or the checks would take the
+    // first of them for the end of the head.
+    let skip = raw
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(raw.len());
+    let raw = &raw[skip..];
     // Line by line (one memchr iterator over the head's line feeds), the request line
     // skipped.
     let mut feeds = memchr::memchr_iter(b'\n', raw);
@@ -178,6 +186,23 @@ mod tests {
             check("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n"),
             Err(HeadProblem::FoldedHeader)
         );
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_hide_nothing() {
+        for lead in ["\r\n", "\r\n\r\n", "\n\r\n\n"] {
+            assert_eq!(
+                check(&format!("{lead}GET / HTTP/1.1\r\nHost: a\r\n\r\n")),
+                Ok(())
+            );
+            assert_eq!(
+                check(&format!(
+                    "{lead}POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"
+                )),
+                Err(HeadProblem::DuplicateLength),
+                "{lead:?}"
+            );
+        }
     }
 
     #[test]

@@ -147,32 +147,35 @@ fn a_body_after_100_continue_is_no_head() {
     assert_eq!(up.requests()[0].body, b"hello");
 }
 
-/// A pipelined request whose body comes in a later read than its head is no head: it is
-/// not cut off by the head deadline while a slow upstream answers.
+/// The next head's deadline cannot be dodged on a keep-alive connection: not by sending
+/// its start with the previous request (the rest then starts with a space), nor by empty
+/// lines before it (which a watch for `\r\n\r\n` would take for a head's end).
 #[test]
-fn a_pipelined_body_is_not_taken_for_a_trickled_head() {
+fn a_keep_alive_head_cannot_dodge_its_deadline() {
     let (up, gw) = start();
-    up.set_delay(Duration::from_millis(1500));
-    let mut conn = RawConn::connect(gw.addr());
-    conn.send(
-        b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n\
-          POST /echo/two HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
-          Content-Length: 7\r\n\r\n",
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    conn.send(br#"{"a":1}"#);
-    let first = conn.read_response();
-    assert_eq!(first.status, 200, "{first:?}");
-    let second = conn.read_response();
-    assert_eq!(second.status, 200, "{second:?}");
-    let last = up.expect_last();
-    assert_eq!(
-        (last.method.as_str(), &last.body[..]),
-        ("POST", &br#"{"a":1}"#[..])
-    );
-    // Then idle and a third request on the same connection (past the head deadline).
-    std::thread::sleep(Duration::from_millis(1200));
-    up.set_delay(Duration::ZERO);
-    let third = conn.request(b"GET /echo/three HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!(third.status, 200, "{third:?}");
+    for (first, then) in [
+        (
+            &b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/two HTTP/1.1\r\nX-Foo: "[..],
+            &b" "[..],
+        ),
+        (
+            &b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            &b"\n\r\n"[..],
+        ),
+        (&b""[..], &b"\r\n\r\n"[..]),
+    ] {
+        let mut stream = std::net::TcpStream::connect(gw.addr()).expect("connect");
+        if !first.is_empty() {
+            stream.write_all(first).expect("write");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut stream, &mut buf).expect("first answer");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "first answer");
+        }
+        let (closed, took) = trickle(&mut stream, then);
+        assert_cut(closed, took);
+    }
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
 }
