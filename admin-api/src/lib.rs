@@ -341,8 +341,9 @@ pub async fn serve(
 /// Serve `router` on `listener` (HTTP/1.1) until `shutdown` completes, then let the
 /// requests in flight finish. Every request head must arrive within `head_timeout` of the
 /// connection's start or of the previous answer (hyper's header read timeout), which also
-/// closes idle keep-alive connections after it; at most [`MAX_CONNECTIONS`] are served at
-/// once. For the admin listener and the data planes' status listener.
+/// closes idle keep-alive connections after it; a write of an answer that the client does
+/// not take for `head_timeout` closes the connection too; at most [`MAX_CONNECTIONS`] are
+/// served at once. For the admin listener and the data planes' status listener.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -377,8 +378,13 @@ pub async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // A client that stops reading its answers (say, after pipelining many requests)
+        // would hold its slot for good: a write that cannot go on for `head_timeout`
+        // fails and closes the connection.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(head_timeout));
         let conn = http.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(Box::pin(stream)),
             TowerToHyperService::new(router.clone()),
         );
         let conn = graceful.watch(conn);

@@ -113,6 +113,43 @@ fn admin_connections_that_send_no_head_are_closed() {
     );
 }
 
+/// A client that pipelines requests and stops reading their answers does not hold its
+/// admin connection for good: a write the client does not take within the head timeout
+/// closes it, before all the answers went out.
+#[test]
+fn an_admin_client_that_stops_reading_is_cut_off() {
+    use std::io::{Read, Write};
+    let up = Upstream::start("u");
+    let gw = Gateway::builder(&config(&up.url(), 1))
+        .admin_token(ADMIN)
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "1")
+        .start();
+    let mut s = std::net::TcpStream::connect(gw.admin_addr()).expect("connect");
+    // 400 answers of about 50 KiB: far more than the sockets' buffers hold.
+    let one = b"GET /dashboard/uPlot.iife.min.js HTTP/1.1\r\nHost: a\r\n\r\n";
+    let requests = 400;
+    let _ = s.write_all(&one.repeat(requests));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    // Bounded: at most 30 MB or a 5 s silence.
+    while got < 30 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < requests * 50_000,
+        "all {requests} answers were written ({got} bytes): the stalled writer was never cut off"
+    );
+    // The listener still answers.
+    let r = raw_get(gw.admin_addr(), "/healthz", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[tokio::test]
 async fn missing_or_unknown_token_is_401_with_a_challenge() {
     let up = Upstream::start("u");
