@@ -50,6 +50,9 @@ pub struct Proxy {
     gw: Arc<Gateway>,
     /// Upstream connections of the buffered path (see [`crate::buffered`]).
     pub(crate) connector: pingora_core::connectors::http::Connector,
+    /// Longest idle time of an HTTP/1.x keep-alive connection between requests, seconds
+    /// (at least one).
+    keepalive_secs: u64,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -61,11 +64,13 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// A proxy serving `gw`'s live config.
-    pub fn new(gw: Arc<Gateway>) -> Proxy {
+    /// A proxy serving `gw`'s live config, closing HTTP/1.x keep-alive connections idle
+    /// for `keepalive_secs` (at least one) between requests.
+    pub fn new(gw: Arc<Gateway>, keepalive_secs: u64) -> Proxy {
         Proxy {
             gw,
             connector: pingora_core::connectors::http::Connector::new(None),
+            keepalive_secs: keepalive_secs.max(1),
         }
     }
 }
@@ -683,9 +688,19 @@ impl ProxyHttp for Proxy {
         // answer is served after it, in order. Pingora's default closes the connection
         // after the first answer and drops the rest; the setting carries over to the
         // connection's later requests.
+        //
+        // Keep-alive: Pingora waits for the next request on an HTTP/1.1 connection with no
+        // limit, or as long as the client's `Keep-Alive: timeout=N` asks; the wait is
+        // capped at the proxy's keep-alive timeout (also carried over to later requests).
         if let ServerSession::H1(h1) = session.as_downstream_mut() {
             if !h1.pipelining_enabled() {
                 h1.set_pipelining_enabled(true);
+            }
+            match h1.get_keepalive_timeout() {
+                Some(secs) if secs == 0 || secs > self.keepalive_secs => {
+                    h1.set_server_keepalive(Some(self.keepalive_secs));
+                }
+                _ => {}
             }
         }
 

@@ -35,6 +35,9 @@ pub struct ServeOptions {
     pub grace_period: Duration,
     /// Longest time a client may take to send a request head (slow-loris defence).
     pub header_read_timeout: Duration,
+    /// Longest time an idle keep-alive connection stays open (HTTP/1.x between requests,
+    /// HTTP/2 with no stream open); whole seconds, at least one.
+    pub keepalive_timeout: Duration,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
@@ -50,6 +53,8 @@ impl std::fmt::Debug for ServeOptions {
             .field("tls", &self.tls.as_ref().map(|t| &t.0))
             .field("threads", &self.threads)
             .field("grace_period", &self.grace_period)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("keepalive_timeout", &self.keepalive_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +168,15 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // Pingora's own CONNECT refusal is a bare 405; the proxy's request_filter refuses it
     // with a problem answer instead (nothing is ever tunnelled).
     server_options.allow_connect_method_proxying = true;
-    let mut app = pingora_proxy::http_proxy(&server.configuration, Proxy::new(gw.clone()));
+    // Idle connections are closed: an HTTP/2 one with no stream open after this (without
+    // it, one that sent only the preface stayed open for good), an HTTP/1.x one between
+    // requests by the proxy's request_filter (Pingora's own default there is no limit).
+    let keepalive = opts.keepalive_timeout.max(Duration::from_secs(1));
+    server_options.h2_idle_timeout = Some(keepalive);
+    let mut app = pingora_proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(gw.clone(), keepalive.as_secs()),
+    );
     app.server_options = Some(server_options);
     let mut proxy = ListeningService::new(
         "tollgate proxy".to_string(),

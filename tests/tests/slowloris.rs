@@ -1,5 +1,6 @@
 //! Slow-loris: a request head trickled byte by byte is cut off after
-//! `--header-read-timeout`, while an idle keep-alive connection is not.
+//! `--header-read-timeout`, while an idle keep-alive connection is not (until
+//! `--keepalive-timeout`).
 #![allow(missing_docs)]
 
 use std::io::Write;
@@ -109,6 +110,53 @@ fn an_idle_keep_alive_connection_is_not_cut_and_prompt_heads_pass() {
     let second = conn.request(b"GET /echo/two HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(second.status, 200);
     assert_eq!(up.count(), 2);
+}
+
+/// Idle connections do not stay open for good (they would use up the process's
+/// descriptors): HTTP/1.1 and HTTP/1.0 keep-alive ones after an answer (also one that
+/// asked for a longer `Keep-Alive: timeout`) and an h2c one that sent only the preface are
+/// closed after `--keepalive-timeout`.
+#[test]
+fn idle_connections_are_closed_after_the_keepalive_timeout() {
+    let up = Upstream::start("a");
+    let gw = Gateway::builder(&echo_config(&up.url()))
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "1")
+        .env("TOLLGATE_KEEPALIVE_TIMEOUT", "2")
+        .start();
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    for (head, status) in [
+        (&b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"[..], 404),
+        (
+            &b"GET /echo/a HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=600\r\n\r\n"[..],
+            200,
+        ),
+        (
+            &b"GET /echo/b HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"[..],
+            200,
+        ),
+    ] {
+        let mut conn = RawConn::connect(gw.addr());
+        let a = conn.request(head);
+        assert_eq!(a.status, status, "{}", a.text());
+        conns.push(conn);
+    }
+    let mut h2 = RawConn::connect(gw.addr());
+    h2.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    conns.push(h2);
+    for (i, conn) in conns.iter_mut().enumerate() {
+        assert!(
+            conn.wait_closed(Duration::from_secs(8)),
+            "idle connection {i} stayed open for {:?}",
+            started.elapsed()
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+    assert_eq!(up.count(), 2, "{:?}", up.requests());
 }
 
 #[tokio::test]

@@ -111,6 +111,10 @@ struct ServeArgs {
     /// defence); the connection is closed after it.
     #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     header_read_timeout: u64,
+    /// Longest time an idle keep-alive connection (HTTP/1.1 between requests, HTTP/2 with
+    /// no stream open) stays open on the proxy listeners, in seconds.
+    #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value_t = 60)]
+    keepalive_timeout: u64,
     #[command(flatten)]
     telemetry: telemetry::TelemetryArgs,
 }
@@ -308,6 +312,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         threads,
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        keepalive_timeout: Duration::from_secs(args.keepalive_timeout.max(1)),
         on_reload,
         on_shutdown,
         extra_services: vec![admin, counters],

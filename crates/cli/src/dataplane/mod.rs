@@ -290,6 +290,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         threads,
         grace_period: Duration::from_secs(a.grace_period),
         header_read_timeout: Duration::from_secs(a.header_read_timeout.max(1)),
+        keepalive_timeout: Duration::from_secs(a.keepalive_timeout.max(1)),
         on_reload: None,
         on_shutdown,
         extra_services,
