@@ -315,6 +315,12 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     m.config_swapped_at
         .set(telemetry.swapped_at_ms() as f64 / 1000.0);
     m.inflight.set(gw.inflight() as i64);
+    let conns = gw.connections();
+    m.connections_open
+        .set(i64::try_from(conns.open()).unwrap_or(i64::MAX));
+    m.connections_max
+        .set(i64::try_from(conns.max()).unwrap_or(i64::MAX));
+    Metrics::sync_counter(&m.connections_refused, conns.refused());
     Metrics::sync_counter(&m.jwks_failures, gw.registries().jwt.jwks().failure_count());
     let store_errors = gw.registries().counters.store_errors();
     for (outcome, n) in [

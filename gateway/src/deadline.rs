@@ -20,6 +20,7 @@
 //! a `malformed-request` problem+json with a fresh `X-Request-Id` and `Connection: close`
 //! in its place (Pingora closes the connection after it).
 
+use crate::connections::{ConnectionLimit, ConnectionSlot};
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::apps::ServerApp;
@@ -83,6 +84,8 @@ pub struct HeaderDeadline {
     replacement: Option<Bytes>,
     /// Bytes [`Peek::try_peek`] read, handed out by the next reads before the stream's.
     peeked: BytesMut,
+    /// The connection's place under the connection cap, freed with the stream.
+    _slot: Option<ConnectionSlot>,
 }
 
 /// Which canned answer `head` is, if it is one Pingora writes when its parser refuses a
@@ -150,7 +153,14 @@ impl HeaderDeadline {
             blank: true,
             replacement: None,
             peeked: BytesMut::new(),
+            _slot: None,
         }
+    }
+
+    /// Hold `slot` (under the connection cap) for as long as the stream lives.
+    pub fn holding(mut self, slot: ConnectionSlot) -> HeaderDeadline {
+        self._slot = Some(slot);
+        self
     }
 
     /// Read until `want` bytes are kept in `peeked`, the stream ends, or the bytes cannot
@@ -488,19 +498,22 @@ impl Peek for HeaderDeadline {
 }
 
 /// A server app that wraps every accepted connection in a [`HeaderDeadline`] before
-/// handing it to `inner` (the HTTP proxy).
+/// handing it to `inner` (the HTTP proxy), and closes it at once when `connections` has
+/// no slot left for it.
 #[derive(Debug)]
 pub struct WithHeaderDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
+    connections: Arc<ConnectionLimit>,
 }
 
 impl<A> WithHeaderDeadline<A> {
     /// Wrap `inner`.
-    pub fn new(inner: A, limit: Duration) -> Self {
+    pub fn new(inner: A, limit: Duration, connections: Arc<ConnectionLimit>) -> Self {
         WithHeaderDeadline {
             inner: Arc::new(inner),
             limit,
+            connections,
         }
     }
 }
@@ -517,7 +530,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
         let stream: Stream = if session.as_any().is::<HeaderDeadline>() {
             session
         } else {
-            Box::new(HeaderDeadline::new(session, self.limit))
+            // Past the cap, dropping the stream closes it.
+            let slot = self.connections.try_open()?;
+            Box::new(HeaderDeadline::new(session, self.limit).holding(slot))
         };
         self.inner.process_new(stream, shutdown).await
     }

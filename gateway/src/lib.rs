@@ -9,6 +9,7 @@
 mod buffered;
 mod cache;
 pub mod checks;
+pub mod connections;
 pub mod deadline;
 pub mod keys;
 pub mod normalize;
@@ -105,6 +106,7 @@ pub struct Gateway {
     pools: PoolRegistry,
     subscriptions: Arc<dyn SubscriptionLookup>,
     inflight: AtomicUsize,
+    connections: Arc<connections::ConnectionLimit>,
     revisions: AtomicU64,
     apply_lock: Mutex<()>,
     registries: Arc<tollgate_policies::Registries>,
@@ -131,6 +133,7 @@ impl Gateway {
             pools: PoolRegistry::default(),
             subscriptions,
             inflight: AtomicUsize::new(0),
+            connections: Arc::default(),
             revisions: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
             registries,
@@ -197,6 +200,11 @@ impl Gateway {
     /// Requests being processed right now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
+    }
+
+    /// The proxy listeners' open client connections and their cap.
+    pub fn connections(&self) -> &Arc<connections::ConnectionLimit> {
+        &self.connections
     }
 
     /// The policies' long-lived registries.

@@ -38,6 +38,9 @@ pub struct ServeOptions {
     /// Longest time an idle keep-alive connection stays open (HTTP/1.x between requests,
     /// HTTP/2 with no stream open); whole seconds, at least one.
     pub keepalive_timeout: Duration,
+    /// Most client connections open at once on the proxy listeners; `None`: derived from
+    /// the descriptor limit ([`crate::connections::default_max`]).
+    pub max_connections: Option<usize>,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
@@ -55,6 +58,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("grace_period", &self.grace_period)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +144,20 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "proxy listening");
     }
+    // The soft descriptor limit is often far below the hard one (1024 in many containers
+    // and shells): raise it as far as allowed, then cap the client connections below it.
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let max_connections = opts
+        .max_connections
+        .unwrap_or_else(|| crate::connections::default_max(nofile));
+    gw.connections().set_max(max_connections);
+    tracing::info!(nofile, max_connections, "client connection cap");
     let mut conf = ServerConf {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(opts.grace_period.as_secs() + 1),
@@ -180,7 +198,7 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     app.server_options = Some(server_options);
     let mut proxy = ListeningService::new(
         "tollgate proxy".to_string(),
-        WithHeaderDeadline::new(app, opts.header_read_timeout),
+        WithHeaderDeadline::new(app, opts.header_read_timeout, gw.connections().clone()),
     );
     proxy.add_tcp(&opts.listen);
     if let Some((addr, cert, key)) = &opts.tls {

@@ -159,6 +159,61 @@ fn idle_connections_are_closed_after_the_keepalive_timeout() {
     assert_eq!(up.count(), 2, "{:?}", up.requests());
 }
 
+/// `--max-connections`: a connection accepted while the cap is reached is closed at once,
+/// with no answer; once one closes, new ones are served again.
+#[test]
+fn connections_past_the_cap_are_closed_at_once() {
+    let up = Upstream::start("a");
+    let gw = Gateway::builder(&echo_config(&up.url()))
+        .env("TOLLGATE_MAX_CONNECTIONS", "2")
+        .admin_token("t0ken-for-the-cap")
+        .start();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut conn = RawConn::connect(gw.addr());
+        let a = conn.request(format!("GET /echo/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(a.status, 200, "{}", a.text());
+        held.push(conn);
+    }
+    let mut third = RawConn::connect(gw.addr());
+    let a = third.request(b"GET /echo/third HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        a.status, 0,
+        "a third connection was served past the cap of 2: {a:?}"
+    );
+    assert!(
+        third.wait_closed(Duration::from_secs(1)),
+        "a third connection was kept past the cap of 2"
+    );
+    drop(held.pop());
+    // The freed slot is taken by a later connection (the close reaches the gateway soon).
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let mut conn = RawConn::connect(gw.addr());
+        let a = conn.request(b"GET /echo/later HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        statuses.push(a.status);
+        if a.status != 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    let metrics = raw_get(
+        gw.admin_addr(),
+        "/metrics",
+        &["Authorization: Bearer t0ken-for-the-cap"],
+    );
+    let text = metrics.text();
+    assert!(text.contains("tollgate_connections_max 2\n"), "{text}");
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{text}");
+    assert_eq!(up.count(), 3, "{:?}", up.requests());
+}
+
 #[tokio::test]
 async fn an_http2_connection_outlives_the_head_timeout() {
     let (up, gw) = start();

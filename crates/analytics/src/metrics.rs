@@ -60,6 +60,12 @@ pub struct Metrics {
     pub config_swapped_at: Gauge,
     /// `tollgate_requests_in_flight`.
     pub inflight: IntGauge,
+    /// `tollgate_connections_open`: client connections open on the proxy listeners.
+    pub connections_open: IntGauge,
+    /// `tollgate_connections_max`: their cap (`--max-connections`).
+    pub connections_max: IntGauge,
+    /// `tollgate_connections_refused_total`: connections closed at once at the cap.
+    pub connections_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -188,6 +194,21 @@ impl Metrics {
             .expect("valid metric"),
             inflight: IntGauge::with_opts(opts("requests_in_flight", "Requests being processed."))
                 .expect("valid metric"),
+            connections_open: IntGauge::with_opts(opts(
+                "connections_open",
+                "Client connections open on the proxy listeners.",
+            ))
+            .expect("valid metric"),
+            connections_max: IntGauge::with_opts(opts(
+                "connections_max",
+                "Most client connections open at once on the proxy listeners.",
+            ))
+            .expect("valid metric"),
+            connections_refused: IntCounter::with_opts(opts(
+                "connections_refused_total",
+                "Client connections closed at once because the cap was reached.",
+            ))
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -207,6 +228,9 @@ impl Metrics {
             Box::new(m.config_revision.clone()),
             Box::new(m.config_swapped_at.clone()),
             Box::new(m.inflight.clone()),
+            Box::new(m.connections_open.clone()),
+            Box::new(m.connections_max.clone()),
+            Box::new(m.connections_refused.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("unique metric names");

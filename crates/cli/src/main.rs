@@ -115,6 +115,10 @@ struct ServeArgs {
     /// no stream open) stays open on the proxy listeners, in seconds.
     #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value_t = 60)]
     keepalive_timeout: u64,
+    /// Most client connections open at once on the proxy listeners; one accepted past it
+    /// is closed at once (default: half the descriptor limit, less a reserve).
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
     #[command(flatten)]
     telemetry: telemetry::TelemetryArgs,
 }
@@ -313,6 +317,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         keepalive_timeout: Duration::from_secs(args.keepalive_timeout.max(1)),
+        max_connections: args
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         on_reload,
         on_shutdown,
         extra_services: vec![admin, counters],
