@@ -291,6 +291,22 @@ fn connect_is_a_405_problem() {
     assert_eq!(up.count(), 0);
 }
 
+/// A refusal written before the request's body was read closes the connection (the body
+/// is not read only to be thrown away), and says so; the body never reaches the upstream.
+#[test]
+fn a_refusal_with_an_unread_body_closes_the_connection() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    let r = send_raw(
+        gw.addr(),
+        b"POST /keyed/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(r.closed, "the connection stayed open");
+    assert_eq!(up.count(), 0);
+}
+
 #[test]
 fn keep_alive_survives_401_and_404() {
     let up = Upstream::start("a");
