@@ -22,6 +22,11 @@ pub enum HeadProblem {
     MissingHost,
     /// A folded (obsolete line folding) header line (400, close).
     FoldedHeader,
+    /// A `Transfer-Encoding` that is empty or names `chunked` more than once (400, close).
+    BadCoding,
+    /// A transfer coding other than `chunked`, e.g. `gzip, chunked` (501, close): the
+    /// proxy would pass the coded bytes on as a plain body.
+    UnsupportedCoding,
 }
 
 impl HeadProblem {
@@ -29,6 +34,7 @@ impl HeadProblem {
     pub fn status(self) -> u16 {
         match self {
             HeadProblem::TooLarge => 431,
+            HeadProblem::UnsupportedCoding => 501,
             _ => 400,
         }
     }
@@ -45,6 +51,12 @@ impl HeadProblem {
             HeadProblem::DuplicateHost => "the request has more than one Host header",
             HeadProblem::MissingHost => "an HTTP/1.1 request needs a Host header",
             HeadProblem::FoldedHeader => "folded header lines are not accepted",
+            HeadProblem::BadCoding => {
+                "the request's Transfer-Encoding is empty or names chunked more than once"
+            }
+            HeadProblem::UnsupportedCoding => {
+                "the only transfer coding accepted on requests is chunked"
+            }
         }
     }
 }
@@ -56,6 +68,7 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
     }
     let mut lengths = 0usize;
     let mut chunked = false;
+    let mut codings = 0usize;
     let mut hosts = 0usize;
     // Empty lines before the request line are skipped by the parser (RFC 9112 §2.2) but
     // are part of the raw head Pingora keeps: skip them too, or the checks would take the
@@ -103,9 +116,22 @@ pub fn check_h1_head(raw: &[u8], http11: bool, max_len: usize) -> Result<(), Hea
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = true;
+            for coding in line[colon + 1..].split(|&b| b == b',') {
+                let coding = trim(coding);
+                if coding.is_empty() {
+                    continue;
+                }
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Err(HeadProblem::UnsupportedCoding);
+                }
+                codings += 1;
+            }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         }
+    }
+    if chunked && codings != 1 {
+        return Err(HeadProblem::BadCoding);
     }
     if lengths > 0 && chunked {
         return Err(HeadProblem::LengthAndChunked);
@@ -162,6 +188,19 @@ mod tests {
             check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(HeadProblem::LengthAndChunked)
         );
+        for (te, want) in [
+            ("gzip, chunked", Err(HeadProblem::UnsupportedCoding)),
+            (
+                "chunked\r\nTransfer-Encoding: gzip",
+                Err(HeadProblem::UnsupportedCoding),
+            ),
+            ("chunked, chunked", Err(HeadProblem::BadCoding)),
+            ("", Err(HeadProblem::BadCoding)),
+            (" Chunked ", Ok(())),
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(check(&head), want, "{te:?}");
+        }
         assert_eq!(
             check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n"),
             Err(HeadProblem::DuplicateLength)

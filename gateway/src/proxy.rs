@@ -674,10 +674,10 @@ impl ProxyHttp for Proxy {
             let raw = h1.get_headers_raw_bytes();
             let http11 = session.req_header().version == Version::HTTP_11;
             if let Err(p) = check_h1_head(&raw, http11, limits.max_request_headers) {
-                let (slug, title) = if p.status() == 431 {
-                    ("headers-too-large", "Request Header Fields Too Large")
-                } else {
-                    ("malformed-request", "Bad Request")
+                let (slug, title) = match p.status() {
+                    431 => ("headers-too-large", "Request Header Fields Too Large"),
+                    501 => ("unsupported-transfer-coding", "Not Implemented"),
+                    _ => ("malformed-request", "Bad Request"),
                 };
                 let a = problem(p.status(), slug, title, p.detail());
                 return self.reject(session, ctx, a, true).await;

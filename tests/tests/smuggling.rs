@@ -9,24 +9,29 @@ use std::time::Duration;
 use tollgate_tests::*;
 
 fn check_rejected(shape: &str, request: &str) {
+    check_refused(shape, request, 400, "malformed-request");
+}
+
+fn check_refused(shape: &str, request: &str, status: u16, slug: &str) {
     let up = Upstream::start("a");
     let gw = Gateway::start(&echo_config(&up.url()));
     let r = send_raw(gw.addr(), request.as_bytes());
     assert_eq!(
         r.status,
-        400,
-        "{shape}: expected 400, got {} {:?}; body {:?}",
+        status,
+        "{shape}: expected {status}, got {} {:?}; body {:?}",
         r.status,
         r.reason,
         r.text()
     );
     assert!(
         r.closed,
-        "{shape}: the connection stayed open after the 400"
+        "{shape}: the connection stayed open after the {status}"
     );
-    let doc = r.assert_problem(400);
+    let doc = r.assert_problem(status);
     assert_eq!(
-        doc["type"], "urn:tollgate:problem:malformed-request",
+        doc["type"],
+        format!("urn:tollgate:problem:{slug}"),
         "{shape}: {doc}"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -35,6 +40,24 @@ fn check_rejected(shape: &str, request: &str) {
         0,
         "{shape}: the upstream received {:?}",
         up.requests()
+    );
+}
+
+/// A transfer coding other than chunked (RFC 9112 §6.1: 501) would reach the upstream
+/// as a plain chunked body, its coded bytes taken for content; chunked twice is malformed.
+#[test]
+fn transfer_codings_other_than_chunked() {
+    check_refused(
+        "TE gzip, chunked",
+        "POST /echo/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
+        501,
+        "unsupported-transfer-coding",
+    );
+    check_rejected(
+        "TE chunked, chunked",
+        "POST /echo/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
     );
 }
 
