@@ -228,7 +228,10 @@ pub(crate) fn write_config(
     req: WriteRequest<'_>,
     make_text: impl FnOnce(&Snapshot) -> Result<String, ApplyFailure>,
 ) -> Result<ApplyOutcome, ApplyFailure> {
-    let _guard = CONFIG_WRITES.lock().unwrap_or_else(|e| e.into_inner());
+    // A dry run stores and applies nothing: it plans against the snapshot live when it
+    // starts, without the write lock, so that planning (parsing, resolving upstream
+    // hosts) never holds up a write.
+    let _guard = (!req.dry_run).then(|| CONFIG_WRITES.lock().unwrap_or_else(|e| e.into_inner()));
     let live = state.gateway.snapshot();
     if let Some(cond) = &req.if_match {
         if !cond.matches(live.revision) {
@@ -428,6 +431,49 @@ mod tests {
         assert!(!IfMatch::from_headers(&h).unwrap().matches(3));
         h.insert(IF_MATCH, HeaderValue::from_static("*"));
         assert!(IfMatch::from_headers(&h).unwrap().matches(0));
+    }
+
+    /// A dry run (an operator's plan, `tollgate diff`) does not wait for a write in
+    /// progress, nor makes one wait.
+    #[test]
+    fn a_dry_run_does_not_take_the_write_lock() {
+        use std::sync::Arc;
+        use tollgate_gateway::keys::KeyRing;
+        use tollgate_gateway::Gateway;
+        use tollgate_store::{SqliteStore, Store};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let keys = Arc::new(KeyRing::new(store.installation_secret()));
+        let state = crate::AdminState {
+            gateway: Gateway::new(keys.clone()),
+            store,
+            keys,
+            tokens: crate::Tokens {
+                admin: "a".into(),
+                operator: None,
+                dataplane: None,
+            },
+            snapshots: Default::default(),
+        };
+        let held = CONFIG_WRITES.lock().unwrap_or_else(|e| e.into_inner());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let req = WriteRequest {
+                source: RevisionSource::Api,
+                actor: "operator",
+                action: "config.put",
+                target: "config".into(),
+                if_match: None,
+                dry_run: true,
+                assembled: false,
+            };
+            let outcome = write_config(&state, req, |_| Ok("version: 1\n".to_string()));
+            let _ = tx.send(outcome.map(|o| o.dry_run).map_err(|e| e.to_string()));
+        });
+        // Bounded: a plan that waits for the held lock fails here after 10 s.
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(held);
+        assert_eq!(got, Ok(Ok(true)));
     }
 
     #[test]
