@@ -133,6 +133,18 @@ impl BackgroundService for Maintenance {
     }
 }
 
+/// Raise the soft descriptor limit to the hard one (the soft one is often 1024 in shells
+/// and containers, the hard one far higher) and answer the limit now in force.
+pub fn raise_descriptor_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
 /// Run the gateway until a shutdown signal; never returns.
 pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // Pingora retries a busy address forever; an operator wants a clear failure instead.
@@ -144,15 +156,8 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "proxy listening");
     }
-    // The soft descriptor limit is often far below the hard one (1024 in many containers
-    // and shells): raise it as far as allowed, then cap the client connections below it.
-    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
-        }
-    };
+    // Raise the descriptor limit as far as allowed, then cap the client connections below it.
+    let nofile = raise_descriptor_limit();
     let max_connections = opts
         .max_connections
         .unwrap_or_else(|| crate::connections::default_max(nofile));

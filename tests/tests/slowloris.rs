@@ -214,6 +214,56 @@ fn connections_past_the_cap_are_closed_at_once() {
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
 
+/// The soft descriptor limit (1024 in many shells and containers) is raised to the hard
+/// one at start, and the default connection cap follows it.
+#[test]
+fn the_descriptor_limit_is_raised_at_start() {
+    fn limits(pid: u32) -> (u64, u64) {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a Max open files line");
+        let mut n = line["Max open files".len()..]
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().expect("a number"));
+        (n.next().expect("soft"), n.next().expect("hard"))
+    }
+    let me = std::process::id();
+    let (soft, hard) = limits(me);
+    // The gateway inherits this process's limits: lower the soft one for the spawn only.
+    let set = |soft: u64| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &me.to_string(), &format!("--nofile={soft}:{hard}")])
+            .status()
+            .expect("prlimit (util-linux)")
+            .success();
+        assert!(ok, "prlimit failed");
+    };
+    set(1024.min(hard));
+    let up = Upstream::start("a");
+    let config = echo_config(&up.url());
+    let started = std::panic::catch_unwind(move || {
+        Gateway::builder(&config)
+            .admin_token("t0ken-for-the-limit")
+            .start()
+    });
+    set(soft);
+    let gw = started.expect("the gateway started");
+    assert_eq!(limits(gw.pid()), (hard, hard));
+    let text = raw_get(
+        gw.admin_addr(),
+        "/metrics",
+        &["Authorization: Bearer t0ken-for-the-limit"],
+    )
+    .text();
+    let cap = (hard.saturating_sub(256) / 2).max(16);
+    assert!(
+        text.contains(&format!("tollgate_connections_max {cap}\n")),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn an_http2_connection_outlives_the_head_timeout() {
     let (up, gw) = start();

@@ -335,6 +335,9 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// `tollgate admin`: the admin API and the store, no proxy.
 fn admin_only(args: ServeArgs) -> ExitCode {
+    // Up to 1024 admin connections, the store and the data planes' channels.
+    let nofile = server::raise_descriptor_limit();
+    tracing::info!(nofile, "descriptor limit");
     let state = match control::open(&args) {
         Ok(s) => s,
         Err(e) => {
