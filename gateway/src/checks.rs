@@ -39,6 +39,15 @@ impl HeadProblem {
         }
     }
 
+    /// The problem document's type slug and title.
+    pub fn slug_and_title(self) -> (&'static str, &'static str) {
+        match self {
+            HeadProblem::TooLarge => ("headers-too-large", "Request Header Fields Too Large"),
+            HeadProblem::UnsupportedCoding => ("unsupported-transfer-coding", "Not Implemented"),
+            _ => ("malformed-request", "Bad Request"),
+        }
+    }
+
     /// Detail for the problem document.
     pub fn detail(self) -> &'static str {
         match self {

@@ -3,8 +3,8 @@
 //! Every client connection holds a descriptor (and, while a request is proxied, an upstream
 //! one); past the process's descriptor limit `accept` fails and the admin listener, the
 //! store and upstream connections fail with it. The proxy therefore closes a connection
-//! accepted while [`ConnectionLimit::max`] are open, at once and without an answer (as
-//! nginx does past `worker_connections`), and counts it.
+//! accepted while [`ConnectionLimit::max`] are open, at once and without an answer, and
+//! counts it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

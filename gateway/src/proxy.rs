@@ -65,7 +65,7 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     /// A proxy serving `gw`'s live config, closing HTTP/1.x keep-alive connections idle
-    /// for `keepalive_secs` (at least one) between requests.
+    /// for `keepalive_secs` between requests (at least one: zero would be no limit).
     pub fn new(gw: Arc<Gateway>, keepalive_secs: u64) -> Proxy {
         Proxy {
             gw,
@@ -674,11 +674,7 @@ impl ProxyHttp for Proxy {
             let raw = h1.get_headers_raw_bytes();
             let http11 = session.req_header().version == Version::HTTP_11;
             if let Err(p) = check_h1_head(&raw, http11, limits.max_request_headers) {
-                let (slug, title) = match p.status() {
-                    431 => ("headers-too-large", "Request Header Fields Too Large"),
-                    501 => ("unsupported-transfer-coding", "Not Implemented"),
-                    _ => ("malformed-request", "Bad Request"),
-                };
+                let (slug, title) = p.slug_and_title();
                 let a = problem(p.status(), slug, title, p.detail());
                 return self.reject(session, ctx, a, true).await;
             }

@@ -36,11 +36,11 @@ pub struct ServeOptions {
     /// Longest time a client may take to send a request head (slow-loris defence).
     pub header_read_timeout: Duration,
     /// Longest time an idle keep-alive connection stays open (HTTP/1.x between requests,
-    /// HTTP/2 with no stream open); whole seconds, at least one.
+    /// HTTP/2 with no stream open); whole seconds, less than one counts as one.
     pub keepalive_timeout: Duration,
     /// Most client connections open at once on the proxy listeners; `None`: derived from
     /// the descriptor limit ([`crate::connections::default_max`]).
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<u64>,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
@@ -158,9 +158,10 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     }
     // Raise the descriptor limit as far as allowed, then cap the client connections below it.
     let nofile = raise_descriptor_limit();
-    let max_connections = opts
-        .max_connections
-        .unwrap_or_else(|| crate::connections::default_max(nofile));
+    let max_connections = opts.max_connections.map_or_else(
+        || crate::connections::default_max(nofile),
+        |n| usize::try_from(n).unwrap_or(usize::MAX),
+    );
     gw.connections().set_max(max_connections);
     tracing::info!(nofile, max_connections, "client connection cap");
     let mut conf = ServerConf {

@@ -316,10 +316,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         threads,
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
-        keepalive_timeout: Duration::from_secs(args.keepalive_timeout.max(1)),
-        max_connections: args
-            .max_connections
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        keepalive_timeout: Duration::from_secs(args.keepalive_timeout),
+        max_connections: args.max_connections,
         on_reload,
         on_shutdown,
         extra_services: vec![admin, counters],

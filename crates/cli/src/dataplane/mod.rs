@@ -290,10 +290,8 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         threads,
         grace_period: Duration::from_secs(a.grace_period),
         header_read_timeout: Duration::from_secs(a.header_read_timeout.max(1)),
-        keepalive_timeout: Duration::from_secs(a.keepalive_timeout.max(1)),
-        max_connections: a
-            .max_connections
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        keepalive_timeout: Duration::from_secs(a.keepalive_timeout),
+        max_connections: a.max_connections,
         on_reload: None,
         on_shutdown,
         extra_services,
