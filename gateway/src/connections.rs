@@ -5,7 +5,16 @@
 //! store and upstream connections fail with it. The proxy therefore closes a connection
 //! accepted while [`ConnectionLimit::max`] are open, at once and without an answer, and
 //! counts it.
+//!
+//! The cap is looked at twice: as Pingora accepts a connection (the listeners' connection
+//! filter, before a TLS handshake or any task: a flood past the cap costs no handshake),
+//! and when the connection is handed to the proxy, which takes its slot
+//! ([`ConnectionLimit::try_open`]). Connections still in their TLS handshake hold no slot
+//! yet, so the first look can let a few more through at once; the second is exact.
 
+use async_trait::async_trait;
+use pingora_core::listeners::ConnectionFilter;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -60,6 +69,12 @@ impl ConnectionLimit {
         if taken.is_ok() {
             return Some(ConnectionSlot(self.clone()));
         }
+        self.refuse(max);
+        None
+    }
+
+    /// Count (and now and then log) a connection closed because `max` are open.
+    fn refuse(&self, max: usize) {
         let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         // Logged on the 1st, 2nd, 4th, 8th... refusal: a flood does not flood the log.
         if refused.is_power_of_two() {
@@ -69,7 +84,20 @@ impl ConnectionLimit {
                 "connection cap reached: new client connections are closed at once (--max-connections)"
             );
         }
-        None
+    }
+}
+
+/// Checked by the proxy listeners as each connection is accepted: one accepted while the
+/// cap is reached is closed there (and counted), before its TLS handshake.
+#[async_trait]
+impl ConnectionFilter for ConnectionLimit {
+    async fn should_accept(&self, _addr: Option<&SocketAddr>) -> bool {
+        let max = self.max();
+        if self.open() < max {
+            return true;
+        }
+        self.refuse(max);
+        false
     }
 }
 
@@ -107,6 +135,19 @@ mod tests {
         let _c = limit.try_open().expect("a freed slot is reused");
         drop(b);
         assert_eq!((limit.open(), limit.refused()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_accept_filter_refuses_at_the_cap() {
+        let limit = Arc::new(ConnectionLimit::default());
+        limit.set_max(1);
+        assert!(limit.should_accept(None).await);
+        let slot = limit.try_open().expect("first");
+        assert!(!limit.should_accept(None).await);
+        assert_eq!((limit.open(), limit.refused()), (1, 1));
+        drop(slot);
+        assert!(limit.should_accept(None).await);
+        assert_eq!(limit.refused(), 1);
     }
 
     #[test]

@@ -206,6 +206,9 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         "tollgate proxy".to_string(),
         WithHeaderDeadline::new(app, opts.header_read_timeout, gw.connections().clone()),
     );
+    // The connection cap is looked at as connections are accepted too: past it, a TLS
+    // connection is closed before its handshake.
+    proxy.set_connection_filter(gw.connections().clone());
     proxy.add_tcp(&opts.listen);
     if let Some((addr, cert, key)) = &opts.tls {
         let mut tls = TlsSettings::intermediate(cert, key)

@@ -214,6 +214,91 @@ fn connections_past_the_cap_are_closed_at_once() {
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
 
+/// A TLS 1.3 (or 1.2) ClientHello for x25519 with a fixed key share: enough for the
+/// gateway's rustls to answer with a ServerHello.
+fn client_hello() -> Vec<u8> {
+    fn block(len_bytes: usize, body: &[u8]) -> Vec<u8> {
+        let len = body.len().to_be_bytes();
+        [&len[len.len() - len_bytes..], body].concat()
+    }
+    fn ext(id: u16, body: &[u8]) -> Vec<u8> {
+        [&id.to_be_bytes()[..], &block(2, body)].concat()
+    }
+    let mut share = vec![0x00, 0x1d];
+    share.extend(block(2, &[[9u8].as_slice(), &[0; 31]].concat()));
+    let exts = [
+        ext(0x000a, &block(2, &[0x00, 0x1d, 0x00, 0x17])), // supported_groups
+        ext(0x000b, &block(1, &[0])),                      // ec_point_formats
+        ext(0x000d, &block(2, &[4, 3, 8, 4, 4, 1, 8, 7])), // signature_algorithms
+        ext(0x002b, &block(1, &[3, 4, 3, 3])),             // supported_versions
+        ext(0x0033, &block(2, &share)),                    // key_share
+    ]
+    .concat();
+    let mut hello = vec![3, 3];
+    hello.extend([0x42; 32]); // random
+    hello.push(0); // no session id
+    hello.extend(block(2, &[0x13, 0x01, 0xc0, 0x2b, 0xc0, 0x2f]));
+    hello.extend(block(1, &[0])); // no compression
+    hello.extend(block(2, &exts));
+    let handshake = [&[1u8][..], &block(3, &hello)].concat();
+    [&[0x16, 3, 1][..], &block(2, &handshake)].concat()
+}
+
+/// What the TLS listener at `addr` answers to a ClientHello within 2 s (empty when it
+/// closes the connection without a word).
+fn hello_reply(addr: std::net::SocketAddr) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let _ = s.write_all(&client_hello());
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Past the cap, a connection to the TLS listener is closed before its handshake: the
+/// ClientHello gets no ServerHello (a flood past the cap costs no handshakes).
+#[test]
+fn past_the_cap_a_tls_connection_gets_no_handshake() {
+    let up = Upstream::start("a");
+    let gw = Gateway::builder(&echo_config(&up.url()))
+        .tls()
+        .env("TOLLGATE_MAX_CONNECTIONS", "1")
+        .start();
+    // Under the cap the handshake starts (a handshake never finished takes no slot).
+    let reply = hello_reply(gw.tls_addr());
+    assert_eq!(reply.first(), Some(&0x16), "no ServerHello: {reply:?}");
+    // One plain keep-alive connection takes the only slot.
+    let mut held = RawConn::connect(gw.addr());
+    let a = held.request(b"GET /echo/held HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let reply = hello_reply(gw.tls_addr());
+    assert!(
+        reply.is_empty(),
+        "a TLS connection past the cap got a handshake answer: {reply:?}"
+    );
+    drop(held);
+    // Once the slot is freed (the close reaches the gateway soon), handshakes resume.
+    let mut replies = Vec::new();
+    for _ in 0..20 {
+        let reply = hello_reply(gw.tls_addr());
+        let done = reply.first() == Some(&0x16);
+        replies.push(reply);
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        replies.last().and_then(|r| r.first()),
+        Some(&0x16),
+        "{replies:?}"
+    );
+}
+
 /// The soft descriptor limit (1024 in many shells and containers) is raised to the hard
 /// one at start, and the default connection cap follows it.
 #[test]
@@ -298,6 +383,35 @@ fn a_body_after_100_continue_is_no_head() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(up.count(), 1);
     assert_eq!(up.requests()[0].body, b"hello");
+}
+
+/// After an interim `100 Continue` and the body, the connection is kept alive like any
+/// other: the final answer does not say `Connection: close`, and the next request on the
+/// same connection is served.
+#[test]
+fn a_connection_is_kept_alive_after_100_continue() {
+    let (up, gw) = start();
+    let mut conn = RawConn::connect(gw.addr());
+    for i in 0..3 {
+        conn.send(
+            format!(
+                "POST /echo/c{i} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let interim = conn.read_interim();
+        assert_eq!(interim.status, 100, "request {i}: {interim:?}");
+        let answer = conn.request(b"hello");
+        assert_eq!(answer.status, 200, "request {i}: {answer:?}");
+        assert_ne!(
+            answer.header("connection").map(str::to_ascii_lowercase),
+            Some("close".to_string()),
+            "request {i}: {answer:?}"
+        );
+    }
+    assert_eq!(up.count(), 3, "{:?}", up.requests());
+    assert!(up.requests().iter().all(|r| r.body == b"hello"));
 }
 
 /// The next head's deadline cannot be dodged on a keep-alive connection: not by sending
