@@ -180,10 +180,14 @@ impl Proxy {
             && session.req_header().version == http::Version::HTTP_11
             && !session.as_downstream_mut().is_body_done()
         {
-            session
-                .as_downstream_mut()
-                .write_continue_response()
-                .await?;
+            // Pingora turns keep-alive off for good when any answer, an interim one too, is
+            // written before the request body was read whole: only the final answer must
+            // decide that.
+            let downstream = session.as_downstream_mut();
+            downstream.set_close_on_response_before_downstream_finish(false);
+            let written = downstream.write_continue_response().await;
+            downstream.set_close_on_response_before_downstream_finish(true);
+            written?;
         }
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {

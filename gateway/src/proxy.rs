@@ -109,6 +109,8 @@ pub struct Ctx {
     pub(crate) upstream_us: Option<u64>,
     /// This request's trace identity (set once it is routed; see [`TraceIds`]).
     pub(crate) trace: Option<TraceIds>,
+    /// An interim answer (`100 Continue`, `103 Early Hints`) was passed on to the client.
+    pub(crate) interim_sent: bool,
 }
 
 /// The answers the core makes when a request cannot be proxied, shared by the streaming
@@ -655,6 +657,7 @@ impl ProxyHttp for Proxy {
             upstream_start: None,
             upstream_us: None,
             trace: None,
+            interim_sent: false,
         }
     }
 
@@ -1064,6 +1067,31 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
+            // An interim answer (`100 Continue`, `103 Early Hints`): passed on as it is, with
+            // the answer headers, but no answer of its own for timing, the response cache or
+            // the outbound policies, which wait for the final one.
+            //
+            // Pingora turns keep-alive off for good when any answer, an interim one too, is
+            // written before the request body was read whole, which is when a `100 Continue`
+            // comes: the connection was closed after the final answer. Only the final
+            // answer decides that (see `crate::buffered` for the interim answer the gateway
+            // writes itself).
+            session
+                .as_downstream_mut()
+                .set_close_on_response_before_downstream_finish(false);
+            ctx.interim_sent = true;
+            edit_answer(resp, preserve_case(ctx), |h| {
+                add_answer_headers(h, &ctx.req.answer_headers);
+                h.put(&X_REQUEST_ID, ctx.req.request_id.0.clone());
+            });
+            return Ok(());
+        }
+        if std::mem::take(&mut ctx.interim_sent) {
+            session
+                .as_downstream_mut()
+                .set_close_on_response_before_downstream_finish(true);
+        }
         if let Some(t) = ctx.upstream_start {
             ctx.upstream_us
                 .get_or_insert(t.elapsed().as_micros() as u64);

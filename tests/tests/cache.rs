@@ -625,3 +625,80 @@ async fn the_request_body_of_a_hit_is_drained_before_the_next_request() {
     assert_eq!(r.status, 200);
     assert_eq!(up.count(), 1);
 }
+
+/// An upstream on a raw socket that answers each request on each connection with a
+/// `103 Early Hints` and then a `200` (body `hinted`), for up to `connections`
+/// connections; counts the requests it answered.
+fn early_hints_upstream(
+    connections: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for _ in 0..connections {
+            let Ok((mut s, _)) = listener.accept() else {
+                break;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let counted = counted.clone();
+            std::thread::spawn(move || loop {
+                let head = read_head(&mut s);
+                if head.is_empty() {
+                    break;
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+                               HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhinted";
+                if s.write_all(answer).is_err() {
+                    break;
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+/// An interim `103 Early Hints` before the upstream's `200` is passed on to the client,
+/// and the `200` is what the cache stores and the outbound policies see: the next
+/// request is a hit, and the outbound header is on the final answer only.
+#[test]
+fn an_interim_answer_before_the_final_one_is_passed_on_and_not_cached() {
+    let (url, count) = early_hints_upstream(4);
+    let gw = start(&config(
+        &url,
+        "",
+        "duration: 60s",
+        "",
+        "\n        - set-header: { name: X-Outbound, value: \"ran\" }",
+    ));
+    let mut conn = RawConn::connect(gw.addr());
+    conn.send(b"GET /pets/a/1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let interim = conn.read_interim();
+    assert_eq!(interim.status, 103, "{interim:?}");
+    assert_eq!(
+        interim.header("link"),
+        Some("</style.css>; rel=preload"),
+        "{interim:?}"
+    );
+    assert_eq!(interim.header("x-outbound"), None, "{interim:?}");
+    let first = conn.read_response();
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.body, b"hinted");
+    assert_eq!(first.header("x-outbound"), Some("ran"), "{first:?}");
+    let again = send_raw(
+        gw.addr(),
+        b"GET /pets/a/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body, b"hinted");
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second request was not a cache hit: {again:?}"
+    );
+}

@@ -81,13 +81,30 @@ fn expect_continue_is_answered_on_a_transform_route() {
     let answer = conn.request(xml);
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(up.expect_last().body, br#"{"a":"1"}"#);
+    // The connection is kept alive after the interim answer, like after any other.
+    assert_ne!(
+        answer.header("connection").map(str::to_ascii_lowercase),
+        Some("close".to_string()),
+        "{answer:?}"
+    );
+    let again = conn.request(
+        format!(
+            "POST /conv/y HTTP/1.1\r\nHost: a\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\n\r\n{}",
+            xml.len(),
+            String::from_utf8_lossy(xml)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(up.count(), 2);
     let big = send_raw(
         gw.addr(),
         b"POST /conv/x HTTP/1.1\r\nHost: a\r\nContent-Type: application/xml\r\n\
           Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n",
     );
     big.assert_problem(413);
-    assert_eq!(up.count(), 1);
+    assert_eq!(up.count(), 2);
 }
 
 #[tokio::test]
