@@ -300,7 +300,8 @@ fn past_the_cap_a_tls_connection_gets_no_handshake() {
 }
 
 /// The soft descriptor limit (1024 in many shells and containers) is raised to the hard
-/// one at start, and the default connection cap follows it.
+/// one at start, by `tollgate serve` and by `tollgate admin`, and the default connection
+/// cap follows it.
 #[test]
 fn the_descriptor_limit_is_raised_at_start() {
     fn limits(pid: u32) -> (u64, u64) {
@@ -329,13 +330,20 @@ fn the_descriptor_limit_is_raised_at_start() {
     let up = Upstream::start("a");
     let config = echo_config(&up.url());
     let started = std::panic::catch_unwind(move || {
-        Gateway::builder(&config)
+        let serve = Gateway::builder(&config)
             .admin_token("t0ken-for-the-limit")
-            .start()
+            .start();
+        // The control plane (`tollgate admin`) raises its own too.
+        let admin = Gateway::builder(&config)
+            .admin_only()
+            .admin_token("t0ken-for-the-limit")
+            .start();
+        (serve, admin)
     });
     set(soft);
-    let gw = started.expect("the gateway started");
-    assert_eq!(limits(gw.pid()), (hard, hard));
+    let (gw, admin) = started.expect("the gateway and the control plane started");
+    assert_eq!(limits(gw.pid()), (hard, hard), "tollgate serve");
+    assert_eq!(limits(admin.pid()), (hard, hard), "tollgate admin");
     let text = raw_get(
         gw.admin_addr(),
         "/metrics",
