@@ -11,13 +11,13 @@
 use crate::checks::check_h1_head;
 use crate::normalize::normalize_path;
 use crate::pool::Pool;
-use crate::snapshot::{RuntimeChain, Snapshot};
+use crate::snapshot::{ApiRuntime, RuntimeChain, Snapshot};
 use crate::telemetry::{export_span, unix_ms, SpanInfo};
 use crate::trace::{new_request_id, TraceIds};
 use crate::{Gateway, InflightGuard, SubscriptionScope, SubscriptionState};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::ServerSession;
@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tollgate_analytics::{classify, AccessFields, Event};
-use tollgate_config::OpMatch;
+use tollgate_config::{ApiDef, OpMatch};
 use tollgate_policies::{connection_names, run_outbound, Answer, Flow, RequestCtx, RequestId};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -310,6 +310,26 @@ pub(crate) fn edit_request<T>(
 
 /// Edit an answer head's headers: through Pingora's head when `preserve` (spellings kept),
 /// else on its header map directly (see [`edit_response_headers`]).
+/// Runs the first `cors` policy of `api`'s chain without a product for operation `op` (the
+/// global, API and operation scopes; a product's policies need the key a browser does not
+/// send with a preflight) ahead of the chain: a preflight gets its answer, returned here;
+/// an actual request from an allowed origin gets the CORS headers on the answer about to
+/// be made, so that a browser lets the page read a refusal made before the chain runs.
+fn cors_before_chain(
+    runtime: &ApiRuntime,
+    api: &ApiDef,
+    op: Option<usize>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Option<Answer> {
+    let chain = &runtime.chains[api.chain_index(0, op)];
+    let policy = chain.inbound.get(chain.cors?)?;
+    match policy.inbound(session.req_header_mut(), &mut ctx.req) {
+        Flow::Respond(a) => Some(a),
+        Flow::Continue | Flow::Wait(_) => None,
+    }
+}
+
 pub(crate) fn edit_answer<T>(
     resp: &mut ResponseHeader,
     preserve: bool,
@@ -768,10 +788,27 @@ impl ProxyHttp for Proxy {
         };
         let api = &snap.config.apis[api_idx];
         let runtime = &snap.apis[api_idx];
+        // A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`):
+        // the method it asks about picks the operation when no `OPTIONS` one matches.
+        let preflight = if req.method == Method::OPTIONS && req.headers.contains_key(ORIGIN) {
+            req.headers
+                .get(ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        } else {
+            None
+        };
         let op = if api.operations.is_empty() {
             None
         } else {
-            match api.match_operation(&req.method, rest) {
+            let mut matched = api.match_operation(&req.method, rest);
+            if let Some(asked) = preflight.as_ref() {
+                if !matches!(matched, OpMatch::Found { .. }) {
+                    if let found @ OpMatch::Found { .. } = api.match_operation(asked, rest) {
+                        matched = found;
+                    }
+                }
+            }
+            match matched {
                 OpMatch::Found { op, mut params } => {
                     // Values are decoded once here; policies re-encode what they emit.
                     for (_, v) in params.iter_mut() {
@@ -785,6 +822,9 @@ impl ProxyHttp for Proxy {
                     Some(op)
                 }
                 OpMatch::MethodNotAllowed { allow } => {
+                    if let Some(a) = cors_before_chain(runtime, api, None, session, ctx) {
+                        return self.reject(session, ctx, a, false).await;
+                    }
                     let mut a = problem(
                         405,
                         "method-not-allowed",
@@ -797,6 +837,9 @@ impl ProxyHttp for Proxy {
                     return self.reject(session, ctx, a, false).await;
                 }
                 OpMatch::NotFound => {
+                    if let Some(a) = cors_before_chain(runtime, api, None, session, ctx) {
+                        return self.reject(session, ctx, a, false).await;
+                    }
                     let a = problem(
                         404,
                         "not-found",
@@ -809,6 +852,15 @@ impl ProxyHttp for Proxy {
         };
         ctx.req.api_id = Some(api.id.clone());
         ctx.req.operation_id = op.map(|i| api.operations[i].id.clone());
+        // A preflight is answered by the API's `cors` policy (see `cors_before_chain`)
+        // before the key is looked at or any other policy runs: a browser sends none of
+        // its credentials with it.
+        if preflight.is_some() {
+            if let Some(a) = cors_before_chain(runtime, api, op, session, ctx) {
+                return self.reject(session, ctx, a, false).await;
+            }
+        }
+        let req = session.req_header();
         // The values kept from the head, in one pass over its few headers (a `get` each
         // costs a hash and a probe); the first value of a name, as `get` gives.
         let (mut host, mut traceparent, mut origin, mut accept, mut header_key) =
@@ -876,6 +928,7 @@ impl ProxyHttp for Proxy {
                 };
                 let a = problem(401, "unauthorized", "Unauthorized", detail);
                 ctx.blocked_by = Some("subscription");
+                cors_before_chain(runtime, api, op, session, ctx);
                 return self.reject(session, ctx, a, false).await;
             };
             if sub.state != SubscriptionState::Active {
@@ -886,6 +939,7 @@ impl ProxyHttp for Proxy {
                     "the subscription is not active",
                 );
                 ctx.blocked_by = Some("subscription");
+                cors_before_chain(runtime, api, op, session, ctx);
                 return self.reject(session, ctx, a, false).await;
             }
         }
@@ -916,6 +970,7 @@ impl ProxyHttp for Proxy {
                     "the subscription does not give access to this API",
                 );
                 ctx.blocked_by = Some("subscription");
+                cors_before_chain(runtime, api, op, session, ctx);
                 return self.reject(session, ctx, a, false).await;
             }
             if allowed {
@@ -955,6 +1010,11 @@ impl ProxyHttp for Proxy {
                                 let list = if s == 0 { &eff.inbound } else { &eff.backend };
                                 ctx.blocked_by =
                                     Some(list.get(i).map_or("policy", |p| p.def.kind()));
+                            }
+                            // Answered ahead of the section's `cors`: its grant goes on
+                            // this answer too, wherever the policy file put it.
+                            if let Some(cors) = chain.cors.filter(|&c| s == 0 && c > i) {
+                                chain.inbound[cors].inbound(session.req_header_mut(), &mut ctx.req);
                             }
                             return self.reject(session, ctx, a, false).await;
                         }

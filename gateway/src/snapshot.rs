@@ -5,7 +5,7 @@
 use crate::pool::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tollgate_config::{CompiledConfig, EffectiveChain, PolicyInstance};
+use tollgate_config::{CompiledConfig, EffectiveChain, PolicyDef, PolicyInstance};
 use tollgate_policies::{Chain, Policy, Registries};
 
 /// The policies of one (product slot, operation), ready to run.
@@ -21,6 +21,11 @@ pub struct RuntimeChain {
     pub on_error: Chain,
     /// Some policy transforms whole bodies: requests on this chain take the buffered path.
     pub buffered: bool,
+    /// The first `cors` policy of the inbound section (an index into it). On the chain
+    /// without a product it speaks for the API before anything else runs: it answers
+    /// CORS preflights, and gives refusals made before the chain runs (a missing key, an
+    /// unknown operation) their CORS headers.
+    pub cors: Option<usize>,
 }
 
 /// Runtime parts of one API (parallel to `CompiledConfig::apis`).
@@ -82,12 +87,17 @@ pub fn build_chains_with(
                 .chain(backend.iter())
                 .chain(outbound.iter())
                 .any(|p| p.transforms_bodies());
+            let cors = chain
+                .inbound
+                .iter()
+                .position(|p| matches!(p.def, PolicyDef::Cors(_)));
             let rt = Arc::new(RuntimeChain {
                 inbound,
                 backend,
                 outbound,
                 on_error: section(&chain.on_error, registries, &mut problems),
                 buffered,
+                cors,
             });
             seen.insert(key, rt.clone());
             chains.push(rt);

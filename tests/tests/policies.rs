@@ -305,6 +305,113 @@ async fn cors_preflight_is_answered_by_the_gateway() {
     assert_eq!(up.count(), 0, "the preflight reached the upstream");
 }
 
+/// The usual browser setup: an API behind subscription keys, with operations, and `cors`
+/// at API level after another policy. A preflight carries no key and asks about another
+/// method than its own `OPTIONS`: it is answered by the `cors` policy before the key check
+/// and before any other policy (it was 405 here, and 401 without operations). Refusals
+/// made before the chain runs (no key, no such method) carry the CORS headers for an
+/// allowed origin, so the page can read them.
+#[tokio::test]
+async fn cors_works_on_an_api_with_keys_and_operations() {
+    let up = Upstream::start("a");
+    let yaml = config(
+        &up.url(),
+        "",
+        r#"      inbound:
+        - rate-limit: { calls: 1, renewal_period: 60s }
+        - cors: { allowed_origins: ["https://app.example"], allowed_methods: [GET, PUT], allowed_headers: [X-Custom, Ocp-Apim-Subscription-Key] }"#,
+        r#"      - { id: get-x, method: GET, path: "/x/{id}" }
+      - { id: put-x, method: PUT, path: "/x/{id}" }"#,
+    )
+    .replace("subscription_required: false", "subscription_required: true");
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let preflight = |method: &str, origin: &str| {
+        fetch(
+            c.request(reqwest::Method::OPTIONS, gw.url("/api/x/7"))
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", method)
+                .header(
+                    "Access-Control-Request-Headers",
+                    "ocp-apim-subscription-key",
+                ),
+        )
+    };
+    // More than the rate limit's one call: preflights are not counted.
+    for _ in 0..3 {
+        let a = preflight("PUT", "https://app.example").await;
+        assert_eq!(a.status, 204, "{:?} {}", a.headers, a.text());
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert!(a
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.to_ascii_lowercase().contains("ocp-apim-subscription-key")));
+    }
+    assert_eq!(preflight("DELETE", "https://app.example").await.status, 403);
+    assert_eq!(preflight("PUT", "https://evil.example").await.status, 403);
+    assert_eq!(up.count(), 0, "a preflight reached the upstream");
+
+    // Refusals before the chain: the allowed origin can read them, another gets no grant.
+    let a = fetch(
+        c.get(gw.url("/api/x/7"))
+            .header("Origin", "https://app.example"),
+    )
+    .await;
+    a.assert_problem(401);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let a = fetch(
+        c.get(gw.url("/api/x/7"))
+            .header("Origin", "https://evil.example"),
+    )
+    .await;
+    a.assert_problem(401);
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    let a = fetch(
+        c.delete(gw.url("/api/x/7"))
+            .header("Origin", "https://app.example"),
+    )
+    .await;
+    a.assert_problem(405);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+
+    // With a key, the actual request runs the whole chain (the rate limit included) and
+    // gets its grant once, from the chain's own run.
+    let sub = gw.admin().create_subscription("web", "api:api").await;
+    let call = || {
+        fetch(
+            c.put(gw.url("/api/x/7"))
+                .header("Origin", "https://app.example")
+                .header("Ocp-Apim-Subscription-Key", &sub.primary),
+        )
+    };
+    let a = call().await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.headers
+            .get_all("access-control-allow-origin")
+            .iter()
+            .count(),
+        1,
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(up.count(), 1);
+    let a = call().await;
+    a.assert_problem(429);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}
+
 #[tokio::test]
 async fn cors_actual_request_gets_allow_origin() {
     let up = Upstream::start("a");
