@@ -448,6 +448,13 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The self-signed certificate of the TLS listener (PEM, for `localhost` and
+    /// `127.0.0.1`); panics when started without TLS.
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.tls_addr();
+        self.dir_path.join("cert.pem")
+    }
+
     /// `https://127.0.0.1:TLSPORT{path}`.
     pub fn tls_url(&self, path: &str) -> String {
         format!("https://{}{path}", self.tls_addr())

@@ -250,3 +250,36 @@ async fn health_check_takes_a_failing_target_out() {
         "b did not come back after its health recovered"
     );
 }
+
+/// An `https://` target: its certificate is checked against the trust store (the system's,
+/// or the bundle `SSL_CERT_FILE` names) and the target's host name. An upstream the store
+/// does not vouch for is a 502, and the request never reaches it.
+#[tokio::test]
+async fn an_https_upstream_is_verified() {
+    let up = Upstream::start("a");
+    // The TLS upstream: a gateway terminating TLS on a self-signed certificate, in front
+    // of the echo upstream.
+    let front = Gateway::builder(&echo_config(&up.url())).tls().start();
+    let target = format!("https://localhost:{}/echo", front.tls_addr().port());
+    let config = echo_config(&target);
+    let cert = front.tls_cert_path();
+    let trusting = Gateway::builder(&config)
+        .env("SSL_CERT_FILE", cert.to_str().expect("a UTF-8 path"))
+        .start();
+    let a = get(&trusting.url("/echo/over-tls")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.from_upstream("a"));
+    let r = up.expect_last();
+    assert_eq!(r.uri, "/over-tls");
+    assert_eq!(
+        r.header("x-forwarded-proto"),
+        Some("https"),
+        "{:?}",
+        r.headers
+    );
+    // The system's store does not know the self-signed certificate.
+    let doubting = Gateway::builder(&config).start();
+    let a = get(&doubting.url("/echo/not-trusted")).await;
+    a.assert_problem(502);
+    assert_eq!(up.count(), 1, "{:?}", up.requests());
+}
