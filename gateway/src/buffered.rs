@@ -13,7 +13,7 @@
 //! not written). Other routes keep Pingora's streaming path.
 
 use crate::pool::Pool;
-use crate::proxy::{Ctx, Failure, Proxy, REFUSED_OR_RESET};
+use crate::proxy::{bad_gateway_detail, Ctx, Failure, Proxy, REFUSED_OR_RESET};
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, StatusCode};
@@ -270,7 +270,7 @@ impl Proxy {
                     let f = if matches!(e.etype(), ErrorType::ConnectTimedout) {
                         Failure::UpstreamTimeout
                     } else {
-                        Failure::BadGateway(REFUSED_OR_RESET)
+                        Failure::BadGateway(bad_gateway_detail(&e))
                     };
                     return self.finish(session, ctx, f.answer(), true).await;
                 }

@@ -130,6 +130,17 @@ pub(crate) enum Failure {
 /// Detail of the most common 502.
 pub(crate) const REFUSED_OR_RESET: &str = "the upstream refused or reset the connection";
 
+/// The 502 detail for a failure to connect to or talk with an upstream.
+pub(crate) fn bad_gateway_detail(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => {
+            "the TLS handshake with the upstream failed (is its certificate trusted, and \
+             does it name the target's host?)"
+        }
+        _ => REFUSED_OR_RESET,
+    }
+}
+
 impl Failure {
     /// The problem answer.
     pub(crate) fn answer(self) -> Answer {
@@ -1238,7 +1249,7 @@ impl ProxyHttp for Proxy {
                 Some(Failure::UpstreamTimeout.answer())
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => Some(Failure::BadGateway(REFUSED_OR_RESET).answer()),
+                ErrorSource::Upstream => Some(Failure::BadGateway(bad_gateway_detail(e)).answer()),
                 ErrorSource::Downstream => match e.etype() {
                     // The client is gone: nobody to answer.
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
@@ -1263,7 +1274,7 @@ impl ProxyHttp for Proxy {
                     | ErrorType::ConnectNoRoute
                     | ErrorType::TLSHandshakeFailure
                     | ErrorType::ConnectionClosed => {
-                        Some(Failure::BadGateway(REFUSED_OR_RESET).answer())
+                        Some(Failure::BadGateway(bad_gateway_detail(e)).answer())
                     }
                     _ => Some(problem(
                         500,

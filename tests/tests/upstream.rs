@@ -280,6 +280,10 @@ async fn an_https_upstream_is_verified() {
     // The system's store does not know the self-signed certificate.
     let doubting = Gateway::builder(&config).start();
     let a = get(&doubting.url("/echo/not-trusted")).await;
-    a.assert_problem(502);
+    let doc = a.assert_problem(502);
+    assert!(
+        doc["detail"].as_str().is_some_and(|d| d.contains("TLS")),
+        "{doc}"
+    );
     assert_eq!(up.count(), 1, "{:?}", up.requests());
 }
