@@ -341,6 +341,21 @@ fn cors_before_chain(
     }
 }
 
+/// Policy `i` of section `s` (0: inbound) answered (a refusal, a mock, a cache hit) ahead
+/// of the inbound section's `cors`: its grant goes on that answer too, wherever the policy
+/// file put it.
+fn grant_cors_ahead(
+    chain: &RuntimeChain,
+    s: usize,
+    i: usize,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) {
+    if let Some(cors) = chain.cors.filter(|&c| s == 0 && c > i) {
+        chain.inbound[cors].inbound(session.req_header_mut(), &mut ctx.req);
+    }
+}
+
 pub(crate) fn edit_answer<T>(
     resp: &mut ResponseHeader,
     preserve: bool,
@@ -1022,11 +1037,7 @@ impl ProxyHttp for Proxy {
                                 ctx.blocked_by =
                                     Some(list.get(i).map_or("policy", |p| p.def.kind()));
                             }
-                            // Answered ahead of the section's `cors`: its grant goes on
-                            // this answer too, wherever the policy file put it.
-                            if let Some(cors) = chain.cors.filter(|&c| s == 0 && c > i) {
-                                chain.inbound[cors].inbound(session.req_header_mut(), &mut ctx.req);
-                            }
+                            grant_cors_ahead(&chain, s, i, session, ctx);
                             return self.reject(session, ctx, a, false).await;
                         }
                         Flow::Wait(pending) if !waited => {
@@ -1046,6 +1057,7 @@ impl ProxyHttp for Proxy {
                     }
                 }
                 if ctx.req.cache.has_hit() {
+                    grant_cors_ahead(&chain, s, i, session, ctx);
                     return Box::pin(self.serve_hit(session, ctx)).await;
                 }
             }

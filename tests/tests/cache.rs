@@ -702,3 +702,50 @@ fn an_interim_answer_before_the_final_one_is_passed_on_and_not_cached() {
         "the second request was not a cache hit: {again:?}"
     );
 }
+
+/// A cache hit is an answer too: with `cors` listed after `cache-lookup` (which answers
+/// before the policies after it run), an allowed origin still gets its grant on a hit,
+/// and another origin none.
+#[test]
+fn a_cache_hit_carries_the_cors_grant_of_a_later_cors() {
+    let up = Upstream::start("a");
+    let gw = start(&format!(
+        r#"version: 1
+apis:
+  - id: c
+    path: /c
+    subscription_required: false
+    upstream: {{ targets: ["{}"] }}
+    policies:
+      inbound:
+        - cache-lookup: {{}}
+        - cors: {{ allowed_origins: ["https://app.example"] }}
+      outbound:
+        - cache-store: {{ duration: 60s }}
+"#,
+        up.url()
+    ));
+    let get = |origin: &str| {
+        send_raw(
+            gw.addr(),
+            format!(
+                "GET /c/x HTTP/1.1\r\nHost: a\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    for round in 0..2 {
+        let a = get("https://app.example");
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("https://app.example"),
+            "round {round}: {a:?}"
+        );
+    }
+    let a = get("https://evil.example");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.header("access-control-allow-origin"), None, "{a:?}");
+    assert!(a.header("age").is_some(), "not a hit: {a:?}");
+    assert_eq!(up.count(), 1, "{:?}", up.requests());
+}
