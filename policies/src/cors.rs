@@ -35,13 +35,16 @@ const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 ///   `Access-Control-Allow-Origin`, `Access-Control-Allow-Credentials` (when allowed),
 ///   `Access-Control-Expose-Headers` (when configured) and `Vary: Origin` into
 ///   [`RequestCtx::answer_headers`], so they reach the client on the upstream's answer and on
-///   error answers alike. A request from an origin not allowed continues without CORS
-///   headers.
+///   error answers alike. A request from an origin not allowed, or without `Origin`,
+///   continues without CORS headers, but with `Vary: Origin` whenever the grant names the
+///   origin (not a literal `*`): a shared cache in front of the gateway must not hand an
+///   answer made for one origin (or for none) to another.
 ///
 /// Outbound (the policy placed in the `outbound` section): the same headers as for an
 /// actual request are set on the response head directly, replacing CORS headers the
-/// upstream sent (`Vary: Origin` is added unless the response already varies by `Origin`).
-/// The origin is taken from [`RequestCtx::origin`], since the request head is gone by then.
+/// upstream sent (`Vary: Origin` is added unless the response already varies by `Origin`;
+/// for another origin or none, only that `Vary`, as inbound). The origin is taken from
+/// [`RequestCtx::origin`], since the request head is gone by then.
 #[derive(Debug)]
 pub(crate) struct Cors {
     origins: Vec<Box<[u8]>>,
@@ -54,6 +57,8 @@ pub(crate) struct Cors {
     headers_value: Option<HeaderValue>,
     expose_value: Option<HeaderValue>,
     credentials: bool,
+    /// The grant names the origin (it is not a literal `*`): every answer varies by it.
+    varies: bool,
     max_age_value: Option<HeaderValue>,
     deny_origin: Answer,
     deny_method: Answer,
@@ -92,6 +97,7 @@ impl Cors {
             headers_value,
             expose_value: def.expose_headers_value.clone(),
             credentials: def.allow_credentials,
+            varies: !(def.any_origin && !def.allow_credentials),
             max_age_value: def.max_age.map(|d| HeaderValue::from(d.as_secs())),
             deny_origin: refusal("The origin is not allowed to call this API."),
             deny_method: refusal("The requested method is not allowed for cross-origin calls."),
@@ -125,7 +131,9 @@ impl Cors {
         if let Some(v) = &self.expose_value {
             emit(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
         }
-        emit(VARY, VARY_ORIGIN);
+        if self.varies {
+            emit(VARY, VARY_ORIGIN);
+        }
     }
 
     fn preflight(&self, req: &RequestHeader, origin: &HeaderValue) -> Answer {
@@ -211,27 +219,32 @@ fn varies_by_origin(resp: &ResponseHeader) -> bool {
 
 impl Policy for Cors {
     fn inbound(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Flow {
-        let Some(origin) = req.headers.get(ORIGIN) else {
-            return Flow::Continue;
-        };
-        if req.method == Method::OPTIONS && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-        {
-            return Flow::Respond(self.preflight(req, origin));
+        let origin = req.headers.get(ORIGIN);
+        if let Some(origin) = origin {
+            if req.method == Method::OPTIONS
+                && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+            {
+                return Flow::Respond(self.preflight(req, origin));
+            }
         }
-        if self.origin_allowed(origin) {
-            self.actual_headers(origin, |n, v| ctx.answer_headers.push((n, v)));
+        match origin {
+            Some(origin) if self.origin_allowed(origin) => {
+                self.actual_headers(origin, |n, v| ctx.answer_headers.push((n, v)));
+            }
+            _ if self.varies => ctx.answer_headers.push((VARY, VARY_ORIGIN)),
+            _ => {}
         }
         Flow::Continue
     }
 
     fn outbound(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Flow {
-        let Some(origin) = ctx.origin.as_ref() else {
+        let skip_vary = varies_by_origin(resp);
+        let Some(origin) = ctx.origin.as_ref().filter(|o| self.origin_allowed(o)) else {
+            if self.varies && !skip_vary {
+                let _ = resp.append_header(VARY, VARY_ORIGIN);
+            }
             return Flow::Continue;
         };
-        if !self.origin_allowed(origin) {
-            return Flow::Continue;
-        }
-        let skip_vary = varies_by_origin(resp);
         self.actual_headers(origin, |n, v| {
             if n == VARY {
                 if !skip_vary {
@@ -418,13 +431,27 @@ mod tests {
         assert_eq!(header(h, &ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
         assert_eq!(h.len(), 3);
 
-        // Not allowed, or not CORS at all: continue, no headers.
+        // Not allowed, or not CORS at all: continue, no grant, but the answer varies by
+        // the origin all the same.
         let (flow, c) = inbound(&p, "GET", &[("Origin", "https://evil.example")]);
         assert!(matches!(flow, Flow::Continue));
-        assert!(c.answer_headers.is_empty());
+        assert_eq!(c.answer_headers, [(VARY, VARY_ORIGIN)]);
         let (flow, c) = inbound(&p, "OPTIONS", &[]);
         assert!(matches!(flow, Flow::Continue));
-        assert!(c.answer_headers.is_empty());
+        assert_eq!(c.answer_headers, [(VARY, VARY_ORIGIN)]);
+        // With `*` and no credentials the grant is the same for everyone: no Vary.
+        let any = Cors::new(&CorsDef {
+            any_origin: true,
+            allowed_origins: vec![],
+            ..def()
+        });
+        for headers in [&[][..], &[("Origin", "https://whoever.example")][..]] {
+            let (_, c) = inbound(&any, "GET", headers);
+            assert!(
+                !c.answer_headers.iter().any(|(n, _)| n == VARY),
+                "{headers:?}"
+            );
+        }
         // OPTIONS with Origin but no Access-Control-Request-Method is an actual request.
         let (flow, c) = inbound(&p, "OPTIONS", &[("Origin", "https://app.example")]);
         assert!(matches!(flow, Flow::Continue));
@@ -457,12 +484,15 @@ mod tests {
         p.outbound(&mut resp, &mut c);
         assert_eq!(values(&resp.headers, "vary"), ["origin"]);
 
-        // Disallowed or missing origin: untouched.
+        // Disallowed or missing origin: no grant, only `Vary: Origin` (once).
         for origin in [None, Some(HeaderValue::from_static("https://evil.example"))] {
             let mut resp = ResponseHeader::build(200, None).unwrap();
             c.origin = origin;
             p.outbound(&mut resp, &mut c);
-            assert!(resp.headers.is_empty());
+            assert_eq!(values(&resp.headers, "vary"), ["Origin"]);
+            assert_eq!(resp.headers.len(), 1);
+            p.outbound(&mut resp, &mut c);
+            assert_eq!(values(&resp.headers, "vary"), ["Origin"]);
         }
     }
 }

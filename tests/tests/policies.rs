@@ -430,13 +430,20 @@ async fn cors_actual_request_gets_allow_origin() {
     assert!(a
         .header("access-control-expose-headers")
         .is_some_and(|h| h.to_ascii_lowercase().contains("x-upstream")));
-    // Another origin gets no CORS grant.
+    // Another origin gets no CORS grant, nor does a request without Origin; their answers
+    // say they vary by it all the same (a shared cache must not hand them to the allowed
+    // origin, nor the other way round).
     let a = fetch(
         c.get(gw.url("/api/x"))
             .header("Origin", "https://evil.example"),
     )
     .await;
     assert_eq!(a.header("access-control-allow-origin"), None);
+    assert_eq!(a.header("vary"), Some("Origin"), "{:?}", a.headers);
+    let a = fetch(c.get(gw.url("/api/x"))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    assert_eq!(a.header("vary"), Some("Origin"), "{:?}", a.headers);
     let a = fetch(
         c.request(reqwest::Method::OPTIONS, gw.url("/api/x"))
             .header("Origin", "https://evil.example")
