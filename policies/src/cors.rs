@@ -97,7 +97,7 @@ impl Cors {
             headers_value,
             expose_value: def.expose_headers_value.clone(),
             credentials: def.allow_credentials,
-            varies: !(def.any_origin && !def.allow_credentials),
+            varies: !def.any_origin || def.allow_credentials,
             max_age_value: def.max_age.map(|d| HeaderValue::from(d.as_secs())),
             deny_origin: refusal("The origin is not allowed to call this API."),
             deny_method: refusal("The requested method is not allowed for cross-origin calls."),
