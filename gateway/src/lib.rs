@@ -11,6 +11,7 @@ mod cache;
 pub mod checks;
 pub mod connections;
 pub mod deadline;
+mod forwarded;
 pub mod keys;
 pub mod normalize;
 pub mod pool;

@@ -9,6 +9,7 @@
 //! keep-alive decision (kept for policy rejections, closed for malformed requests).
 
 use crate::checks::check_h1_head;
+use crate::forwarded::{from_trusted_peer, is_trusted, Forwarded};
 use crate::normalize::normalize_path;
 use crate::pool::Pool;
 use crate::snapshot::{ApiRuntime, RuntimeChain, Snapshot};
@@ -111,6 +112,9 @@ pub struct Ctx {
     pub(crate) trace: Option<TraceIds>,
     /// An interim answer (`100 Continue`, `103 Early Hints`) was passed on to the client.
     pub(crate) interim_sent: bool,
+    /// What the trusted proxy in front said (`settings.trusted_proxies`), when the
+    /// connection came from one.
+    pub(crate) forwarded: Option<Box<Forwarded>>,
 }
 
 /// The answers the core makes when a request cannot be proxied, shared by the streaming
@@ -601,18 +605,28 @@ impl Proxy {
             h.del(&PROXY_CONNECTION);
             h.del(&KEEP_ALIVE);
         }
-        match ctx.req.client_ip {
-            Some(ip) => {
+        // From a trusted proxy: the chain from the client on, and what the client asked
+        // that proxy for (scheme, host).
+        let forwarded = ctx.forwarded.as_deref();
+        match (forwarded, ctx.req.client_ip) {
+            (Some(f), _) => {
+                h.put(&X_FORWARDED_FOR, f.chain.clone());
+            }
+            (None, Some(ip)) => {
                 h.put(&X_FORWARDED_FOR, ip_value(ip));
             }
-            None if has.forwarded_for => {
+            (None, None) if has.forwarded_for => {
                 h.del(&X_FORWARDED_FOR);
             }
-            None => {}
+            (None, None) => {}
         }
+        let https = forwarded.and_then(|f| f.https).unwrap_or(https);
         let proto = if https { &HTTPS } else { &HTTP };
         h.put(&X_FORWARDED_PROTO, proto.clone());
-        match &ctx.orig_host {
+        match forwarded
+            .and_then(|f| f.host.as_ref())
+            .or(ctx.orig_host.as_ref())
+        {
             Some(v) => {
                 h.put(&X_FORWARDED_HOST, v.clone());
             }
@@ -704,6 +718,7 @@ impl ProxyHttp for Proxy {
             upstream_us: None,
             trace: None,
             interim_sent: false,
+            forwarded: None,
         }
     }
 
@@ -716,6 +731,16 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| canonical_ip(a.ip()));
+        // Behind a trusted proxy (a load balancer) the client is the one it names.
+        let trusted = &snap.config.trusted_proxies;
+        if !trusted.is_empty() {
+            if let Some(peer) = ctx.req.client_ip.filter(|&ip| is_trusted(trusted, ip)) {
+                let f =
+                    from_trusted_peer(trusted, peer, &session.req_header().headers, canonical_ip);
+                ctx.req.client_ip = Some(f.client);
+                ctx.forwarded = Some(Box::new(f));
+            }
+        }
         let limits = snap.config.limits;
 
         // 1. The raw head: smuggling shapes and size.

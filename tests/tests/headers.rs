@@ -50,6 +50,103 @@ async fn x_forwarded_for_is_overwritten() {
     );
 }
 
+/// Behind a load balancer (`settings.trusted_proxies`): for a connection from a trusted
+/// address the client is the rightmost `X-Forwarded-For` entry that is not itself a
+/// trusted proxy, for the upstream's `X-Forwarded-For`, `{client.ip}`, `ip-filter`, rate
+/// limits and analytics alike; what the client wrote left of it is dropped. A peer that is
+/// not trusted is the client, as without the setting.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client() {
+    let up = Upstream::start("a");
+    let config = |trusted: &str| {
+        format!(
+            r#"version: 1
+settings: {{ trusted_proxies: [{trusted}] }}
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{}"] }}
+    policies:
+      inbound:
+        - ip-filter: {{ action: forbid, addresses: [198.51.100.0/24] }}
+        - set-header: {{ name: X-Client, value: "{{client.ip}}" }}
+        - rate-limit-by-key: {{ calls: 2, renewal_period: 60s, counter_key: "{{client.ip}}" }}
+"#,
+            up.url()
+        )
+    };
+    let gw = Gateway::builder(&config("127.0.0.1, 10.0.0.0/8"))
+        .env("TOLLGATE_ACCESS_LOG", "true")
+        .start();
+    let c = client();
+    let call = |xff: &'static str, extra: &'static [(&'static str, &'static str)]| {
+        let mut req = c.get(gw.url("/echo/x")).header("X-Forwarded-For", xff);
+        for (n, v) in extra {
+            req = req.header(*n, *v);
+        }
+        fetch(req)
+    };
+    let a = call(
+        "1.1.1.1, 203.0.113.7, 10.0.0.2",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "api.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.expect_last();
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["203.0.113.7, 10.0.0.2, 127.0.0.1"],
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("x-client"), Some("203.0.113.7"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(r.header("x-forwarded-host"), Some("api.example.com"));
+    // ip-filter sees the client, not the balancer.
+    call("198.51.100.9", &[]).await.assert_problem(403);
+    // Rate limits count per client: a second client has its own two calls.
+    assert_eq!(call("203.0.113.7", &[]).await.status, 200);
+    call("203.0.113.7", &[]).await.assert_problem(429);
+    assert_eq!(call("192.0.2.1", &[]).await.status, 200);
+    assert_eq!(up.expect_last().header("x-client"), Some("192.0.2.1"));
+    // No usable entry: the peer is the client.
+    assert_eq!(call("unknown", &[]).await.status, 200);
+    let r = up.expect_last();
+    assert_eq!(r.header("x-client"), Some("127.0.0.1"));
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(r.header("x-forwarded-proto"), Some("http"));
+    // The access log names the client the balancer named (the line is written after
+    // the answer: wait for it, bounded).
+    let wanted = "\"client_ip\":\"203.0.113.7\"";
+    for _ in 0..50 {
+        if gw.log().contains(wanted) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gw.log().contains(wanted), "{}", gw.log());
+
+    // The same file without the gateway's own peer among the trusted: the header is the
+    // client's word, and overwritten.
+    let edge = Gateway::start(&config("10.0.0.0/8"));
+    let a = fetch(
+        client()
+            .get(edge.url("/echo/x"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Forwarded-Proto", "https"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = up.expect_last();
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(r.header("x-client"), Some("127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("http"));
+}
+
 #[tokio::test]
 async fn x_forwarded_proto_and_host() {
     let up = Upstream::start("a");

@@ -90,6 +90,7 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
     const VALID: &str = "compile runs only on a config without validation errors";
     let Checked {
         limits,
+        trusted_proxies,
         global,
         products,
         apis,
@@ -202,6 +203,7 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
     CompiledConfig {
         file,
         limits,
+        trusted_proxies,
         apis: api_defs,
         products: product_defs,
         prefixes,

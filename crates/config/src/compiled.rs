@@ -20,6 +20,8 @@ pub struct CompiledConfig {
     pub file: PolicyFile,
     /// Gateway-wide limits.
     pub limits: Limits,
+    /// `settings.trusted_proxies`: the peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// APIs, in file order; indexes are stable for this config only.
     pub apis: Vec<ApiDef>,
     /// Products, in file order.

@@ -43,6 +43,10 @@ pub struct Settings {
     /// Memory of the response cache (`cache-store`), bodies and heads; default 256 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_bytes: Option<ByteSize>,
+    /// Addresses and networks of the proxies in front of the gateway (load balancers)
+    /// whose `X-Forwarded-For` names the client; default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl Settings {

@@ -129,6 +129,7 @@ pub(crate) struct CheckedOperation {
 #[derive(Debug)]
 pub(crate) struct Checked {
     pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) global: Scope,
     pub(crate) products: Vec<CheckedProduct>,
     pub(crate) apis: Vec<CheckedApi>,
@@ -431,6 +432,7 @@ fn friendly_message(message: String) -> String {
 pub(crate) fn check_file(value: &Value, cx: &mut Cx<'_>) -> Checked {
     let mut checked = Checked {
         limits: Limits::default(),
+        trusted_proxies: Vec::new(),
         global: Scope::default(),
         products: Vec::new(),
         apis: Vec::new(),
@@ -459,7 +461,7 @@ pub(crate) fn check_file(value: &Value, cx: &mut Cx<'_>) -> Checked {
     }
 
     if let Some(settings) = root.get("settings") {
-        checked.limits = check_settings(cx, settings);
+        (checked.limits, checked.trusted_proxies) = check_settings(cx, settings);
     }
     checked.global = check_policies(cx, root.get("policies"), "policies", &ScopeKind::Global);
 
@@ -522,16 +524,22 @@ pub(crate) fn check_file(value: &Value, cx: &mut Cx<'_>) -> Checked {
     checked
 }
 
-fn check_settings(cx: &mut Cx<'_>, value: &Value) -> Limits {
+fn check_settings(cx: &mut Cx<'_>, value: &Value) -> (Limits, Vec<ipnet::IpNet>) {
     let mut limits = Limits::default();
+    let mut trusted = Vec::new();
     let path = "settings";
     let Some(map) = cx.mapping(
         value,
         path,
         "the settings",
-        &["max_request_body", "max_request_headers", "cache_max_bytes"],
+        &[
+            "max_request_body",
+            "max_request_headers",
+            "cache_max_bytes",
+            "trusted_proxies",
+        ],
     ) else {
-        return limits;
+        return (limits, trusted);
     };
     if let Some(size) = cx.optional::<ByteSize>(map, path, "max_request_body") {
         match parse_byte_size(&size) {
@@ -558,7 +566,16 @@ fn check_settings(cx: &mut Cx<'_>, value: &Value) -> Limits {
             Err(message) => cx.error(&field, message),
         }
     }
-    limits
+    if let Some(list) = cx.optional::<Vec<String>>(map, path, "trusted_proxies") {
+        let field = join_key(path, "trusted_proxies");
+        for (i, text) in list.iter().enumerate() {
+            match policy::parse_network(text.trim()) {
+                Ok(net) => trusted.push(net),
+                Err(message) => cx.error(&join_index(&field, i), message),
+            }
+        }
+    }
+    (limits, trusted)
 }
 
 fn check_product(

@@ -341,6 +341,35 @@ fn settings_checks() {
     );
     let config = compile("version: 1\nsettings: { cache_max_bytes: 64MiB }\n");
     assert_eq!(config.limits.cache_max_bytes, 64 << 20);
+    assert!(config.trusted_proxies.is_empty());
+    let config = compile(
+        "version: 1\nsettings: { trusted_proxies: [10.0.0.0/8, \" 192.0.2.7 \", \"fd00::/8\"] }\n",
+    );
+    let nets: Vec<String> = config
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
+    let errs = errors(
+        "version: 1\nsettings: { trusted_proxies: [10.0.0.0/8, lb.internal, 10.0.0.0/33] }\n",
+    );
+    assert_has(
+        &errs,
+        "settings.trusted_proxies[1]",
+        "`lb.internal` is not an IP address",
+    );
+    assert_has(
+        &errs,
+        "settings.trusted_proxies[2]",
+        "not an IP address or a CIDR",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert_only(
+        "version: 1\nsettings: { trusted_proxies: 10.0.0.1 }\n",
+        "settings.trusted_proxies",
+        "",
+    );
 }
 
 #[test]
