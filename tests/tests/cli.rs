@@ -211,3 +211,65 @@ fn usage_errors_exit_1_and_help_exits_0() {
     run.assert_code(0, "tollgate --version");
     assert!(run.stdout.starts_with("tollgate "), "{}", run.stdout);
 }
+
+/// `TOLLGATE_LOG_FORMAT=json`: every line the process writes (its log on standard error,
+/// the access log on standard output) is one JSON object, Pingora's own lines included;
+/// an unknown format is refused at start with exit 1.
+#[tokio::test]
+async fn the_log_can_be_json_lines() {
+    let up = Upstream::start("a");
+    let config = format!(
+        "{}  - id: dead\n    path: /dead\n    subscription_required: false\n    upstream: {{ targets: [\"http://127.0.0.1:1\"] }}\n",
+        echo_config(&up.url())
+    );
+    let gw = Gateway::builder(&config)
+        .env("TOLLGATE_LOG_FORMAT", "json")
+        .env("TOLLGATE_ACCESS_LOG", "true")
+        .start();
+    assert_eq!(get(&gw.url("/echo/x")).await.status, 200);
+    get(&gw.url("/dead/x")).await.assert_problem(502);
+    // Both lines are written after the answers: wait for them, bounded.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = gw
+            .log()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect();
+        let logged_502 = lines.iter().any(|v| {
+            v["level"] == "ERROR"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("127.0.0.1:1"))
+        });
+        let access_502 = lines.iter().any(|v| v["status"] == 502);
+        if logged_502 && access_502 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["message"] == "admin API listening"),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|v| v["level"] == "ERROR"), "{lines:#?}");
+    assert!(lines.iter().any(|v| v["status"] == 502), "{lines:#?}");
+
+    let out = Command::new(tollgate_bin())
+        .args(["validate", "/nonexistent.yaml"])
+        .env("TOLLGATE_LOG_FORMAT", "xml")
+        .output()
+        .expect("run tollgate");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TOLLGATE_LOG_FORMAT") && err.contains("`json`"),
+        "{err}"
+    );
+}

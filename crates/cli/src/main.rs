@@ -158,7 +158,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    if let Err(e) = init_logging() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Validate { file } => validate(&file),
@@ -176,14 +179,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// The process log on standard error: `RUST_LOG` filters it (default `info`),
+/// `TOLLGATE_LOG_FORMAT` shapes it: `text` (the default) or `json` (one JSON object per
+/// line, for log pipelines).
+fn init_logging() -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = std::env::var("TOLLGATE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "" | "text" => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        _ => {
+            return Err(format!(
+                "TOLLGATE_LOG_FORMAT: `{format}` is not a log format: `text` or `json`"
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Read, validate and compile a policy file; every problem is returned as one line each.
