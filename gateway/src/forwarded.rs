@@ -100,7 +100,7 @@ pub(crate) fn from_trusted_peer(
     let https = headers
         .get_all(&X_FORWARDED_PROTO)
         .iter()
-        .last()
+        .next_back()
         .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
         .map(<[u8]>::trim_ascii)
         .and_then(|p| {
