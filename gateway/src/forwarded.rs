@@ -8,7 +8,8 @@
 //! is the client. What lies left of it was written by the client itself and is dropped.
 //! An entry that is not an address stops the walk (the client is then the last trusted
 //! hop read). Entries may carry a port (`192.0.2.7:4711`, `[2001:db8::7]:443`), as some
-//! balancers write them.
+//! balancers write them. A trusted proxy's `X-Request-Id` (one, 1 to 128 visible ASCII
+//! characters) is kept as the request's id, so that its logs and the gateway's meet.
 
 use http::header::HeaderMap;
 use http::{HeaderName, HeaderValue};
@@ -19,6 +20,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What a trusted proxy in front says about the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub(crate) struct Forwarded {
     /// The host the client asked the proxy in front for (its `X-Forwarded-Host`), when it
     /// sent exactly one.
     pub(crate) host: Option<HeaderValue>,
+    /// The id the proxy in front gave the request (its `X-Request-Id`), when it sent
+    /// exactly one of 1 to 128 visible ASCII characters.
+    pub(crate) request_id: Option<HeaderValue>,
 }
 
 /// Whether `ip` is one of the trusted proxies.
@@ -117,11 +122,22 @@ pub(crate) fn from_trusted_peer(
         (Some(h), None) if !h.is_empty() && !h.as_bytes().contains(&b',') => Some(h.clone()),
         _ => None,
     };
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+    let request_id = match (ids.next(), ids.next()) {
+        (Some(id), None)
+            if (1..=128).contains(&id.len())
+                && id.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) =>
+        {
+            Some(id.clone())
+        }
+        _ => None,
+    };
     Forwarded {
         client,
         chain,
         https,
         host,
+        request_id,
     }
 }
 
@@ -236,6 +252,7 @@ mod tests {
         );
         assert_eq!(f.https, Some(true));
         assert_eq!(f.host.unwrap(), "api.example.com");
+        assert_eq!(f.request_id, None);
         // The last hop's word counts; anything else is not believed.
         let f = from(
             &["10.0.0.1"],
@@ -250,6 +267,24 @@ mod tests {
                 &[("x-forwarded-proto", proto), ("x-forwarded-host", host)],
             );
             assert_eq!((f.https, f.host), (None, None), "{proto:?} {host:?}");
+        }
+    }
+
+    #[test]
+    fn the_request_id_of_the_proxy_in_front() {
+        let f = from(&["10.0.0.1"], "10.0.0.1", &[("x-request-id", "lb-7f3a:42")]);
+        assert_eq!(f.request_id.unwrap(), "lb-7f3a:42");
+        let long = "x".repeat(129);
+        for bad in [
+            &[("x-request-id", "has space")][..],
+            &[("x-request-id", long.as_str())],
+            &[("x-request-id", "a"), ("x-request-id", "b")],
+        ] {
+            assert_eq!(
+                from(&["10.0.0.1"], "10.0.0.1", bad).request_id,
+                None,
+                "{bad:?}"
+            );
         }
     }
 }

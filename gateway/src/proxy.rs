@@ -735,9 +735,12 @@ impl ProxyHttp for Proxy {
         let trusted = &snap.config.trusted_proxies;
         if !trusted.is_empty() {
             if let Some(peer) = ctx.req.client_ip.filter(|&ip| is_trusted(trusted, ip)) {
-                let f =
+                let mut f =
                     from_trusted_peer(trusted, peer, &session.req_header().headers, canonical_ip);
                 ctx.req.client_ip = Some(f.client);
+                if let Some(id) = f.request_id.take() {
+                    ctx.req.request_id = RequestId(id);
+                }
                 ctx.forwarded = Some(Box::new(f));
             }
         }

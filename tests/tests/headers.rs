@@ -92,11 +92,15 @@ apis:
         &[
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "api.example.com"),
+            ("X-Request-Id", "lb-7f3a-42"),
         ],
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
+    // The balancer's request id is the request's id, both ways.
+    assert_eq!(a.header("x-request-id"), Some("lb-7f3a-42"));
     let r = up.expect_last();
+    assert_eq!(r.header("x-request-id"), Some("lb-7f3a-42"));
     assert_eq!(
         r.header_all("x-forwarded-for"),
         vec!["203.0.113.7, 10.0.0.2, 127.0.0.1"],
@@ -137,10 +141,12 @@ apis:
         client()
             .get(edge.url("/echo/x"))
             .header("X-Forwarded-For", "203.0.113.7")
-            .header("X-Forwarded-Proto", "https"),
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Request-Id", "lb-7f3a-42"),
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
+    assert_ne!(a.header("x-request-id"), Some("lb-7f3a-42"));
     let r = up.expect_last();
     assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(r.header("x-client"), Some("127.0.0.1"));
