@@ -197,7 +197,37 @@ fn build_problems(
             });
         }
     }
+    problems.extend(unresolved_upstreams(&state.gateway.snapshot(), compiled));
     problems
+}
+
+/// The targets of new or changed upstreams in `compiled` whose host names do not resolve
+/// now: a write is refused for them, so that a typo is caught when it is made. An
+/// upstream the live config already has as it is never refuses a write (its pool keeps
+/// the addresses it has, and the gateway resolves its names again on its own).
+fn unresolved_upstreams(
+    live: &Snapshot,
+    compiled: &tollgate_config::CompiledConfig,
+) -> Vec<BuildProblem> {
+    compiled
+        .apis
+        .iter()
+        .filter(|api| {
+            !live
+                .config
+                .apis
+                .iter()
+                .any(|l| l.id == api.id && l.upstream == api.upstream)
+        })
+        .flat_map(|api| {
+            tollgate_gateway::pool::unresolvable(&api.upstream)
+                .into_iter()
+                .map(|message| BuildProblem {
+                    origin: format!("api:{}/upstream", api.id),
+                    message,
+                })
+        })
+        .collect()
 }
 
 /// [`write_config`] on a blocking thread: parsing, validating and applying a policy file is
@@ -309,6 +339,15 @@ pub(crate) fn write_config(
         }
     }
     let next = latest.as_ref().map_or(1, |m| m.revision + 1);
+    let unresolved = unresolved_upstreams(&live, &compiled);
+    if !unresolved.is_empty() {
+        audit_refusal(
+            state,
+            &req,
+            &format!("refused by the gateway: {} problem(s)", unresolved.len()),
+        );
+        return Err(ApplyFailure::Refused(unresolved));
+    }
     if let Err(e) = state.gateway.apply(compiled, Some(next)) {
         audit_refusal(
             state,

@@ -12,6 +12,12 @@
 //! - Pools live in a [`PoolRegistry`] keyed by API id that outlives config snapshots: a swap
 //!   that does not change an API's `upstream` keeps its pool, its health state and its
 //!   keep-alive connections.
+//! - Host names are resolved when a pool is built, and again by the maintenance task
+//!   ([`Pool::re_resolved`]): a target keeps its address while its name still resolves to
+//!   it, and moves when the address is gone from the answers. A target whose name does not
+//!   resolve is kept without an address and never picked (alone in its pool: 503) until a
+//!   later resolution finds one, so that one unresolvable name never keeps a config from
+//!   serving its other APIs.
 
 use dashmap::DashMap;
 use pingora_core::protocols::l4::socket::SocketAddr;
@@ -37,9 +43,9 @@ pub struct Pool {
     pub def: UpstreamDef,
     lb: LoadBalancer<RoundRobin>,
     /// Per target: its `Backend` (for the health state) and the peer every attempt starts
-    /// from.
-    backends: Vec<Backend>,
-    peers: Vec<HttpPeer>,
+    /// from; `None` while its host name does not resolve.
+    backends: Vec<Option<Backend>>,
+    peers: Vec<Option<HttpPeer>>,
     /// Per target: the `Host` the upstream sees (`host:port`).
     hosts: Vec<http::HeaderValue>,
     /// Round-robin position.
@@ -74,28 +80,57 @@ pub enum PickError {
 }
 
 impl Pool {
-    /// Build a pool; resolves host names once (blocking DNS, done at config apply).
+    /// Build a pool, resolving its host names now (blocking DNS: done at config apply, off
+    /// the request path). A name that does not resolve leaves its target without an
+    /// address (logged); other problems refuse the pool.
     pub fn build(def: &UpstreamDef) -> Result<Pool, String> {
+        let addrs = def
+            .targets
+            .iter()
+            .map(|t| match resolve_all(t) {
+                Ok(all) => choose(&all, None),
+                Err(message) => {
+                    tracing::warn!(%message, "an upstream target has no address for now");
+                    None
+                }
+            })
+            .collect();
+        Pool::build_at(def, addrs)
+    }
+
+    /// Build a pool whose targets have the addresses `addrs` (parallel to `def.targets`).
+    fn build_at(
+        def: &UpstreamDef,
+        addrs: Vec<Option<std::net::SocketAddr>>,
+    ) -> Result<Pool, String> {
         let mut set = BTreeSet::new();
         let mut targets = Vec::with_capacity(def.targets.len());
         let mut peers = Vec::with_capacity(def.targets.len());
         let mut hosts = Vec::with_capacity(def.targets.len());
-        for t in &def.targets {
-            let addr = resolve(t)?;
+        for (t, addr) in def.targets.iter().zip(addrs) {
+            let Some(addr) = addr else {
+                targets.push(None);
+                peers.push(None);
+                hosts
+                    .push(http::HeaderValue::try_from(t.authority()).map_err(|_| {
+                        format!("upstream host {} is no valid Host header", t.host)
+                    })?);
+                continue;
+            };
             let b = Backend {
                 addr: SocketAddr::Inet(addr),
                 weight: 1,
                 ext: Default::default(),
             };
             set.insert(b.clone());
-            targets.push(b);
+            targets.push(Some(b));
             let sni = if t.tls { t.host.clone() } else { String::new() };
             let mut peer = HttpPeer::new(addr, t.tls, sni);
             peer.options.connection_timeout = Some(def.connect_timeout);
             peer.options.read_timeout = Some(def.timeout);
             peer.options.write_timeout = Some(def.timeout);
             peer.options.idle_timeout = Some(Duration::from_secs(60));
-            peers.push(peer);
+            peers.push(Some(peer));
             hosts.push(
                 http::HeaderValue::try_from(t.authority())
                     .map_err(|_| format!("upstream host {} is no valid Host header", t.host))?,
@@ -165,9 +200,12 @@ impl Pool {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let checked = self.def.health_check.is_some();
-        let candidate = |i: usize| {
-            (i >= 64 || tried & (1 << i) == 0)
-                && (!checked || self.lb.backends().ready(&self.backends[i]))
+        let candidate = |i: usize| match &self.backends[i] {
+            Some(b) => {
+                (i >= 64 || tried & (1 << i) == 0) && (!checked || self.lb.backends().ready(b))
+            }
+            // No address (its name does not resolve): never.
+            None => false,
         };
         // The clock is read only when some target has been ejected.
         let mut now = None;
@@ -182,9 +220,12 @@ impl Pool {
             // Every candidate is ejected: try one anyway rather than fail.
             .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| candidate(i)))
             .ok_or(PickError::NoHealthyTarget)?;
+        let peer = self.peers[index]
+            .clone()
+            .ok_or(PickError::NoHealthyTarget)?;
         Ok(Picked {
             index,
-            peer: Box::new(self.peers[index].clone()),
+            peer: Box::new(peer),
         })
     }
 
@@ -216,21 +257,105 @@ impl Pool {
     pub fn is_healthy(&self, index: usize) -> bool {
         self.backends
             .get(index)
+            .and_then(Option::as_ref)
             .is_some_and(|b| self.lb.backends().ready(b))
+    }
+
+    /// Each target's address (`None`: its name did not resolve).
+    pub fn addresses(&self) -> Vec<Option<std::net::SocketAddr>> {
+        self.peers
+            .iter()
+            .map(|p| {
+                p.as_ref().and_then(|p| match p._address {
+                    SocketAddr::Inet(a) => Some(a),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether some target is named by a host name (not an IP address), which a later
+    /// resolution may move.
+    pub fn has_names(&self) -> bool {
+        self.def
+            .targets
+            .iter()
+            .any(|t| t.host.parse::<std::net::IpAddr>().is_err())
+    }
+
+    /// Whether some target has no address yet.
+    pub fn has_unresolved(&self) -> bool {
+        self.peers.iter().any(Option::is_none)
+    }
+
+    /// Resolve the pool's host names again with `resolve`: a new pool (fresh health and
+    /// connections) when some target's address changes: its name no longer resolves to
+    /// it, or a name without an address now resolves. `None` when nothing changes; a name
+    /// that fails to resolve now keeps the address it had (a failing resolver is no reason
+    /// to stop sending to an upstream that answers).
+    pub fn re_resolved(
+        &self,
+        resolve: impl Fn(&Target) -> Result<Vec<std::net::SocketAddr>, String>,
+    ) -> Result<Option<Pool>, String> {
+        let current = self.addresses();
+        let mut moved = false;
+        let addrs: Vec<Option<std::net::SocketAddr>> = self
+            .def
+            .targets
+            .iter()
+            .zip(current)
+            .map(|(t, now)| {
+                if t.host.parse::<std::net::IpAddr>().is_ok() {
+                    return now;
+                }
+                let next = match resolve(t) {
+                    Ok(all) => choose(&all, now).or(now),
+                    Err(_) => now,
+                };
+                moved |= next != now;
+                next
+            })
+            .collect();
+        if !moved {
+            return Ok(None);
+        }
+        Pool::build_at(&self.def, addrs).map(Some)
     }
 }
 
-fn resolve(t: &Target) -> Result<std::net::SocketAddr, String> {
+/// Every address `t`'s host resolves to (blocking DNS; an IP address is its own answer).
+pub fn resolve_all(t: &Target) -> Result<Vec<std::net::SocketAddr>, String> {
     let addrs: Vec<std::net::SocketAddr> = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve upstream {}: {e}", t.authority()))?
         .collect();
-    addrs
+    if addrs.is_empty() {
+        return Err(format!("upstream {} resolves to no address", t.authority()));
+    }
+    Ok(addrs)
+}
+
+/// The address to use among a name's `addrs`: `current` while it is still among them (DNS
+/// answers come in any order: no move without a reason), else the first IPv4 one, else the
+/// first.
+fn choose(
+    addrs: &[std::net::SocketAddr],
+    current: Option<std::net::SocketAddr>,
+) -> Option<std::net::SocketAddr> {
+    current
+        .filter(|c| addrs.contains(c))
+        .or_else(|| addrs.iter().find(|a| a.is_ipv4()).copied())
+        .or_else(|| addrs.first().copied())
+}
+
+/// The targets of `def` whose host names do not resolve now, one message each: a config
+/// write is refused for them (a typo is caught when it is made), while a config already
+/// accepted keeps serving its other targets and APIs when a name stops resolving.
+pub fn unresolvable(def: &UpstreamDef) -> Vec<String> {
+    def.targets
         .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("upstream {} resolves to no address", t.authority()))
+        .filter_map(|t| resolve_all(t).err())
+        .collect()
 }
 
 /// Poll once a future that is known never to wait (static discovery).
@@ -262,6 +387,11 @@ impl PoolRegistry {
         Pool::build(def).map(Arc::new)
     }
 
+    /// Make `pool` the one of `api_id` (its targets moved to other addresses).
+    pub fn replace(&self, api_id: &Arc<str>, pool: Arc<Pool>) {
+        self.pools.insert(api_id.clone(), pool);
+    }
+
     /// Make `pools` the live set: APIs not in it are dropped.
     pub fn install(&self, pools: &[(Arc<str>, Arc<Pool>)]) {
         self.pools
@@ -274,5 +404,83 @@ impl PoolRegistry {
     /// Every live pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.pools.iter().map(|e| e.value().clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr as Addr;
+
+    fn def(hosts: &[&str]) -> UpstreamDef {
+        let yaml = format!(
+            "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: {{ targets: [{}] }}\n",
+            hosts
+                .iter()
+                .map(|h| format!("\"http://{h}:8000\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tollgate_config::parse_and_compile(&yaml).unwrap().apis[0]
+            .upstream
+            .clone()
+    }
+
+    fn addr(s: &str) -> Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn names_move_only_when_their_address_is_gone() {
+        let def = def(&["svc.internal", "127.0.0.1"]);
+        let pool = Pool::build_at(
+            &def,
+            vec![Some(addr("10.0.0.1:8000")), Some(addr("127.0.0.1:8000"))],
+        )
+        .unwrap();
+        assert!(pool.has_names() && !pool.has_unresolved());
+        // Still among the answers (in any order): nothing moves.
+        let same = |_: &Target| Ok(vec![addr("10.0.0.2:8000"), addr("10.0.0.1:8000")]);
+        assert!(pool.re_resolved(same).unwrap().is_none());
+        // A failing resolver keeps the address.
+        assert!(pool
+            .re_resolved(|_| Err("down".to_string()))
+            .unwrap()
+            .is_none());
+        // Gone: the target moves to the first IPv4 answer; the IP target never asks.
+        let moved = pool
+            .re_resolved(|t| {
+                assert_eq!(t.host, "svc.internal", "an IP target was resolved");
+                Ok(vec![addr("[fd00::9]:8000"), addr("10.0.0.9:8000")])
+            })
+            .unwrap()
+            .expect("a new pool");
+        assert_eq!(
+            moved.addresses(),
+            [Some(addr("10.0.0.9:8000")), Some(addr("127.0.0.1:8000"))]
+        );
+        assert_eq!(
+            moved.pick(0).unwrap().peer._address,
+            SocketAddr::Inet(addr("10.0.0.9:8000"))
+        );
+    }
+
+    #[test]
+    fn a_target_without_an_address_gets_one_when_its_name_resolves() {
+        let def = def(&["svc.internal"]);
+        let pool = Pool::build_at(&def, vec![None]).unwrap();
+        assert!(pool.has_unresolved());
+        assert_eq!(pool.pick(0).unwrap_err(), PickError::NoHealthyTarget);
+        assert!(!pool.is_healthy(0));
+        assert!(pool
+            .re_resolved(|_| Err("NXDOMAIN".to_string()))
+            .unwrap()
+            .is_none());
+        let resolved = pool
+            .re_resolved(|_| Ok(vec![addr("10.0.0.5:8000")]))
+            .unwrap()
+            .expect("a new pool");
+        assert!(!resolved.has_unresolved());
+        assert_eq!(resolved.pick(0).unwrap().index, 0);
     }
 }

@@ -41,6 +41,9 @@ pub struct ServeOptions {
     /// Most client connections open at once on the proxy listeners; `None`: derived from
     /// the descriptor limit ([`crate::connections::default_max`]).
     pub max_connections: Option<u64>,
+    /// How often upstream host names are resolved again ([`DNS_RETRY`], or this when
+    /// shorter, while a name has no address).
+    pub dns_refresh: Duration,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
@@ -59,6 +62,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("max_connections", &self.max_connections)
+            .field("dns_refresh", &self.dns_refresh)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +93,7 @@ impl ShutdownSignalWatch for Signals {
 struct Maintenance {
     gw: Arc<Gateway>,
     grace: Duration,
+    dns_refresh: Duration,
     on_reload: Option<Hook>,
     on_shutdown: Vec<Hook>,
 }
@@ -99,6 +104,11 @@ impl BackgroundService for Maintenance {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Upstream host names are resolved again now and then, on a blocking thread, one
+        // round at a time.
+        let resolving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let retry = DNS_RETRY.min(self.dns_refresh);
+        let mut next_resolve = Instant::now() + retry;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -112,6 +122,19 @@ impl BackgroundService for Maintenance {
                     self.gw.registries().tick().await;
                     for pool in self.gw.pools().all() {
                         pool.health_check_if_due().await;
+                    }
+                    if Instant::now() >= next_resolve
+                        && !resolving.swap(true, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        let snap = self.gw.snapshot();
+                        let waiting = snap.apis.iter().any(|a| a.pool.has_unresolved());
+                        next_resolve = Instant::now()
+                            + if waiting { retry } else { self.dns_refresh };
+                        let (gw, flag) = (self.gw.clone(), resolving.clone());
+                        tokio::task::spawn_blocking(move || {
+                            gw.refresh_upstream_addresses();
+                            flag.store(false, std::sync::atomic::Ordering::Release);
+                        });
                     }
                 }
             }
@@ -132,6 +155,10 @@ impl BackgroundService for Maintenance {
         std::process::exit(0);
     }
 }
+
+/// How often upstream host names are resolved again while some target's name has no
+/// address (or `--dns-refresh`, when shorter).
+pub const DNS_RETRY: Duration = Duration::from_secs(5);
 
 /// Raise the soft descriptor limit to the hard one (the soft one is often 1024 in shells
 /// and containers, the hard one far higher) and answer the limit now in force.
@@ -225,6 +252,7 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         Maintenance {
             gw,
             grace: opts.grace_period,
+            dns_refresh: opts.dns_refresh.max(Duration::from_secs(1)),
             on_reload: opts.on_reload,
             on_shutdown: opts.on_shutdown,
         },

@@ -137,8 +137,9 @@ fn section(
 /// A live config: what every request runs against.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The compiled config.
-    pub config: CompiledConfig,
+    /// The compiled config (shared with a snapshot that only swapped pools, after a
+    /// target's address changed).
+    pub config: Arc<CompiledConfig>,
     /// Revision number (increases with every swap in this process, or the store's revision).
     pub revision: u64,
     /// Parallel to `config.apis`.
@@ -151,7 +152,7 @@ impl Snapshot {
         let config = tollgate_config::parse_and_compile("version: 1\n")
             .unwrap_or_else(|_| unreachable!("the empty config is valid"));
         Snapshot {
-            config,
+            config: Arc::new(config),
             revision: 0,
             apis: Vec::new(),
         }

@@ -124,7 +124,13 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Starts an upstream named `name` (sent back in the `X-Upstream` header and the echo).
     pub fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::try_start_on(name, "127.0.0.1:0").expect("bind upstream")
+    }
+
+    /// Starts an upstream named `name` listening on `addr` (another loopback address, a
+    /// given port); the error when that address cannot be bound.
+    pub fn try_start_on(name: &str, addr: &str) -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let shared = Arc::new(Shared {
@@ -169,12 +175,12 @@ impl Upstream {
                 drop(rt);
             })
             .expect("spawn upstream thread");
-        Upstream {
+        Ok(Upstream {
             addr,
             shared,
             stop: Some(tx),
             thread: Some(thread),
-        }
+        })
     }
 
     /// The server's name.

@@ -119,6 +119,10 @@ struct ServeArgs {
     /// is closed at once (default: half the descriptor limit, less a reserve).
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
+    /// How often the host names of upstream targets are resolved again, in seconds (every
+    /// 5 s, or this when shorter, while a name has no address).
+    #[arg(long, env = "TOLLGATE_DNS_REFRESH", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    dns_refresh: u64,
     #[command(flatten)]
     telemetry: telemetry::TelemetryArgs,
 }
@@ -340,6 +344,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         keepalive_timeout: Duration::from_secs(args.keepalive_timeout),
         max_connections: args.max_connections,
+        dns_refresh: Duration::from_secs(args.dns_refresh),
         on_reload,
         on_shutdown,
         extra_services: vec![admin, counters],

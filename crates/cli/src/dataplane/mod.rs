@@ -292,6 +292,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         header_read_timeout: Duration::from_secs(a.header_read_timeout.max(1)),
         keepalive_timeout: Duration::from_secs(a.keepalive_timeout),
         max_connections: a.max_connections,
+        dns_refresh: Duration::from_secs(a.dns_refresh),
         on_reload: None,
         on_shutdown,
         extra_services,

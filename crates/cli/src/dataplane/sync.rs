@@ -8,9 +8,11 @@
 //!   snapshot when something changed.
 //! - A snapshot is applied whole or not at all: verified ([`ControlSnapshot::verify`]),
 //!   compiled, swapped into the gateway, then the key ring (installation secret and
-//!   digests) in one store. A refused snapshot (a policy this build lacks during a rolling
-//!   upgrade, an upstream host this node cannot resolve) leaves the previous one serving;
-//!   it is retried every 30 s and whenever a newer one comes.
+//!   digests) in one store. A refused snapshot (a config this build cannot compile during a
+//!   rolling upgrade) leaves the previous one serving; it is retried every 30 s and
+//!   whenever a newer one comes. An upstream host this node cannot resolve refuses
+//!   nothing: that target has no address (and its API answers 503 when it is the only
+//!   one) until the gateway's own periodic resolution finds one.
 //! - A snapshot with the config already served (only subscriptions changed) swaps the key
 //!   ring only.
 
@@ -334,7 +336,7 @@ mod tests {
         assert!(ring.lookup("key-2").is_some());
 
         // A config this node refuses: nothing changes, keys included.
-        let bad = CONFIG.replace("127.0.0.1:9", "no-such-host.invalid:80");
+        let bad = CONFIG.replace("version: 1", "version: 9");
         let s3 = ControlSnapshot::new(
             2,
             bad,
@@ -351,6 +353,14 @@ mod tests {
         let mut s4 = ControlSnapshot::new(3, CONFIG.into(), &secret, Vec::new());
         s4.config_text.push('#');
         assert!(accept(&gw, &ring, &status, &s4, Source::ControlPlane).is_err());
+
+        // An upstream host this node cannot resolve refuses nothing: the target waits
+        // without an address.
+        let unresolvable = CONFIG.replace("127.0.0.1:9", "no-such-host.invalid:80");
+        let s5 = ControlSnapshot::new(4, unresolvable, &secret, Vec::new());
+        accept(&gw, &ring, &status, &s5, Source::ControlPlane).unwrap();
+        assert_eq!(gw.snapshot().revision, 4);
+        assert!(gw.snapshot().apis[0].pool.has_unresolved());
     }
 
     #[test]
