@@ -301,12 +301,13 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     let snap = gw.snapshot();
     let mut health = Vec::new();
     for (api, runtime) in snap.config.apis.iter().zip(snap.apis.iter()) {
-        for (i, t) in runtime.pool.def.targets.iter().enumerate() {
+        let healthy = runtime.pool.targets_healthy();
+        for (t, healthy) in runtime.pool.def.targets.iter().zip(healthy) {
             let scheme = if t.tls { "https" } else { "http" };
             health.push((
                 api.id.to_string(),
                 format!("{scheme}://{}", t.authority()),
-                runtime.pool.is_healthy(i),
+                healthy,
             ));
         }
     }

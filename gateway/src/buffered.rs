@@ -263,7 +263,7 @@ impl Proxy {
                 }
                 Err(ExchangeError::Connect(e)) => {
                     pool.eject(picked.index);
-                    let more = (ctx.tried.count_ones() as usize) < pool.def.targets.len();
+                    let more = (ctx.tried.count_ones() as usize) < pool.len();
                     if idempotent && more && ctx.attempts <= pool.def.retries {
                         continue;
                     }

@@ -189,7 +189,16 @@ impl Gateway {
             let addresses: Vec<String> = p
                 .addresses()
                 .iter()
-                .map(|a| a.map_or_else(|| "unresolved".to_string(), |a| a.to_string()))
+                .map(|a| {
+                    if a.is_empty() {
+                        "unresolved".to_string()
+                    } else {
+                        a.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
+                })
                 .collect();
             tracing::info!(api = %id, ?addresses, "upstream addresses changed");
             self.pools.replace(id, p.clone());
@@ -348,9 +357,10 @@ mod tests {
         let snap = gw.snapshot();
         let pool = &snap.apis[0].pool;
         assert!(pool.has_unresolved() && pool.has_names());
-        assert_eq!(pool.addresses()[0], None);
+        assert!(pool.addresses()[0].is_empty());
         for _ in 0..4 {
-            assert_eq!(pool.pick(0).unwrap().index, 1);
+            let picked = pool.pick(0).unwrap().index;
+            assert_eq!(pool.target(picked).host, "127.0.0.1");
         }
         // Alone in its pool: no target to pick (503).
         let one = ONE.replace("127.0.0.1:1", "no-such-host.invalid:80");

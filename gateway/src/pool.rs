@@ -1,6 +1,7 @@
 //! Upstream pools: one per API, built on `pingora-load-balancing`.
 //!
-//! - Round robin over healthy targets: an atomic counter over the pool's own target list,
+//! - Round robin over healthy members (the targets' addresses): an atomic counter over the
+//!   pool's own member list,
 //!   with the health state read from `pingora-load-balancing`'s `Backends` only when the
 //!   API configures a health check (its selector clones a `Backend`, extensions and all,
 //!   and hashes every candidate: too much for the per-request path).
@@ -13,11 +14,11 @@
 //!   that does not change an API's `upstream` keeps its pool, its health state and its
 //!   keep-alive connections.
 //! - Host names are resolved when a pool is built, and again by the maintenance task
-//!   ([`Pool::re_resolved`]): a target keeps its address while its name still resolves to
-//!   it, and moves when the address is gone from the answers. A target whose name does not
-//!   resolve is kept without an address and never picked (alone in its pool: 503) until a
-//!   later resolution finds one, so that one unresolvable name never keeps a config from
-//!   serving its other APIs.
+//!   ([`Pool::re_resolved`]): a target named by a host name has one member per address of
+//!   its name (its IPv4 ones, else its IPv6 ones), and the pool is rebuilt when that set
+//!   changes. A target whose name does not resolve has no member and is never picked
+//!   (alone in its pool: 503) until a later resolution finds one, so that one unresolvable
+//!   name never keeps a config from serving its other APIs.
 
 use dashmap::DashMap;
 use pingora_core::protocols::l4::socket::SocketAddr;
@@ -38,35 +39,51 @@ use tollgate_config::{Target, UpstreamDef};
 pub const EJECT_FOR: Duration = Duration::from_secs(5);
 
 /// The upstream pool of one API.
+///
+/// Its members are the addresses of its targets: one per IP target, one per address a
+/// target's host name resolves to (its IPv4 addresses, else its IPv6 ones), none while a
+/// name resolves to nothing. Picks, retries, ejection and health are per member.
 pub struct Pool {
     /// The definition this pool was built from.
     pub def: UpstreamDef,
     lb: LoadBalancer<RoundRobin>,
-    /// Per target: its `Backend` (for the health state) and the peer every attempt starts
-    /// from; `None` while its host name does not resolve.
-    backends: Vec<Option<Backend>>,
-    peers: Vec<Option<HttpPeer>>,
+    members: Vec<Member>,
     /// Per target: the `Host` the upstream sees (`host:port`).
     hosts: Vec<http::HeaderValue>,
+    /// Per target: its addresses (sorted; empty while its name resolves to nothing).
+    addrs: Vec<Vec<std::net::SocketAddr>>,
     /// Round-robin position.
     next: AtomicUsize,
     epoch: Instant,
-    /// Per target: milliseconds since `epoch` until which it is ejected (0: not ejected).
+    /// Per member: milliseconds since `epoch` until which it is ejected (0: not ejected).
     ejected_until: Vec<AtomicU64>,
     /// Milliseconds since `epoch` of the next active health check.
     next_check: AtomicU64,
 }
 
+/// One address of one target.
+struct Member {
+    /// Index into `def.targets`.
+    target: usize,
+    /// For the health state.
+    backend: Backend,
+    /// The peer every attempt starts from.
+    peer: HttpPeer,
+}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("def", &self.def).finish()
+        f.debug_struct("Pool")
+            .field("def", &self.def)
+            .field("addrs", &self.addrs)
+            .finish()
     }
 }
 
-/// A target picked for one attempt.
+/// A member picked for one attempt.
 #[derive(Debug, Clone)]
 pub struct Picked {
-    /// Index into the pool's targets.
+    /// Index of the member (see [`Pool::target`], [`Pool::host`], [`Pool::eject`]).
     pub index: usize,
     /// The peer to connect to.
     pub peer: Box<HttpPeer>,
@@ -88,10 +105,10 @@ impl Pool {
             .targets
             .iter()
             .map(|t| match resolve_all(t) {
-                Ok(all) => choose(&all, None),
+                Ok(all) => usable(all),
                 Err(message) => {
                     tracing::warn!(%message, "an upstream target has no address for now");
-                    None
+                    Vec::new()
                 }
             })
             .collect();
@@ -99,42 +116,34 @@ impl Pool {
     }
 
     /// Build a pool whose targets have the addresses `addrs` (parallel to `def.targets`).
-    fn build_at(
-        def: &UpstreamDef,
-        addrs: Vec<Option<std::net::SocketAddr>>,
-    ) -> Result<Pool, String> {
+    fn build_at(def: &UpstreamDef, addrs: Vec<Vec<std::net::SocketAddr>>) -> Result<Pool, String> {
         let mut set = BTreeSet::new();
-        let mut targets = Vec::with_capacity(def.targets.len());
-        let mut peers = Vec::with_capacity(def.targets.len());
+        let mut members = Vec::new();
         let mut hosts = Vec::with_capacity(def.targets.len());
-        for (t, addr) in def.targets.iter().zip(addrs) {
-            let Some(addr) = addr else {
-                targets.push(None);
-                peers.push(None);
-                hosts
-                    .push(http::HeaderValue::try_from(t.authority()).map_err(|_| {
-                        format!("upstream host {} is no valid Host header", t.host)
-                    })?);
-                continue;
-            };
-            let b = Backend {
-                addr: SocketAddr::Inet(addr),
-                weight: 1,
-                ext: Default::default(),
-            };
-            set.insert(b.clone());
-            targets.push(Some(b));
-            let sni = if t.tls { t.host.clone() } else { String::new() };
-            let mut peer = HttpPeer::new(addr, t.tls, sni);
-            peer.options.connection_timeout = Some(def.connect_timeout);
-            peer.options.read_timeout = Some(def.timeout);
-            peer.options.write_timeout = Some(def.timeout);
-            peer.options.idle_timeout = Some(Duration::from_secs(60));
-            peers.push(Some(peer));
+        for (i, (t, addrs)) in def.targets.iter().zip(&addrs).enumerate() {
             hosts.push(
                 http::HeaderValue::try_from(t.authority())
                     .map_err(|_| format!("upstream host {} is no valid Host header", t.host))?,
             );
+            for &addr in addrs {
+                let backend = Backend {
+                    addr: SocketAddr::Inet(addr),
+                    weight: 1,
+                    ext: Default::default(),
+                };
+                set.insert(backend.clone());
+                let sni = if t.tls { t.host.clone() } else { String::new() };
+                let mut peer = HttpPeer::new(addr, t.tls, sni);
+                peer.options.connection_timeout = Some(def.connect_timeout);
+                peer.options.read_timeout = Some(def.timeout);
+                peer.options.write_timeout = Some(def.timeout);
+                peer.options.idle_timeout = Some(Duration::from_secs(60));
+                members.push(Member {
+                    target: i,
+                    backend,
+                    peer,
+                });
+            }
         }
         let backends = Backends::new(Static::new(set));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
@@ -170,12 +179,12 @@ impl Pool {
         Ok(Pool {
             def: def.clone(),
             lb,
-            backends: targets,
-            peers,
+            ejected_until: members.iter().map(|_| AtomicU64::new(0)).collect(),
+            members,
             hosts,
+            addrs,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
-            ejected_until: def.targets.iter().map(|_| AtomicU64::new(0)).collect(),
             next_check: AtomicU64::new(0),
         })
     }
@@ -184,7 +193,17 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Skip target `index` for [`EJECT_FOR`] (passive health).
+    /// How many members (addresses) the pool has: at most that many attempts differ.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the pool has no member at all (no target has an address).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Skip member `index` for [`EJECT_FOR`] (passive health).
     pub fn eject(&self, index: usize) {
         if let Some(t) = self.ejected_until.get(index) {
             t.store(
@@ -194,20 +213,17 @@ impl Pool {
         }
     }
 
-    /// Pick the next target by round robin among healthy ones, skipping the targets in
+    /// Pick the next member by round robin among healthy ones, skipping the members in
     /// `tried` (a bit set of indexes) and, while others remain, ejected ones.
     pub fn pick(&self, tried: u64) -> Result<Picked, PickError> {
-        let n = self.peers.len();
+        let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let checked = self.def.health_check.is_some();
-        let candidate = |i: usize| match &self.backends[i] {
-            Some(b) => {
-                (i >= 64 || tried & (1 << i) == 0) && (!checked || self.lb.backends().ready(b))
-            }
-            // No address (its name does not resolve): never.
-            None => false,
+        let candidate = |i: usize| {
+            (i >= 64 || tried & (1 << i) == 0)
+                && (!checked || self.lb.backends().ready(&self.members[i].backend))
         };
-        // The clock is read only when some target has been ejected.
+        // The clock is read only when some member has been ejected.
         let mut now = None;
         let index = (0..n)
             .map(|k| (start + k) % n)
@@ -220,23 +236,20 @@ impl Pool {
             // Every candidate is ejected: try one anyway rather than fail.
             .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| candidate(i)))
             .ok_or(PickError::NoHealthyTarget)?;
-        let peer = self.peers[index]
-            .clone()
-            .ok_or(PickError::NoHealthyTarget)?;
         Ok(Picked {
             index,
-            peer: Box::new(peer),
+            peer: Box::new(self.members[index].peer.clone()),
         })
     }
 
-    /// The `Host` header value for the target at `index`.
+    /// The `Host` header value for member `index` (its target's `host:port`).
     pub fn host(&self, index: usize) -> &http::HeaderValue {
-        &self.hosts[index]
+        &self.hosts[self.members[index].target]
     }
 
-    /// The target at `index`.
+    /// The target of member `index`.
     pub fn target(&self, index: usize) -> &Target {
-        &self.def.targets[index]
+        &self.def.targets[self.members[index].target]
     }
 
     /// Run the active health check when it is due (no-op without `health_check`).
@@ -253,25 +266,28 @@ impl Pool {
         self.lb.backends().run_health_check(true).await;
     }
 
-    /// Whether the target at `index` currently passes the active health check.
+    /// Whether member `index` currently passes the active health check.
     pub fn is_healthy(&self, index: usize) -> bool {
-        self.backends
+        self.members
             .get(index)
-            .and_then(Option::as_ref)
-            .is_some_and(|b| self.lb.backends().ready(b))
+            .is_some_and(|m| self.lb.backends().ready(&m.backend))
     }
 
-    /// Each target's address (`None`: its name did not resolve).
-    pub fn addresses(&self) -> Vec<Option<std::net::SocketAddr>> {
-        self.peers
-            .iter()
-            .map(|p| {
-                p.as_ref().and_then(|p| match p._address {
-                    SocketAddr::Inet(a) => Some(a),
-                    _ => None,
-                })
-            })
-            .collect()
+    /// Per target (parallel to `def.targets`): whether some address of it passes the
+    /// active health check (false while its name resolves to nothing).
+    pub fn targets_healthy(&self) -> Vec<bool> {
+        let mut healthy = vec![false; self.def.targets.len()];
+        for (i, m) in self.members.iter().enumerate() {
+            if self.is_healthy(i) {
+                healthy[m.target] = true;
+            }
+        }
+        healthy
+    }
+
+    /// Per target, its addresses (sorted; empty while its name resolves to nothing).
+    pub fn addresses(&self) -> &[Vec<std::net::SocketAddr>] {
+        &self.addrs
     }
 
     /// Whether some target is named by a host name (not an IP address), which a later
@@ -285,35 +301,36 @@ impl Pool {
 
     /// Whether some target has no address yet.
     pub fn has_unresolved(&self) -> bool {
-        self.peers.iter().any(Option::is_none)
+        self.addrs.iter().any(Vec::is_empty)
     }
 
     /// Resolve the pool's host names again with `resolve`: a new pool (fresh health and
-    /// connections) when some target's address changes: its name no longer resolves to
-    /// it, or a name without an address now resolves. `None` when nothing changes; a name
-    /// that fails to resolve now keeps the address it had (a failing resolver is no reason
-    /// to stop sending to an upstream that answers).
+    /// connections) when the addresses of some target change (an address more or less in
+    /// its name's answers, whatever their order). `None` when nothing changes; a name that
+    /// fails to resolve now keeps the addresses it had (a failing resolver is no reason to
+    /// stop sending to an upstream that answers).
     pub fn re_resolved(
         &self,
         resolve: impl Fn(&Target) -> Result<Vec<std::net::SocketAddr>, String>,
     ) -> Result<Option<Pool>, String> {
-        let current = self.addresses();
         let mut moved = false;
-        let addrs: Vec<Option<std::net::SocketAddr>> = self
+        let addrs: Vec<Vec<std::net::SocketAddr>> = self
             .def
             .targets
             .iter()
-            .zip(current)
+            .zip(&self.addrs)
             .map(|(t, now)| {
                 if t.host.parse::<std::net::IpAddr>().is_ok() {
-                    return now;
+                    return now.clone();
                 }
-                let next = match resolve(t) {
-                    Ok(all) => choose(&all, now).or(now),
-                    Err(_) => now,
-                };
-                moved |= next != now;
-                next
+                match resolve(t) {
+                    Ok(all) => {
+                        let next = usable(all);
+                        moved |= next != *now;
+                        next
+                    }
+                    Err(_) => now.clone(),
+                }
             })
             .collect();
         if !moved {
@@ -335,17 +352,17 @@ pub fn resolve_all(t: &Target) -> Result<Vec<std::net::SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// The address to use among a name's `addrs`: `current` while it is still among them (DNS
-/// answers come in any order: no move without a reason), else the first IPv4 one, else the
-/// first.
-fn choose(
-    addrs: &[std::net::SocketAddr],
-    current: Option<std::net::SocketAddr>,
-) -> Option<std::net::SocketAddr> {
-    current
-        .filter(|c| addrs.contains(c))
-        .or_else(|| addrs.iter().find(|a| a.is_ipv4()).copied())
-        .or_else(|| addrs.first().copied())
+/// The addresses of a name's answer that the pool uses: its IPv4 ones when it has any
+/// (a name such as `localhost` answers `::1` too, where many services do not listen),
+/// else its IPv6 ones; sorted and without repeats, so that answers in another order are
+/// the same members.
+fn usable(mut addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+    if addrs.iter().any(std::net::SocketAddr::is_ipv4) {
+        addrs.retain(std::net::SocketAddr::is_ipv4);
+    }
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 /// The targets of `def` whose host names do not resolve now, one message each: a config
@@ -430,54 +447,86 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn addrs(list: &[&str]) -> Vec<Addr> {
+        list.iter().map(|s| addr(s)).collect()
+    }
+
     #[test]
-    fn names_move_only_when_their_address_is_gone() {
+    fn names_move_only_when_their_addresses_change() {
         let def = def(&["svc.internal", "127.0.0.1"]);
         let pool = Pool::build_at(
             &def,
-            vec![Some(addr("10.0.0.1:8000")), Some(addr("127.0.0.1:8000"))],
+            vec![
+                addrs(&["10.0.0.1:8000", "10.0.0.2:8000"]),
+                addrs(&["127.0.0.1:8000"]),
+            ],
         )
         .unwrap();
         assert!(pool.has_names() && !pool.has_unresolved());
-        // Still among the answers (in any order): nothing moves.
-        let same = |_: &Target| Ok(vec![addr("10.0.0.2:8000"), addr("10.0.0.1:8000")]);
+        assert_eq!(pool.len(), 3);
+        // The same answers in another order: nothing moves.
+        let same = |_: &Target| Ok(addrs(&["10.0.0.2:8000", "10.0.0.1:8000", "10.0.0.2:8000"]));
         assert!(pool.re_resolved(same).unwrap().is_none());
-        // A failing resolver keeps the address.
+        // A failing resolver keeps the addresses.
         assert!(pool
             .re_resolved(|_| Err("down".to_string()))
             .unwrap()
             .is_none());
-        // Gone: the target moves to the first IPv4 answer; the IP target never asks.
+        // Another set: the pool is rebuilt with it (IPv4 preferred); the IP target is never
+        // looked up.
         let moved = pool
             .re_resolved(|t| {
                 assert_eq!(t.host, "svc.internal", "an IP target was resolved");
-                Ok(vec![addr("[fd00::9]:8000"), addr("10.0.0.9:8000")])
+                Ok(addrs(&["[fd00::9]:8000", "10.0.0.9:8000"]))
             })
             .unwrap()
             .expect("a new pool");
         assert_eq!(
             moved.addresses(),
-            [Some(addr("10.0.0.9:8000")), Some(addr("127.0.0.1:8000"))]
+            [addrs(&["10.0.0.9:8000"]), addrs(&["127.0.0.1:8000"])]
         );
-        assert_eq!(
-            moved.pick(0).unwrap().peer._address,
-            SocketAddr::Inet(addr("10.0.0.9:8000"))
-        );
+        assert_eq!(moved.len(), 2);
+        // Only IPv6 answers: those.
+        let v6 = pool
+            .re_resolved(|_| Ok(addrs(&["[fd00::9]:8000"])))
+            .unwrap()
+            .expect("a new pool");
+        assert_eq!(v6.addresses()[0], addrs(&["[fd00::9]:8000"]));
+    }
+
+    #[test]
+    fn a_name_with_several_addresses_spreads_over_them() {
+        let def = def(&["svc.internal"]);
+        let pool = Pool::build_at(&def, vec![addrs(&["10.0.0.1:8000", "10.0.0.2:8000"])]).unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..4 {
+            let p = pool.pick(0).unwrap();
+            assert_eq!(pool.target(p.index).host, "svc.internal");
+            assert_eq!(pool.host(p.index), "svc.internal:8000");
+            seen.insert(format!("{:?}", p.peer._address));
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        // A member that was tried is not picked again for the same request.
+        let first = pool.pick(0).unwrap().index;
+        let second = pool.pick(1 << first).unwrap().index;
+        assert_ne!(first, second);
+        assert!(pool.pick((1 << first) | (1 << second)).is_err());
+        assert_eq!(pool.targets_healthy(), [true]);
     }
 
     #[test]
     fn a_target_without_an_address_gets_one_when_its_name_resolves() {
         let def = def(&["svc.internal"]);
-        let pool = Pool::build_at(&def, vec![None]).unwrap();
-        assert!(pool.has_unresolved());
+        let pool = Pool::build_at(&def, vec![Vec::new()]).unwrap();
+        assert!(pool.has_unresolved() && pool.is_empty());
         assert_eq!(pool.pick(0).unwrap_err(), PickError::NoHealthyTarget);
-        assert!(!pool.is_healthy(0));
+        assert_eq!(pool.targets_healthy(), [false]);
         assert!(pool
             .re_resolved(|_| Err("NXDOMAIN".to_string()))
             .unwrap()
             .is_none());
         let resolved = pool
-            .re_resolved(|_| Ok(vec![addr("10.0.0.5:8000")]))
+            .re_resolved(|_| Ok(addrs(&["10.0.0.5:8000"])))
             .unwrap()
             .expect("a new pool");
         assert!(!resolved.has_unresolved());

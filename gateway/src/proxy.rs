@@ -1145,7 +1145,7 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         if let (Some(pool), Some(t)) = (ctx.pool.as_ref(), ctx.target) {
             pool.eject(t);
-            let more = (ctx.tried.count_ones() as usize) < pool.def.targets.len();
+            let more = (ctx.tried.count_ones() as usize) < pool.len();
             let idempotent = session.req_header().method.is_idempotent();
             if idempotent && more && ctx.attempts <= pool.def.retries {
                 e.set_retry(true);

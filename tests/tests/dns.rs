@@ -38,15 +38,15 @@ impl Hosts {
         name
     }
 
-    /// Make `name` resolve to `ip` (or to nothing with `None`).
-    fn set(&self, name: &str, ip: Option<&str>) {
+    /// Make `name` resolve to `ips` (to nothing when empty).
+    fn set(&self, name: &str, ips: &[&str]) {
         let text = std::fs::read_to_string(HOSTS_FILE).expect("read /etc/hosts");
         let mut lines: Vec<String> = text
             .lines()
             .filter(|l| l.split_whitespace().nth(1) != Some(name))
             .map(str::to_string)
             .collect();
-        if let Some(ip) = ip {
+        for ip in ips {
             lines.push(format!("{ip} {name}"));
         }
         let mut out = lines.join("\n");
@@ -60,7 +60,7 @@ impl Hosts {
 impl Drop for Hosts {
     fn drop(&mut self) {
         for name in std::mem::take(&mut self.names) {
-            self.set(&name, None);
+            self.set(&name, &[]);
         }
     }
 }
@@ -109,7 +109,7 @@ async fn a_target_follows_its_name_to_a_new_address() {
     let mut hosts = Hosts::new();
     let (a, b) = twins();
     let name = hosts.name();
-    hosts.set(&name, Some("127.0.0.2"));
+    hosts.set(&name, &["127.0.0.2"]);
     let gw = Gateway::builder(&config(&[("svc", format!("http://{name}:{}", a.port()))]))
         .env("TOLLGATE_DNS_REFRESH", "1")
         .start();
@@ -118,7 +118,7 @@ async fn a_target_follows_its_name_to_a_new_address() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.from_upstream("a"));
 
-    hosts.set(&name, Some("127.0.0.3"));
+    hosts.set(&name, &["127.0.0.3"]);
     // Every request is answered, by `a` until the name is resolved again, then by `b`.
     let mut statuses = Vec::new();
     let t0 = Instant::now();
@@ -140,6 +140,21 @@ async fn a_target_follows_its_name_to_a_new_address() {
     assert_eq!(gw.admin().live_revision().await, revision, "a new revision");
 }
 
+/// A name with several addresses: the pool spreads requests over all of them.
+#[tokio::test]
+async fn a_name_with_several_addresses_spreads_over_them() {
+    let mut hosts = Hosts::new();
+    let (a, b) = twins();
+    let name = hosts.name();
+    hosts.set(&name, &["127.0.0.2", "127.0.0.3"]);
+    let gw = Gateway::start(&config(&[("svc", format!("http://{name}:{}", a.port()))]));
+    for i in 0..6 {
+        let r = get(&gw.url(&format!("/svc/{i}"))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!((a.count(), b.count()), (3, 3));
+}
+
 /// A stored config whose upstream name does not resolve when the gateway restarts is
 /// served all the same: its other APIs answer (the whole config was refused before, and
 /// every request got 404), the API of the name answers 503 until the name resolves, then
@@ -149,7 +164,7 @@ async fn a_restart_while_a_name_does_not_resolve_serves_the_stored_config() {
     let mut hosts = Hosts::new();
     let up = Upstream::start("u");
     let name = hosts.name();
-    hosts.set(&name, Some("127.0.0.1"));
+    hosts.set(&name, &["127.0.0.1"]);
     let yaml = config(&[
         ("named", format!("http://{name}:{}", up.port())),
         ("plain", up.url()),
@@ -164,7 +179,7 @@ async fn a_restart_while_a_name_does_not_resolve_serves_the_stored_config() {
     let revision = gw.admin().live_revision().await;
     assert_eq!(gw.stop(Duration::from_secs(15)).code(), Some(0));
 
-    hosts.set(&name, None);
+    hosts.set(&name, &[]);
     let gw2 = Gateway::builder(&yaml)
         .without_config_flag()
         .in_dir(gw.shared_dir())
@@ -175,7 +190,7 @@ async fn a_restart_while_a_name_does_not_resolve_serves_the_stored_config() {
     assert_eq!(r.status, 200, "{}", r.text());
     get(&gw2.url("/named/x")).await.assert_problem(503);
 
-    hosts.set(&name, Some("127.0.0.1"));
+    hosts.set(&name, &["127.0.0.1"]);
     let back = eventually(Duration::from_secs(10), || {
         let url = gw2.url("/named/x");
         async move { get(&url).await.status == 200 }
@@ -196,7 +211,7 @@ async fn a_write_with_a_new_unresolvable_name_is_refused() {
     let mut hosts = Hosts::new();
     let up = Upstream::start("u");
     let name = hosts.name();
-    hosts.set(&name, Some("127.0.0.1"));
+    hosts.set(&name, &["127.0.0.1"]);
     let named = format!("http://{name}:{}", up.port());
     let gw = Gateway::start(&config(&[("named", named.clone())]));
     let admin = gw.admin();
@@ -208,7 +223,7 @@ async fn a_write_with_a_new_unresolvable_name_is_refused() {
     assert_eq!(a.status, 422, "{}", a.text());
     assert!(a.text().contains(&format!("{name}x")), "{}", a.text());
     // The live upstream's name stops resolving: a write that keeps it goes through.
-    hosts.set(&name, None);
+    hosts.set(&name, &[]);
     let more = config(&[("named", named), ("plain", up.url())]);
     let a = admin.put_yaml("/config", &more).await;
     assert_eq!(a.status, 200, "{}", a.text());
