@@ -107,7 +107,7 @@ impl Pool {
             .map(|t| match resolve_all(t) {
                 Ok(all) => usable(all),
                 Err(message) => {
-                    tracing::warn!(%message, "an upstream target has no address for now");
+                    tracing::warn!(error = %message, "an upstream target has no address for now");
                     Vec::new()
                 }
             })
