@@ -132,8 +132,8 @@ impl BackgroundService for Maintenance {
                             + if waiting { retry } else { self.dns_refresh };
                         let (gw, flag) = (self.gw.clone(), resolving.clone());
                         tokio::task::spawn_blocking(move || {
+                            let _done = RoundDone(flag);
                             gw.refresh_upstream_addresses();
-                            flag.store(false, std::sync::atomic::Ordering::Release);
                         });
                     }
                 }
@@ -153,6 +153,16 @@ impl BackgroundService for Maintenance {
         }
         tracing::info!("shut down cleanly");
         std::process::exit(0);
+    }
+}
+
+/// Marks a round of upstream name resolution over, however it ends (a panic included), so
+/// that the next one can start.
+struct RoundDone(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for RoundDone {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
