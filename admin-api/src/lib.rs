@@ -198,6 +198,7 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<AdminState>)> 
         (Method::DELETE, "/products/{id}", delete(r::delete_product)),
         (Method::GET, "/apis", get(r::list_apis)),
         (Method::GET, "/apis/{id}", get(r::get_api)),
+        (Method::GET, "/apis/{id}/upstream", get(r::get_api_upstream)),
         (Method::PUT, "/apis/{id}", put(r::put_api)),
         (Method::DELETE, "/apis/{id}", delete(r::delete_api)),
         (Method::POST, "/subscriptions", post(s::create_subscription)),

@@ -47,6 +47,7 @@ use utoipa::{Modify, OpenApi};
         resources::delete_product,
         resources::list_apis,
         resources::get_api,
+        resources::get_api_upstream,
         resources::put_api,
         resources::delete_api,
         subscriptions::create_subscription,

@@ -399,6 +399,90 @@ pub(crate) async fn get_api(
     get(&state, Kind::Api, &id)
 }
 
+/// What `GET /apis/{id}/upstream` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UpstreamDoc {
+    /// The API.
+    api: String,
+    /// Its targets, as configured, with the addresses they stand for now.
+    targets: Vec<TargetDoc>,
+}
+
+/// One configured target.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TargetDoc {
+    /// `scheme://host:port` and the base path, as configured.
+    target: String,
+    /// The addresses its host stands for now (one for an IP address; every IPv4 address
+    /// of a host name, else every IPv6 one; none while the name does not resolve).
+    addresses: Vec<AddressDoc>,
+}
+
+/// One address of a target.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AddressDoc {
+    /// `ip:port`.
+    address: String,
+    /// Whether it passes the API's active health check (true without one; a process that
+    /// proxies nothing, `tollgate admin`, runs no check).
+    healthy: bool,
+}
+
+/// `GET /apis/{id}/upstream`.
+#[utoipa::path(
+    get,
+    path = "/apis/{id}/upstream",
+    tag = "apis",
+    description = "The API's upstream targets as this process sees them now: the addresses \
+        each target's host stands for (host names are resolved again every \
+        `--dns-refresh` seconds) and their health.",
+    params(("id" = String, Path, description = "API id")),
+    responses(
+        (status = 200, description = "The targets.", body = UpstreamDoc),
+        (status = 404, description = "No such API.")
+    )
+)]
+pub(crate) async fn get_api_upstream(
+    _: Reader,
+    State(state): State<AdminState>,
+    P(id): P<String>,
+) -> Result<Json<UpstreamDoc>, Problem> {
+    let snap = state.gateway.snapshot();
+    let (api, runtime) = snap
+        .config
+        .apis
+        .iter()
+        .zip(&snap.apis)
+        .find(|(api, _)| *api.id == *id)
+        .ok_or_else(|| Problem::not_found(format!("API `{id}` does not exist")))?;
+    let pool = &runtime.pool;
+    let targets = pool
+        .def
+        .targets
+        .iter()
+        .zip(pool.member_health())
+        .map(|(t, members)| TargetDoc {
+            target: format!(
+                "{}://{}{}",
+                if t.tls { "https" } else { "http" },
+                t.authority(),
+                t.base_path
+            ),
+            addresses: members
+                .into_iter()
+                .map(|(address, healthy)| AddressDoc {
+                    address: address.to_string(),
+                    healthy,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(UpstreamDoc {
+        api: api.id.to_string(),
+        targets,
+    }))
+}
+
 /// `PUT /apis/{id}`.
 #[utoipa::path(
     put,

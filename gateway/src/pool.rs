@@ -285,6 +285,18 @@ impl Pool {
         healthy
     }
 
+    /// Per target (parallel to `def.targets`): each of its addresses, with whether it
+    /// passes the active health check (always, without one).
+    pub fn member_health(&self) -> Vec<Vec<(std::net::SocketAddr, bool)>> {
+        let mut out = vec![Vec::new(); self.def.targets.len()];
+        for (i, m) in self.members.iter().enumerate() {
+            if let SocketAddr::Inet(a) = &m.backend.addr {
+                out[m.target].push((*a, self.is_healthy(i)));
+            }
+        }
+        out
+    }
+
     /// Per target, its addresses (sorted; empty while its name resolves to nothing).
     pub fn addresses(&self) -> &[Vec<std::net::SocketAddr>] {
         &self.addrs

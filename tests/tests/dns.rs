@@ -153,6 +153,22 @@ async fn a_name_with_several_addresses_spreads_over_them() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!((a.count(), b.count()), (3, 3));
+    // The admin API shows what the target stands for now.
+    let doc = gw.admin().get("/apis/svc/upstream").await;
+    assert_eq!(doc.status, 200, "{}", doc.text());
+    assert_eq!(
+        doc.json(),
+        serde_json::json!({"api": "svc", "targets": [{
+            "target": format!("http://{name}:{}", a.port()),
+            "addresses": [
+                {"address": format!("127.0.0.2:{}", a.port()), "healthy": true},
+                {"address": format!("127.0.0.3:{}", a.port()), "healthy": true},
+            ],
+        }]})
+    );
+    let missing = gw.admin().get("/apis/nope/upstream").await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert!(missing.text().contains("`nope` does not exist"));
 }
 
 /// A stored config whose upstream name does not resolve when the gateway restarts is
@@ -189,6 +205,12 @@ async fn a_restart_while_a_name_does_not_resolve_serves_the_stored_config() {
     let r = get(&gw2.url("/plain/x")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     get(&gw2.url("/named/x")).await.assert_problem(503);
+    let doc = gw2.admin().get("/apis/named/upstream").await.json();
+    assert_eq!(
+        doc["targets"][0]["addresses"],
+        serde_json::json!([]),
+        "{doc}"
+    );
 
     hosts.set(&name, &["127.0.0.1"]);
     let back = eventually(Duration::from_secs(10), || {
