@@ -300,7 +300,13 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     let m = telemetry.metrics();
     let snap = gw.snapshot();
     let mut health = Vec::new();
-    for (api, runtime) in snap.config.apis.iter().zip(snap.apis.iter()) {
+    // A process that runs no health check (`tollgate admin`) has no verdict to give.
+    let checked = if gw.health_checked() {
+        &snap.apis[..]
+    } else {
+        &[]
+    };
+    for (api, runtime) in snap.config.apis.iter().zip(checked) {
         let healthy = runtime.pool.targets_healthy();
         for (t, healthy) in runtime.pool.def.targets.iter().zip(healthy) {
             let scheme = if t.tls { "https" } else { "http" };

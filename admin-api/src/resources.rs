@@ -423,9 +423,9 @@ pub(crate) struct TargetDoc {
 pub(crate) struct AddressDoc {
     /// `ip:port`.
     address: String,
-    /// Whether it passes the API's active health check (true without one; a process that
-    /// proxies nothing, `tollgate admin`, runs no check).
-    healthy: bool,
+    /// Whether it passes the API's active health check (true without one); `null` in a
+    /// process that proxies nothing (`tollgate admin`), which runs no check.
+    healthy: Option<bool>,
 }
 
 /// `GET /apis/{id}/upstream`.
@@ -456,6 +456,7 @@ pub(crate) async fn get_api_upstream(
         .find(|(api, _)| *api.id == *id)
         .ok_or_else(|| Problem::not_found(format!("API `{id}` does not exist")))?;
     let pool = &runtime.pool;
+    let checked = state.gateway.health_checked();
     let targets = pool
         .def
         .targets
@@ -472,7 +473,7 @@ pub(crate) async fn get_api_upstream(
                 .into_iter()
                 .map(|(address, healthy)| AddressDoc {
                     address: address.to_string(),
-                    healthy,
+                    healthy: checked.then_some(healthy),
                 })
                 .collect(),
         })

@@ -107,6 +107,8 @@ pub struct Gateway {
     pools: PoolRegistry,
     subscriptions: Arc<dyn SubscriptionLookup>,
     inflight: AtomicUsize,
+    /// This process runs the upstream health checks (it proxies: `serve`, `gateway`).
+    health_checked: std::sync::atomic::AtomicBool,
     connections: Arc<connections::ConnectionLimit>,
     revisions: AtomicU64,
     apply_lock: Mutex<()>,
@@ -134,12 +136,25 @@ impl Gateway {
             pools: PoolRegistry::default(),
             subscriptions,
             inflight: AtomicUsize::new(0),
+            health_checked: std::sync::atomic::AtomicBool::new(false),
             connections: Arc::default(),
             revisions: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
             registries,
             telemetry: Arc::new(telemetry::Telemetry::default()),
         })
+    }
+
+    /// Whether this process runs the upstream health checks (set when the proxy's
+    /// maintenance task starts; `tollgate admin` never does, so its pools' health is no
+    /// verdict).
+    pub fn health_checked(&self) -> bool {
+        self.health_checked.load(Ordering::Relaxed)
+    }
+
+    /// Mark that this process runs the upstream health checks.
+    pub fn mark_health_checked(&self) {
+        self.health_checked.store(true, Ordering::Relaxed);
     }
 
     /// The live snapshot.

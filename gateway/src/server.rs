@@ -257,6 +257,8 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     for s in opts.extra_services {
         server.add_boxed_service(s);
     }
+    // The maintenance task runs the upstream health checks from the start.
+    gw.mark_health_checked();
     server.add_service(background_service(
         "tollgate maintenance",
         Maintenance {

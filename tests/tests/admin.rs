@@ -1245,3 +1245,36 @@ async fn deeply_nested_documents_are_refused_promptly() {
     assert_eq!(admin.live_revision().await, 1);
     assert_eq!(served_gen(&gw).await, "1");
 }
+
+/// `GET /apis/{id}/upstream` and the upstream health gauge give a verdict only where health
+/// checks run: on `tollgate serve` (true: no check configured), not on `tollgate admin`,
+/// which proxies nothing (null, and no gauge).
+#[tokio::test]
+async fn upstream_health_is_reported_only_where_it_is_checked() {
+    let up = Upstream::start("u");
+    let config = echo_config(&up.url());
+    let serve = Gateway::builder(&config).admin_token(ADMIN).start();
+    let control = Gateway::builder(&config)
+        .admin_only()
+        .admin_token(ADMIN)
+        .start();
+    let address = up.addr().to_string();
+    for (gw, healthy, gauge) in [(&serve, json!(true), true), (&control, Value::Null, false)] {
+        let admin = Admin::new(&gw.admin_url(""), Some(ADMIN));
+        let doc = admin.get("/apis/echo/upstream").await;
+        assert_eq!(doc.status, 200, "{}", doc.text());
+        assert_eq!(
+            doc.json(),
+            json!({"api": "echo", "targets": [{
+                "target": up.url(),
+                "addresses": [{"address": address, "healthy": healthy}],
+            }]})
+        );
+        let metrics = admin.get("/metrics").await.text();
+        assert_eq!(
+            metrics.contains("tollgate_upstream_target_healthy{"),
+            gauge,
+            "{metrics}"
+        );
+    }
+}
