@@ -189,45 +189,12 @@ fn build_problems(
     compiled: &tollgate_config::CompiledConfig,
 ) -> Vec<BuildProblem> {
     let mut problems = build_chains(compiled).err().unwrap_or_default();
-    for api in &compiled.apis {
-        if let Err(message) = state.gateway.pools().prepare(&api.id, &api.upstream) {
-            problems.push(BuildProblem {
-                origin: format!("api:{}/upstream", api.id),
-                message,
-            });
-        }
+    // As a write would be refused (`Gateway::apply_checked`): a pool that cannot be built,
+    // or a new one with a host name that does not resolve.
+    if let Err(e) = state.gateway.prepare_pools(compiled, true) {
+        problems.extend(e.problems);
     }
-    problems.extend(unresolved_upstreams(&state.gateway.snapshot(), compiled));
     problems
-}
-
-/// The targets of new or changed upstreams in `compiled` whose host names do not resolve
-/// now: a write is refused for them, so that a typo is caught when it is made. An
-/// upstream the live config already has as it is never refuses a write (its pool keeps
-/// the addresses it has, and the gateway resolves its names again on its own).
-fn unresolved_upstreams(
-    live: &Snapshot,
-    compiled: &tollgate_config::CompiledConfig,
-) -> Vec<BuildProblem> {
-    compiled
-        .apis
-        .iter()
-        .filter(|api| {
-            !live
-                .config
-                .apis
-                .iter()
-                .any(|l| l.id == api.id && l.upstream == api.upstream)
-        })
-        .flat_map(|api| {
-            tollgate_gateway::pool::unresolvable(&api.upstream)
-                .into_iter()
-                .map(|message| BuildProblem {
-                    origin: format!("api:{}/upstream", api.id),
-                    message,
-                })
-        })
-        .collect()
 }
 
 /// [`write_config`] on a blocking thread: parsing, validating and applying a policy file is
@@ -339,16 +306,7 @@ pub(crate) fn write_config(
         }
     }
     let next = latest.as_ref().map_or(1, |m| m.revision + 1);
-    let unresolved = unresolved_upstreams(&live, &compiled);
-    if !unresolved.is_empty() {
-        audit_refusal(
-            state,
-            &req,
-            &format!("refused by the gateway: {} problem(s)", unresolved.len()),
-        );
-        return Err(ApplyFailure::Refused(unresolved));
-    }
-    if let Err(e) = state.gateway.apply(compiled, Some(next)) {
+    if let Err(e) = state.gateway.apply_checked(compiled, Some(next)) {
         audit_refusal(
             state,
             &req,

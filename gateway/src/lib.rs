@@ -228,27 +228,73 @@ impl Gateway {
     }
 
     /// Build a snapshot from `config` and make it live. On error nothing changes.
-    /// Returns the new snapshot's revision (`revision`, or the next local number).
+    /// Returns the new snapshot's revision (`revision`, or the next local number). A
+    /// target whose host name does not resolve is kept without an address (see
+    /// [`pool::Pool`]).
     pub fn apply(&self, config: CompiledConfig, revision: Option<u64>) -> Result<u64, ApplyError> {
+        self.apply_with(config, revision, false)
+    }
+
+    /// [`Gateway::apply`] for a config write: also refused when an upstream that the write
+    /// brings (new, or changed from the live one) has a target whose host name does not
+    /// resolve, so that a typo is caught when it is made. An upstream left as it is never
+    /// refuses a write: its pool keeps the addresses it has.
+    pub fn apply_checked(
+        &self,
+        config: CompiledConfig,
+        revision: Option<u64>,
+    ) -> Result<u64, ApplyError> {
+        self.apply_with(config, revision, true)
+    }
+
+    /// The pool of every API of `config`: the live one when its upstream is unchanged,
+    /// else a new one (not installed). With `checked`, a new pool with a target whose host
+    /// name does not resolve is a problem too (see [`Gateway::apply_checked`]). Every
+    /// problem is reported. Blocking DNS for the new pools.
+    pub fn prepare_pools(
+        &self,
+        config: &CompiledConfig,
+        checked: bool,
+    ) -> Result<pool::ApiPools, ApplyError> {
+        let mut problems = Vec::new();
+        let mut pools = Vec::with_capacity(config.apis.len());
+        for api in &config.apis {
+            let origin = || format!("api:{}/upstream", api.id);
+            match self.pools.prepare(&api.id, &api.upstream) {
+                Ok((p, fresh)) => {
+                    if checked && fresh {
+                        problems.extend(p.unresolved().iter().map(|message| BuildProblem {
+                            origin: origin(),
+                            message: message.clone(),
+                        }));
+                    }
+                    pools.push((api.id.clone(), p));
+                }
+                Err(message) => problems.push(BuildProblem {
+                    origin: origin(),
+                    message,
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(pools)
+        } else {
+            Err(ApplyError { problems })
+        }
+    }
+
+    fn apply_with(
+        &self,
+        config: CompiledConfig,
+        revision: Option<u64>,
+        checked: bool,
+    ) -> Result<u64, ApplyError> {
         // One apply at a time, so pools and snapshot stay consistent. Never held across an
         // await: apply is synchronous.
         let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let chains = snapshot::build_chains_with(&config, &self.registries)
             .map_err(|problems| ApplyError { problems })?;
-        let mut problems = Vec::new();
-        let mut pools = Vec::with_capacity(config.apis.len());
-        for api in &config.apis {
-            match self.pools.prepare(&api.id, &api.upstream) {
-                Ok(p) => pools.push((api.id.clone(), p)),
-                Err(message) => problems.push(BuildProblem {
-                    origin: format!("api:{}/upstream", api.id),
-                    message,
-                }),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(ApplyError { problems });
-        }
+        let pools = self.prepare_pools(&config, checked)?;
         let apis = pools
             .iter()
             .zip(chains)

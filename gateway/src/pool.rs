@@ -52,6 +52,9 @@ pub struct Pool {
     hosts: Vec<http::HeaderValue>,
     /// Per target: its addresses (sorted; empty while its name resolves to nothing).
     addrs: Vec<Vec<std::net::SocketAddr>>,
+    /// Why the names of some targets did not resolve when the pool was built, one message
+    /// each (see [`Pool::unresolved`]).
+    unresolved: Vec<String>,
     /// Round-robin position.
     next: AtomicUsize,
     epoch: Instant,
@@ -101,6 +104,7 @@ impl Pool {
     /// the request path). A name that does not resolve leaves its target without an
     /// address (logged); other problems refuse the pool.
     pub fn build(def: &UpstreamDef) -> Result<Pool, String> {
+        let mut unresolved = Vec::new();
         let addrs = def
             .targets
             .iter()
@@ -108,11 +112,14 @@ impl Pool {
                 Ok(all) => usable(all),
                 Err(message) => {
                     tracing::warn!(error = %message, "an upstream target has no address for now");
+                    unresolved.push(message);
                     Vec::new()
                 }
             })
             .collect();
-        Pool::build_at(def, addrs)
+        let mut pool = Pool::build_at(def, addrs)?;
+        pool.unresolved = unresolved;
+        Ok(pool)
     }
 
     /// Build a pool whose targets have the addresses `addrs` (parallel to `def.targets`).
@@ -183,6 +190,7 @@ impl Pool {
             members,
             hosts,
             addrs,
+            unresolved: Vec::new(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             next_check: AtomicU64::new(0),
@@ -311,6 +319,13 @@ impl Pool {
             .any(|t| t.host.parse::<std::net::IpAddr>().is_err())
     }
 
+    /// Why the names of some targets did not resolve when [`Pool::build`] made the pool,
+    /// one message each: a config write that brings such a pool is refused (a typo is
+    /// caught when it is made; see [`crate::Gateway::apply_checked`]).
+    pub fn unresolved(&self) -> &[String] {
+        &self.unresolved
+    }
+
     /// Whether some target has no address yet.
     pub fn has_unresolved(&self) -> bool {
         self.addrs.iter().any(Vec::is_empty)
@@ -377,16 +392,6 @@ fn usable(mut addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
     addrs
 }
 
-/// The targets of `def` whose host names do not resolve now, one message each: a config
-/// write is refused for them (a typo is caught when it is made), while a config already
-/// accepted keeps serving its other targets and APIs when a name stops resolving.
-pub fn unresolvable(def: &UpstreamDef) -> Vec<String> {
-    def.targets
-        .iter()
-        .filter_map(|t| resolve_all(t).err())
-        .collect()
-}
-
 /// Poll once a future that is known never to wait (static discovery).
 fn futures_now<T>(
     f: impl std::future::Future<Output = pingora_error::Result<T>>,
@@ -398,6 +403,9 @@ fn futures_now<T>(
     }
 }
 
+/// Pools by API id, in a config's API order.
+pub type ApiPools = Vec<(Arc<str>, Arc<Pool>)>;
+
 /// Pools by API id; outlives snapshots.
 #[derive(Debug, Default)]
 pub struct PoolRegistry {
@@ -406,14 +414,19 @@ pub struct PoolRegistry {
 
 impl PoolRegistry {
     /// The pool for `api_id` built from `def`: the existing one when its definition is
-    /// unchanged, else a new one (not yet installed; see [`PoolRegistry::install`]).
-    pub fn prepare(&self, api_id: &Arc<str>, def: &UpstreamDef) -> Result<Arc<Pool>, String> {
+    /// unchanged, else a new one (not yet installed; see [`PoolRegistry::install`]);
+    /// whether it is new.
+    pub fn prepare(
+        &self,
+        api_id: &Arc<str>,
+        def: &UpstreamDef,
+    ) -> Result<(Arc<Pool>, bool), String> {
         if let Some(p) = self.pools.get(api_id) {
             if p.def == *def {
-                return Ok(p.clone());
+                return Ok((p.clone(), false));
             }
         }
-        Pool::build(def).map(Arc::new)
+        Pool::build(def).map(|p| (Arc::new(p), true))
     }
 
     /// Make `pool` the one of `api_id` (its targets moved to other addresses).
