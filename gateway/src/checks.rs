@@ -41,11 +41,7 @@ impl HeadProblem {
 
     /// The problem document's type slug and title.
     pub fn slug_and_title(self) -> (&'static str, &'static str) {
-        match self {
-            HeadProblem::TooLarge => ("headers-too-large", "Request Header Fields Too Large"),
-            HeadProblem::UnsupportedCoding => ("unsupported-transfer-coding", "Not Implemented"),
-            _ => ("malformed-request", "Bad Request"),
-        }
+        slug_and_title_for(self.status())
     }
 
     /// Detail for the problem document.
@@ -67,6 +63,18 @@ impl HeadProblem {
                 "the only transfer coding accepted on requests is chunked"
             }
         }
+    }
+}
+
+/// The problem type slug and title of a refused request head, by its status: 431 (too
+/// large), 501 (a transfer coding other than `chunked`), else 400 (malformed). Shared by
+/// the head checks here and the answers that replace Pingora's canned ones
+/// (`crate::deadline`).
+pub fn slug_and_title_for(status: u16) -> (&'static str, &'static str) {
+    match status {
+        431 => ("headers-too-large", "Request Header Fields Too Large"),
+        501 => ("unsupported-transfer-coding", "Not Implemented"),
+        _ => ("malformed-request", "Bad Request"),
     }
 }
 

@@ -107,23 +107,20 @@ fn canned_status(head: &[u8]) -> Option<u16> {
 
 /// The problem answer written instead of the canned one with this status.
 fn problem_for(status: u16) -> Bytes {
-    let (code, slug, title, detail) = if status == 431 {
+    let (code, detail) = if status == 431 {
         (
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers-too-large",
-            "Request Header Fields Too Large",
             "the request head is larger than the gateway reads (about 1 MiB, or more than \
              256 header lines)",
         )
     } else {
         (
             http::StatusCode::BAD_REQUEST,
-            "malformed-request",
-            "Bad Request",
             "the request head is malformed (for example a duplicate or invalid \
              Content-Length, or a duplicate Host)",
         )
     };
+    let (slug, title) = crate::checks::slug_and_title_for(code.as_u16());
     let body = tollgate_policies::problem_body(code, slug, title, detail, None);
     let request_id = crate::trace::new_request_id();
     let request_id = request_id.to_str().unwrap_or_default();
