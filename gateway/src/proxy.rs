@@ -323,13 +323,21 @@ pub(crate) fn edit_request<T>(
     out
 }
 
-/// Edit an answer head's headers: through Pingora's head when `preserve` (spellings kept),
-/// else on its header map directly (see [`edit_response_headers`]).
-/// Runs the first `cors` policy of `api`'s chain without a product for operation `op` (the
-/// global, API and operation scopes; a product's policies need the key a browser does not
-/// send with a preflight) ahead of the chain: a preflight gets its answer, returned here;
-/// an actual request from an allowed origin gets the CORS headers on the answer about to
-/// be made, so that a browser lets the page read a refusal made before the chain runs.
+/// Runs the first `cors` policy of `chain`'s inbound section on the request: a preflight
+/// gets its answer, returned here; an actual request from an allowed origin gets the CORS
+/// headers on the answer about to be made.
+fn run_cors(chain: &RuntimeChain, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
+    let policy = chain.inbound.get(chain.cors?)?;
+    match policy.inbound(session.req_header_mut(), &mut ctx.req) {
+        Flow::Respond(a) => Some(a),
+        Flow::Continue | Flow::Wait(_) => None,
+    }
+}
+
+/// [`run_cors`] on `api`'s chain without a product for operation `op` (the global, API and
+/// operation scopes; a product's policies need the key a browser does not send with a
+/// preflight), ahead of the chain: a preflight gets its answer; a refusal made before the
+/// chain runs gets the grant, so that a browser lets the page read it.
 fn cors_before_chain(
     runtime: &ApiRuntime,
     api: &ApiDef,
@@ -337,12 +345,7 @@ fn cors_before_chain(
     session: &mut Session,
     ctx: &mut Ctx,
 ) -> Option<Answer> {
-    let chain = &runtime.chains[api.chain_index(0, op)];
-    let policy = chain.inbound.get(chain.cors?)?;
-    match policy.inbound(session.req_header_mut(), &mut ctx.req) {
-        Flow::Respond(a) => Some(a),
-        Flow::Continue | Flow::Wait(_) => None,
-    }
+    run_cors(&runtime.chains[api.chain_index(0, op)], session, ctx)
 }
 
 /// Policy `i` of section `s` (0: inbound) answered (a refusal, a mock, a cache hit) ahead
@@ -355,11 +358,13 @@ fn grant_cors_ahead(
     session: &mut Session,
     ctx: &mut Ctx,
 ) {
-    if let Some(cors) = chain.cors.filter(|&c| s == 0 && c > i) {
-        chain.inbound[cors].inbound(session.req_header_mut(), &mut ctx.req);
+    if chain.cors.is_some_and(|c| s == 0 && c > i) {
+        run_cors(chain, session, ctx);
     }
 }
 
+/// Edit an answer head's headers: through Pingora's head when `preserve` (spellings kept),
+/// else on its header map directly (see [`edit_response_headers`]).
 pub(crate) fn edit_answer<T>(
     resp: &mut ResponseHeader,
     preserve: bool,
