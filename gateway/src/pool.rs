@@ -22,18 +22,21 @@
 
 use dashmap::DashMap;
 use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_config::{Target, UpstreamDef};
+use tollgate_config::{Target, UpstreamDef, UpstreamTlsDef};
 
 /// How long a target that refused a connection is skipped.
 pub const EJECT_FOR: Duration = Duration::from_secs(5);
@@ -62,6 +65,62 @@ pub struct Pool {
     ejected_until: Vec<AtomicU64>,
     /// Milliseconds since `epoch` of the next active health check.
     next_check: AtomicU64,
+}
+
+/// The name `target` sends as SNI and verifies: `upstream.tls.server_name`, else its host
+/// (none for `http://`).
+fn sni(target: &Target, def: &UpstreamDef) -> String {
+    if !target.tls {
+        return String::new();
+    }
+    match def.tls.as_deref().and_then(|t| t.server_name.as_deref()) {
+        Some(name) => name.to_owned(),
+        None => target.host.clone(),
+    }
+}
+
+/// `upstream.tls` in the form Pingora's peers take, built once per pool: every connection
+/// of every member shares the parsed certificates.
+struct PeerTls {
+    ca: Option<Arc<CaType>>,
+    client: Option<Arc<CertKey>>,
+    verify: bool,
+    /// Keeps connections made under these settings apart from others to the same address
+    /// in Pingora's connection pool, which does not tell trust stores apart.
+    group: u64,
+}
+
+impl PeerTls {
+    fn new(def: &UpstreamTlsDef) -> PeerTls {
+        // The config validation parsed every certificate with the parser used here, so
+        // `parse_x509` (which panics on a bad one) finds none.
+        let ca = def.ca.as_ref().map(|ders| {
+            ders.iter()
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect::<Arc<CaType>>()
+        });
+        let client = def
+            .client
+            .as_ref()
+            .map(|(chain, key)| Arc::new(CertKey::new(chain.clone(), key.clone())));
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        def.hash(&mut hasher);
+        PeerTls {
+            ca,
+            client,
+            verify: def.verify,
+            // 0 is every other peer's group.
+            group: hasher.finish().max(1),
+        }
+    }
+
+    fn apply(&self, peer: &mut HttpPeer) {
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client.clone();
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.group_key = self.group;
+    }
 }
 
 /// One address of one target.
@@ -124,6 +183,7 @@ impl Pool {
 
     /// Build a pool whose targets have the addresses `addrs` (parallel to `def.targets`).
     fn build_at(def: &UpstreamDef, addrs: Vec<Vec<std::net::SocketAddr>>) -> Result<Pool, String> {
+        let tls = def.tls.as_deref().map(PeerTls::new);
         let mut set = BTreeSet::new();
         let mut members = Vec::new();
         let mut hosts = Vec::with_capacity(def.targets.len());
@@ -139,8 +199,10 @@ impl Pool {
                     ext: Default::default(),
                 };
                 set.insert(backend.clone());
-                let sni = if t.tls { t.host.clone() } else { String::new() };
-                let mut peer = HttpPeer::new(addr, t.tls, sni);
+                let mut peer = HttpPeer::new(addr, t.tls, sni(t, def));
+                if let (true, Some(tls)) = (t.tls, &tls) {
+                    tls.apply(&mut peer);
+                }
                 peer.options.connection_timeout = Some(def.connect_timeout);
                 peer.options.read_timeout = Some(def.timeout);
                 peer.options.write_timeout = Some(def.timeout);
@@ -156,7 +218,10 @@ impl Pool {
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
         if let Some(hc) = &def.health_check {
             let first = &def.targets[0];
-            let mut check = HttpHealthCheck::new(&first.host, first.tls);
+            let mut check = HttpHealthCheck::new(&sni(first, def), first.tls);
+            if let (true, Some(tls)) = (first.tls, &tls) {
+                tls.apply(&mut check.peer_template);
+            }
             let path = format!("{}{}", first.base_path, hc.path);
             let mut req = RequestHeader::build("GET", path.as_bytes(), None)
                 .map_err(|e| format!("health check request: {e}"))?;

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod client;
 pub mod gateway;
+pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod upstream;

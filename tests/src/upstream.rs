@@ -11,6 +11,9 @@
 //! ([`Upstream::set_headers`]); per request, the query parameters
 //! `sleep_ms=N` (wait N ms before answering) and `status=N` (answer with status N).
 //!
+//! [`Upstream::start_tls`] serves the same over TLS (mutual TLS too), recording the client's
+//! certificate.
+//!
 //! [`Blackhole`] accepts connections and never answers (for upstream timeouts).
 
 use bytes::Bytes;
@@ -42,6 +45,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The request body.
     pub body: Vec<u8>,
+    /// Over TLS: the DER of the client's certificate, when it presented one.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl Recorded {
@@ -130,6 +135,27 @@ impl Upstream {
     /// Starts an upstream named `name` listening on `addr` (another loopback address, a
     /// given port); the error when that address cannot be bound.
     pub fn try_start_on(name: &str, addr: &str) -> std::io::Result<Upstream> {
+        Upstream::serve(name, addr, None)
+    }
+
+    /// Starts an upstream named `name` that speaks HTTP/1.1 over TLS with `config` (see
+    /// [`crate::pki::server_config`]); a connection whose handshake fails is dropped
+    /// before any request is read. [`Upstream::url`] stays `http://`: the test writes the
+    /// `https://` target it wants (an IP address or a name).
+    pub fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
+        Upstream::serve(
+            name,
+            "127.0.0.1:0",
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .expect("bind upstream")
+    }
+
+    fn serve(
+        name: &str,
+        addr: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Upstream> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
@@ -161,8 +187,25 @@ impl Upstream {
                             accepted = listener.accept() => {
                                 let Ok((stream, _)) = accepted else { continue };
                                 let sh = sh.clone();
+                                let tls = tls.clone();
                                 tokio::spawn(async move {
-                                    let svc = service_fn(move |req| handle(sh.clone(), req));
+                                    let Some(tls) = tls else {
+                                        let svc = service_fn(move |req| handle(sh.clone(), None, req));
+                                        let _ = http1::Builder::new()
+                                            .serve_connection(TokioIo::new(stream), svc)
+                                            .await;
+                                        return;
+                                    };
+                                    let Ok(stream) = tls.accept(stream).await else { return };
+                                    let client_cert = stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|chain| chain.first())
+                                        .map(|c| Arc::new(c.to_vec()));
+                                    let svc = service_fn(move |req| {
+                                        handle(sh.clone(), client_cert.clone(), req)
+                                    });
                                     let _ = http1::Builder::new()
                                         .serve_connection(TokioIo::new(stream), svc)
                                         .await;
@@ -295,6 +338,7 @@ impl Drop for Upstream {
 
 async fn handle(
     sh: Arc<Shared>,
+    client_cert: Option<Arc<Vec<u8>>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -333,6 +377,7 @@ async fn handle(
         version: format!("{:?}", parts.version),
         headers: headers.clone(),
         body: body.to_vec(),
+        client_cert: client_cert.map(|c| c.to_vec()),
     };
     sh.requests.lock().expect("lock").push(rec.clone());
 

@@ -314,6 +314,38 @@ pub struct UpstreamDef {
     /// Keep header name spellings on HTTP/1.1 (Pingora's case map) for this upstream's
     /// requests and answers (default false).
     pub preserve_header_case: bool,
+    /// TLS towards the `https` targets, when the API sets `upstream.tls` (else the
+    /// system's trust store, verification on, no client certificate).
+    pub tls: Option<Arc<UpstreamTlsDef>>,
+}
+
+/// `upstream.tls`, checked: every certificate parsed, the client key matched to its
+/// certificate.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTlsDef {
+    /// DER certificates trusted instead of the system's store (`None`: the system's).
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// DER certificate chain (leaf first) and DER private key presented to the upstream.
+    pub client: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    /// SNI and verified name instead of the target's host.
+    pub server_name: Option<String>,
+    /// Whether the upstream's certificate is checked.
+    pub verify: bool,
+}
+
+impl std::fmt::Debug for UpstreamTlsDef {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsDef")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field(
+                "client",
+                &self.client.as_ref().map(|(chain, _)| chain.len()),
+            )
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .finish()
+    }
 }
 
 /// One upstream target (`http://host:port[/base]`).

@@ -207,6 +207,47 @@ pub struct Upstream {
     /// false: names go out in lower case, docs/behaviour.md "Header names").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_header_case: Option<bool>,
+    /// How `https` targets are trusted and whom Tollgate shows itself as (optional:
+    /// default, the system's trust store and no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS towards the `https` targets of an upstream.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM certificates trusted for this upstream instead of the system's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// PEM certificate chain (leaf first) presented to the upstream (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// PEM private key of `client_certificate` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// Name sent as SNI and checked against the certificate (default: the target's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Whether the upstream's certificate is checked at all (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca)
+            .field("client_certificate", &self.client_certificate)
+            .field(
+                "client_key",
+                &self.client_key.as_ref().map(|_| "(redacted)"),
+            )
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .finish()
+    }
 }
 
 /// Active HTTP health check.

@@ -14,6 +14,7 @@
 mod policy;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use crate::compiled::{HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef};
 use crate::duration::{parse_byte_size, parse_positive_duration, ONE_DAY};
@@ -836,6 +837,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
             "connect_timeout",
             "retries",
             "preserve_header_case",
+            "tls",
         ],
     )?;
     let errors_before = cx.errors.len();
@@ -902,10 +904,15 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
     let preserve_header_case = cx
         .optional::<bool>(map, path, "preserve_header_case")
         .unwrap_or(false);
+    let tls = match map.get("tls") {
+        None | Some(Value::Null) => None,
+        Some(value) => tls::check(cx, value, &join_key(path, "tls"), &targets),
+    };
     if cx.errors.len() != errors_before {
         return None;
     }
     Some(UpstreamDef {
+        tls,
         targets,
         health_check,
         timeout: timeout?,

@@ -1538,3 +1538,152 @@ fn parser_level_problems_have_lines_and_hide_nothing() {
         "{errs:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// upstream.tls
+
+/// `text` as a YAML block scalar indented by `spaces`.
+fn block(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    let mut out = String::from("|\n");
+    for line in text.lines() {
+        out.push_str(&pad);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A self-signed certificate and its key (PEM).
+fn self_signed(name: &str) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("rcgen");
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+fn with_tls(targets: &str, tls_fields: &[(&str, String)]) -> String {
+    let mut body = format!("    upstream:\n      targets: {targets}\n      tls:\n");
+    for (name, value) in tls_fields {
+        body.push_str(&format!("        {name}: {value}"));
+        if !value.ends_with('\n') {
+            body.push('\n');
+        }
+    }
+    with_api(&body)
+}
+
+#[test]
+fn upstream_tls_compiles_to_der_and_keeps_the_key_out_of_debug() {
+    let (ca, _) = self_signed("ca.test");
+    let (cert, key) = self_signed("client.test");
+    let config = compile(&with_tls(
+        "[\"https://10.0.0.1:8443\"]",
+        &[
+            ("ca", block(&format!("{ca}{ca}"), 10)),
+            ("client_certificate", block(&cert, 10)),
+            // As `"${env:NAME}"` leaves it: the PEM's lines at column 0, in double quotes,
+            // which YAML folds into one line.
+            ("client_key", format!("\"{key}\"")),
+            ("server_name", "billing.internal".to_owned()),
+            ("verify", "true".to_owned()),
+        ],
+    ));
+    let tls = config.apis[0].upstream.tls.as_deref().expect("tls");
+    assert_eq!(tls.ca.as_ref().map(Vec::len), Some(2));
+    let (chain, key_der) = tls.client.as_ref().expect("client identity");
+    assert_eq!(chain.len(), 1);
+    assert!(!key_der.is_empty());
+    assert_eq!(tls.server_name.as_deref(), Some("billing.internal"));
+    assert!(tls.verify);
+    let shown = format!("{tls:?}");
+    assert!(
+        !shown.contains(&format!("{:?}", &key_der[..8])),
+        "the key leaks into Debug: {shown}"
+    );
+    // Without `tls`, none; `verify: false` alone is enough.
+    let plain = compile(&with_api(&format!("    {UPSTREAM}\n")));
+    assert!(plain.apis[0].upstream.tls.is_none());
+    let lax = compile(&with_tls(
+        "[\"https://h\"]",
+        &[("verify", "false".to_owned())],
+    ));
+    let tls = lax.apis[0].upstream.tls.as_deref().expect("tls");
+    assert!(!tls.verify && tls.ca.is_none() && tls.client.is_none());
+}
+
+#[test]
+fn upstream_tls_reports_every_problem() {
+    let (cert, _) = self_signed("client.test");
+    let (_, other_key) = self_signed("other.test");
+    let broken_cert = cert.replace("MII", "MIX");
+    let errors = errors(&with_tls(
+        "[\"https://h\"]",
+        &[
+            ("ca", block(&broken_cert, 10)),
+            ("client_certificate", block(&cert, 10)),
+            ("client_key", block(&other_key, 10)),
+            ("server_name", "\"not a name\"".to_owned()),
+            ("verify", "maybe".to_owned()),
+            ("pin", "x".to_owned()),
+        ],
+    ));
+    let at = "apis[0].upstream.tls";
+    assert_has(&errors, &format!("{at}.ca"), "certificate 1");
+    assert_has(
+        &errors,
+        &format!("{at}.client_key"),
+        "does not fit `client_certificate`",
+    );
+    assert_has(&errors, &format!("{at}.server_name"), "no DNS name");
+    assert_has(&errors, &format!("{at}.verify"), "");
+    assert_has(&errors, &format!("{at}.pin"), "unknown field `pin`");
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    // No key material in any message.
+    let secret_line = other_key.lines().nth(1).expect("a base64 line");
+    assert!(errors.iter().all(|e| !e.message.contains(secret_line)));
+}
+
+#[test]
+fn upstream_tls_needs_both_halves_and_an_https_target() {
+    let (cert, key) = self_signed("client.test");
+    assert_only(
+        &with_tls(
+            "[\"https://h\"]",
+            &[("client_certificate", block(&cert, 10))],
+        ),
+        "apis[0].upstream.tls.client_key",
+        "needs its `client_key`",
+    );
+    assert_only(
+        &with_tls("[\"https://h\"]", &[("client_key", block(&key, 10))]),
+        "apis[0].upstream.tls.client_certificate",
+        "needs its `client_certificate`",
+    );
+    assert_only(
+        &with_tls("[\"http://h\"]", &[("verify", "false".to_owned())]),
+        "apis[0].upstream.tls",
+        "`https://` targets",
+    );
+    assert_only(
+        &with_tls("[\"https://h\"]", &[("ca", "\"just text\"".to_owned())]),
+        "apis[0].upstream.tls.ca",
+        "no `-----BEGIN CERTIFICATE-----` block",
+    );
+    // A key where the certificate belongs, a certificate where the key belongs.
+    let errors = errors(&with_tls(
+        "[\"https://h\"]",
+        &[
+            ("client_certificate", block(&key, 10)),
+            ("client_key", block(&cert, 10)),
+        ],
+    ));
+    assert_has(
+        &errors,
+        "apis[0].upstream.tls.client_certificate",
+        "no `-----BEGIN CERTIFICATE-----` block",
+    );
+    assert_has(
+        &errors,
+        "apis[0].upstream.tls.client_key",
+        "no PEM private key",
+    );
+}
