@@ -21,6 +21,7 @@
 //!   name never keeps a config from serving its other APIs.
 
 use dashmap::DashMap;
+use pingora_core::listeners::ALPN;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -78,6 +79,17 @@ fn sni(target: &Target, def: &UpstreamDef) -> String {
         None => target.host.clone(),
     }
 }
+
+/// `upstream.http2`: HTTP/2 only (ALPN `h2` over TLS; prior knowledge, h2c, in plain
+/// text), with up to [`H2_STREAMS`] requests at once on one connection.
+fn speak_http2(peer: &mut HttpPeer) {
+    peer.options.alpn = ALPN::H2;
+    peer.options.max_h2_streams = H2_STREAMS;
+}
+
+/// Concurrent requests on one HTTP/2 upstream connection before another is opened
+/// (servers usually allow 100 or more; Pingora's default is 1).
+const H2_STREAMS: usize = 100;
 
 /// `upstream.tls` in the form Pingora's peers take, built once per pool: every connection
 /// of every member shares the parsed certificates.
@@ -203,6 +215,9 @@ impl Pool {
                 if let (true, Some(tls)) = (t.tls, &tls) {
                     tls.apply(&mut peer);
                 }
+                if def.http2 {
+                    speak_http2(&mut peer);
+                }
                 peer.options.connection_timeout = Some(def.connect_timeout);
                 peer.options.read_timeout = Some(def.timeout);
                 peer.options.write_timeout = Some(def.timeout);
@@ -221,6 +236,9 @@ impl Pool {
             let mut check = HttpHealthCheck::new(&sni(first, def), first.tls);
             if let (true, Some(tls)) = (first.tls, &tls) {
                 tls.apply(&mut check.peer_template);
+            }
+            if def.http2 {
+                speak_http2(&mut check.peer_template);
             }
             let path = format!("{}{}", first.base_path, hc.path);
             let mut req = RequestHeader::build("GET", path.as_bytes(), None)

@@ -17,12 +17,13 @@
 //! [`Blackhole`] accepts connections and never answers (for upstream timeouts).
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -107,6 +108,10 @@ struct Shared {
     canned: Mutex<Option<Canned>>,
     /// Extra headers on every answer (not health checks).
     extra_headers: Mutex<Vec<(String, String)>>,
+    /// Trailers after every answer's body (not health checks).
+    trailers: Mutex<Vec<(String, String)>>,
+    /// Speaks HTTP/2 only (prior knowledge), not HTTP/1.1.
+    http2: bool,
 }
 
 /// A real HTTP/1.1 upstream server on an ephemeral port; see the module docs.
@@ -135,18 +140,27 @@ impl Upstream {
     /// Starts an upstream named `name` listening on `addr` (another loopback address, a
     /// given port); the error when that address cannot be bound.
     pub fn try_start_on(name: &str, addr: &str) -> std::io::Result<Upstream> {
-        Upstream::serve(name, addr, None)
+        Upstream::serve(name, addr, None, false)
+    }
+
+    /// Starts an upstream named `name` that speaks HTTP/2 only, with prior knowledge
+    /// (h2c): what a gRPC server speaks in plain text.
+    pub fn start_h2(name: &str) -> Upstream {
+        Upstream::serve(name, "127.0.0.1:0", None, true).expect("bind upstream")
     }
 
     /// Starts an upstream named `name` that speaks HTTP/1.1 over TLS with `config` (see
     /// [`crate::pki::server_config`]); a connection whose handshake fails is dropped
     /// before any request is read. [`Upstream::url`] stays `http://`: the test writes the
-    /// `https://` target it wants (an IP address or a name).
+    /// `https://` target it wants (an IP address or a name). A `config` whose ALPN list is
+    /// `h2` alone makes an HTTP/2-only upstream.
     pub fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
+        let http2 = config.alpn_protocols == [b"h2".to_vec()];
         Upstream::serve(
             name,
             "127.0.0.1:0",
             Some(tokio_rustls::TlsAcceptor::from(config)),
+            http2,
         )
         .expect("bind upstream")
     }
@@ -155,6 +169,7 @@ impl Upstream {
         name: &str,
         addr: &str,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        http2: bool,
     ) -> std::io::Result<Upstream> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true).expect("nonblocking");
@@ -168,6 +183,8 @@ impl Upstream {
             delay_ms: AtomicU64::new(0),
             canned: Mutex::new(None),
             extra_headers: Mutex::new(Vec::new()),
+            trailers: Mutex::new(Vec::new()),
+            http2,
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let sh = shared.clone();
@@ -190,10 +207,7 @@ impl Upstream {
                                 let tls = tls.clone();
                                 tokio::spawn(async move {
                                     let Some(tls) = tls else {
-                                        let svc = service_fn(move |req| handle(sh.clone(), None, req));
-                                        let _ = http1::Builder::new()
-                                            .serve_connection(TokioIo::new(stream), svc)
-                                            .await;
+                                        serve_connection(sh, stream, None).await;
                                         return;
                                     };
                                     let Ok(stream) = tls.accept(stream).await else { return };
@@ -203,12 +217,7 @@ impl Upstream {
                                         .peer_certificates()
                                         .and_then(|chain| chain.first())
                                         .map(|c| Arc::new(c.to_vec()));
-                                    let svc = service_fn(move |req| {
-                                        handle(sh.clone(), client_cert.clone(), req)
-                                    });
-                                    let _ = http1::Builder::new()
-                                        .serve_connection(TokioIo::new(stream), svc)
-                                        .await;
+                                    serve_connection(sh, stream, client_cert).await;
                                 });
                             }
                         }
@@ -297,6 +306,15 @@ impl Upstream {
             .collect();
     }
 
+    /// Trailers after the body of every answer from now on (HTTP/2, or chunked HTTP/1.1
+    /// to a client that sent `TE: trailers`), replacing the previous ones.
+    pub fn set_trailers(&self, trailers: &[(&str, &str)]) {
+        *self.shared.trailers.lock().expect("lock") = trailers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Status of every answer from now on (default 200); `status=N` in a query wins.
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
@@ -334,6 +352,49 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Serves one connection: HTTP/1.1, or HTTP/2 only (prior knowledge) for an upstream
+/// started with [`Upstream::start_h2`].
+async fn serve_connection<S>(sh: Arc<Shared>, stream: S, client_cert: Option<Arc<Vec<u8>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http2 = sh.http2;
+    let svc = service_fn(move |req| answer(sh.clone(), client_cert.clone(), req));
+    if http2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    } else {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    }
+}
+
+/// [`handle`]'s answer, with the trailers set by [`Upstream::set_trailers`].
+async fn answer(
+    sh: Arc<Shared>,
+    client_cert: Option<Arc<Vec<u8>>>,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let trailers = sh.trailers.lock().expect("lock").clone();
+    let is_health = req.uri().path() == "/health";
+    let Ok(resp) = handle(sh, client_cert, req).await;
+    Ok(resp.map(|body| {
+        if trailers.is_empty() || is_health {
+            return body.boxed();
+        }
+        let mut map = http::HeaderMap::new();
+        for (n, v) in trailers {
+            map.append(
+                http::HeaderName::try_from(n).expect("trailer name"),
+                http::HeaderValue::try_from(v).expect("trailer value"),
+            );
+        }
+        body.with_trailers(async move { Some(Ok(map)) }).boxed()
+    }))
 }
 
 async fn handle(

@@ -314,6 +314,8 @@ pub struct UpstreamDef {
     /// Keep header name spellings on HTTP/1.1 (Pingora's case map) for this upstream's
     /// requests and answers (default false).
     pub preserve_header_case: bool,
+    /// Speak HTTP/2 to the targets (h2c to `http://`, ALPN `h2` to `https://`).
+    pub http2: bool,
     /// TLS towards the `https` targets, when the API sets `upstream.tls` (else the
     /// system's trust store, verification on, no client certificate).
     pub tls: Option<Arc<UpstreamTlsDef>>,

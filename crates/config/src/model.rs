@@ -207,6 +207,10 @@ pub struct Upstream {
     /// false: names go out in lower case, docs/behaviour.md "Header names").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_header_case: Option<bool>,
+    /// Speak HTTP/2 to the targets (default false: HTTP/1.1): h2c with prior knowledge to
+    /// `http://` targets, ALPN `h2` to `https://` ones. gRPC upstreams need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
     /// How `https` targets are trusted and whom Tollgate shows itself as (optional:
     /// default, the system's trust store and no client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -837,6 +837,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
             "connect_timeout",
             "retries",
             "preserve_header_case",
+            "http2",
             "tls",
         ],
     )?;
@@ -904,6 +905,13 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
     let preserve_header_case = cx
         .optional::<bool>(map, path, "preserve_header_case")
         .unwrap_or(false);
+    let http2 = cx.optional::<bool>(map, path, "http2").unwrap_or(false);
+    if http2 && preserve_header_case {
+        cx.error(
+            &join_key(path, "preserve_header_case"),
+            "HTTP/2 header names are lower case: `preserve_header_case` needs HTTP/1.1 (`http2: false`)",
+        );
+    }
     let tls = match map.get("tls") {
         None | Some(Value::Null) => None,
         Some(value) => tls::check(cx, value, &join_key(path, "tls"), &targets),
@@ -912,6 +920,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         return None;
     }
     Some(UpstreamDef {
+        http2,
         tls,
         targets,
         health_check,

@@ -1687,3 +1687,25 @@ fn upstream_tls_needs_both_halves_and_an_https_target() {
         "no PEM private key",
     );
 }
+
+#[test]
+fn upstream_http2_defaults_off_and_refuses_preserved_header_case() {
+    let off = compile(&with_api(&format!("    {UPSTREAM}\n")));
+    assert!(!off.apis[0].upstream.http2);
+    let on = compile(&with_api(
+        "    upstream: { targets: [\"http://127.0.0.1:9000\"], http2: true }\n",
+    ));
+    assert!(on.apis[0].upstream.http2);
+    assert_only(
+        &with_api(
+            "    upstream: { targets: [\"http://h\"], http2: true, preserve_header_case: true }\n",
+        ),
+        "apis[0].upstream.preserve_header_case",
+        "needs HTTP/1.1",
+    );
+    assert_only(
+        &with_api("    upstream: { targets: [\"http://h\"], http2: 2 }\n"),
+        "apis[0].upstream.http2",
+        "",
+    );
+}

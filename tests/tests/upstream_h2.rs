@@ -1,0 +1,156 @@
+//! `upstream.http2`: HTTP/2 to the upstream (h2c in plain text, ALPN `h2` over TLS), and
+//! gRPC's shape through it: `TE: trailers` on the way in, trailers on the way out.
+#![allow(missing_docs)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_tests::pki::{server_config, Authority};
+use tollgate_tests::*;
+
+fn h2_config(target: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: svc
+    path: /svc
+    subscription_required: false
+    upstream:
+      targets: ["{target}"]
+      http2: true
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn an_h2c_upstream_serves_http1_and_http2_clients() {
+    let up = Upstream::start_h2("h2c");
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let a = get(&gw.url("/svc/things/1?x=2")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.from_upstream("h2c"));
+    let r = up.expect_last();
+    assert_eq!(r.version, "HTTP/2.0");
+    assert_eq!(r.uri, "/things/1?x=2");
+    assert!(r.header("x-forwarded-for").is_some(), "{:?}", r.headers);
+    // A body from an HTTP/1.1 client, chunked: no Transfer-Encoding goes out on HTTP/2.
+    let addr = gw.addr();
+    let resp = tokio::task::spawn_blocking(move || {
+        send_raw(
+            addr,
+            b"POST /svc/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nhello \r\n2\r\nh2\r\n0\r\n\r\n",
+        )
+    })
+    .await
+    .expect("raw request");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let r = up.expect_last();
+    assert_eq!(r.body, b"hello h2");
+    assert!(r.header("transfer-encoding").is_none(), "{:?}", r.headers);
+    // Many at once from an HTTP/2 client: they share connections (streams), all answered.
+    let h2 = h2c_client();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = gw.url(&format!("/svc/many/{i}"));
+        let h2 = h2.clone();
+        tasks.push(tokio::spawn(async move { fetch(h2.get(url)).await.status }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    assert_eq!(up.count(), 22);
+}
+
+/// gRPC through the gateway: an HTTP/2 client posts `application/grpc` with
+/// `TE: trailers`; the upstream's `grpc-status` trailer reaches the client.
+#[tokio::test]
+async fn grpc_trailers_pass_both_ways() {
+    let up = Upstream::start_h2("grpc");
+    up.set_answer("application/grpc", b"\0\0\0\0\x02\x08\x01", None);
+    up.set_trailers(&[("grpc-status", "0"), ("grpc-message", "fine")]);
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/svc/pkg.Greeter/SayHello", gw.addr()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x03\x0a\x01x")))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grpc"[..])
+    );
+    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("in time")
+        .expect("the body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"fine"[..])
+    );
+    assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02\x08\x01");
+    let r = up.expect_last();
+    assert_eq!(r.uri, "/pkg.Greeter/SayHello");
+    assert_eq!(r.header("te"), Some("trailers"), "{:?}", r.headers);
+    assert_eq!(r.body, b"\0\0\0\0\x03\x0a\x01x");
+}
+
+/// Over TLS: ALPN `h2`, with the API's own CA; health checks speak HTTP/2 too.
+#[tokio::test]
+async fn an_https_h2_upstream_with_health_checks() {
+    let ca = Authority::new("h2 CA");
+    let mut config = Arc::unwrap_or_clone(server_config(&ca.server(&["127.0.0.1"]), None));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let up = Upstream::start_tls("h2-tls", Arc::new(config));
+    let mut ca_block = String::from(
+        "      health_check: { path: /health, interval: 200ms }\n      tls:\n        ca: |\n",
+    );
+    for line in ca.cert_pem().lines() {
+        ca_block.push_str("          ");
+        ca_block.push_str(line);
+        ca_block.push('\n');
+    }
+    let gw = Gateway::start(&h2_config(
+        &format!("https://127.0.0.1:{}", up.port()),
+        &ca_block,
+    ));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || up
+            .health_hits()
+            >= 3),
+        "no health checks arrived: {}",
+        gw.log()
+    );
+    let a = get(&gw.url("/svc/secure")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.expect_last().version, "HTTP/2.0");
+}
+
+/// An upstream that speaks only HTTP/1.1 behind `http2: true`: a 502, not a hang.
+#[tokio::test]
+async fn an_http1_only_upstream_behind_http2_is_502() {
+    let up = Upstream::start("h1");
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let a = get(&gw.url("/svc/x")).await;
+    a.assert_problem(502);
+}
