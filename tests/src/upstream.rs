@@ -19,7 +19,7 @@
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -110,6 +110,10 @@ struct Shared {
     extra_headers: Mutex<Vec<(String, String)>>,
     /// Trailers after every answer's body (not health checks).
     trailers: Mutex<Vec<(String, String)>>,
+    /// A body sent in parts, with a pause before each part after the first.
+    stream: Mutex<Option<(Vec<Vec<u8>>, Duration)>>,
+    /// How many parts of streamed bodies were handed to the connection.
+    parts_sent: Arc<AtomicUsize>,
     /// Speaks HTTP/2 only (prior knowledge), not HTTP/1.1.
     http2: bool,
 }
@@ -184,6 +188,8 @@ impl Upstream {
             canned: Mutex::new(None),
             extra_headers: Mutex::new(Vec::new()),
             trailers: Mutex::new(Vec::new()),
+            stream: Mutex::new(None),
+            parts_sent: Arc::new(AtomicUsize::new(0)),
             http2,
         });
         let (tx, mut rx) = oneshot::channel::<()>();
@@ -315,6 +321,21 @@ impl Upstream {
             .collect();
     }
 
+    /// Every answer from now on has this body, sent part by part with `gap` before each
+    /// part after the first (chunked on HTTP/1.1, one DATA frame each on HTTP/2), then
+    /// the trailers of [`Upstream::set_trailers`]. The head is the one the answer would
+    /// have had (the content type of [`Upstream::set_answer`], else the echo's), without
+    /// `Content-Length`.
+    pub fn set_stream(&self, parts: &[&[u8]], gap: Duration) {
+        *self.shared.stream.lock().expect("lock") =
+            Some((parts.iter().map(|p| p.to_vec()).collect(), gap));
+    }
+
+    /// How many parts of streamed bodies the server has handed to its connections.
+    pub fn parts_sent(&self) -> usize {
+        self.shared.parts_sent.load(Ordering::SeqCst)
+    }
+
     /// Status of every answer from now on (default 200); `status=N` in a query wins.
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
@@ -380,12 +401,14 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let trailers = sh.trailers.lock().expect("lock").clone();
+    let stream = sh.stream.lock().expect("lock").clone();
+    let parts_sent = sh.parts_sent.clone();
     let is_health = req.uri().path() == "/health";
     let Ok(resp) = handle(sh, client_cert, req).await;
-    Ok(resp.map(|body| {
-        if trailers.is_empty() || is_health {
-            return body.boxed();
-        }
+    if is_health {
+        return Ok(resp.map(|body| body.boxed()));
+    }
+    let trailers = (!trailers.is_empty()).then(|| {
         let mut map = http::HeaderMap::new();
         for (n, v) in trailers {
             map.append(
@@ -393,8 +416,47 @@ async fn answer(
                 http::HeaderValue::try_from(v).expect("trailer value"),
             );
         }
-        body.with_trailers(async move { Some(Ok(map)) }).boxed()
+        map
+    });
+    if let Some((parts, gap)) = stream {
+        let (mut head, _) = resp.into_parts();
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for (i, part) in parts.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                if tx.send(Frame::data(Bytes::from(part))).await.is_err() {
+                    return;
+                }
+                parts_sent.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(map) = trailers {
+                let _ = tx.send(Frame::trailers(map)).await;
+            }
+        });
+        return Ok(Response::from_parts(head, ChannelBody(rx).boxed()));
+    }
+    Ok(resp.map(|body| match trailers {
+        None => body.boxed(),
+        Some(map) => body.with_trailers(async move { Some(Ok(map)) }).boxed(),
     }))
+}
+
+/// A body whose frames come from a channel, as the task feeding it sends them.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Frame<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
 }
 
 async fn handle(

@@ -287,3 +287,43 @@ async fn an_https_upstream_is_verified() {
     );
     assert_eq!(up.count(), 1, "{:?}", up.requests());
 }
+
+/// An answer the upstream sends bit by bit (server-sent events, long downloads) reaches
+/// the client bit by bit: the client holds the first part while the upstream has not yet
+/// produced the last, so nothing waited for the whole body.
+#[tokio::test]
+async fn a_streamed_answer_is_not_held_back() {
+    let up = Upstream::start("sse");
+    up.set_answer("text/event-stream", b"", None);
+    up.set_stream(
+        &[b"data: one\n\n", b"data: two\n\n", b"data: three\n\n"],
+        Duration::from_secs(2),
+    );
+    let gw = Gateway::start(&pool_config(&[up.url()], ""));
+    let mut resp = client()
+        .get(gw.url("/echo/events"))
+        .send()
+        .await
+        .expect("answer head");
+    assert_eq!(resp.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first part in time")
+        .expect("readable")
+        .expect("a part");
+    assert_eq!(&first[..], b"data: one\n\n");
+    assert!(
+        up.parts_sent() < 3,
+        "the first part arrived only after the upstream sent all {}",
+        up.parts_sent()
+    );
+    let mut rest = Vec::new();
+    while let Some(part) = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the rest in time")
+        .expect("readable")
+    {
+        rest.extend_from_slice(&part);
+    }
+    assert_eq!(rest, b"data: two\n\ndata: three\n\n");
+}

@@ -115,6 +115,69 @@ async fn grpc_trailers_pass_both_ways() {
     assert_eq!(r.body, b"\0\0\0\0\x03\x0a\x01x");
 }
 
+/// A server-streaming call: each message reaches the client while the upstream has not
+/// yet sent the last, and the trailers come after the last message.
+#[tokio::test]
+async fn grpc_server_streaming_is_not_held_back() {
+    let up = Upstream::start_h2("stream");
+    up.set_answer("application/grpc", b"", None);
+    up.set_stream(
+        &[b"\0\0\0\0\x01a", b"\0\0\0\0\x01b", b"\0\0\0\0\x01c"],
+        Duration::from_secs(2),
+    );
+    up.set_trailers(&[("grpc-status", "0")]);
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/svc/pkg.Feed/Watch", gw.addr()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    let mut trailers = None;
+    let mut sent_at_first = None;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("a frame in time")
+    {
+        let frame = frame.expect("readable");
+        if let Some(d) = frame.data_ref() {
+            if !d.is_empty() && sent_at_first.is_none() {
+                sent_at_first = Some(up.parts_sent());
+            }
+            data.extend_from_slice(d);
+        } else if let Ok(t) = frame.into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    let sent = sent_at_first.expect("data came");
+    assert!(
+        sent < 3,
+        "the first message arrived only after all {sent} were sent"
+    );
+    assert_eq!(data, b"\0\0\0\0\x01a\0\0\0\0\x01b\0\0\0\0\x01c");
+    let trailers = trailers.expect("trailers after the messages");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+}
+
 /// Over TLS: ALPN `h2`, with the API's own CA; health checks speak HTTP/2 too.
 #[tokio::test]
 async fn an_https_h2_upstream_with_health_checks() {
