@@ -107,3 +107,16 @@ pub fn server_config(leaf: &Leaf, clients_of: Option<&Authority>) -> Arc<rustls:
     let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key PEM");
     Arc::new(builder.with_single_cert(chain, key).expect("server config"))
 }
+
+/// `text` (a PEM) as a YAML block scalar (`|`) whose lines are indented by `spaces`, for
+/// the value of a key indented less.
+pub fn yaml_block(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    let mut out = String::from("|\n");
+    for line in text.lines() {
+        out.push_str(&pad);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

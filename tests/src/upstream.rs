@@ -353,6 +353,13 @@ impl Upstream {
         self.shared.health_status.store(status, Ordering::SeqCst);
     }
 
+    /// Waits (bounded) until at least `n` health checks arrived; returns whether they did.
+    pub fn wait_for_health_hits(&self, n: usize, timeout: Duration) -> bool {
+        crate::wait_until(timeout, Duration::from_millis(20), || {
+            self.health_hits() >= n
+        })
+    }
+
     /// How many `/health` requests arrived.
     pub fn health_hits(&self) -> usize {
         self.shared.health_hits.load(Ordering::SeqCst)

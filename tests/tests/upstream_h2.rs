@@ -4,10 +4,11 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_tests::pki::{server_config, Authority};
+use tollgate_tests::pki::{server_config, yaml_block, Authority};
 use tollgate_tests::*;
 
 fn h2_config(target: &str, extra: &str) -> String {
@@ -63,14 +64,9 @@ async fn an_h2c_upstream_serves_http1_and_http2_clients() {
     assert_eq!(up.count(), 22);
 }
 
-/// gRPC through the gateway: an HTTP/2 client posts `application/grpc` with
-/// `TE: trailers`; the upstream's `grpc-status` trailer reaches the client.
-#[tokio::test]
-async fn grpc_trailers_pass_both_ways() {
-    let up = Upstream::start_h2("grpc");
-    up.set_answer("application/grpc", b"\0\0\0\0\x02\x08\x01", None);
-    up.set_trailers(&[("grpc-status", "0"), ("grpc-message", "fine")]);
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+/// A gRPC-shaped call over h2c to the gateway: `POST path` with `application/grpc`,
+/// `TE: trailers` and `body`; the answer, its body still to read.
+async fn grpc_call(gw: &Gateway, path: &str, body: &'static [u8]) -> http::Response<Incoming> {
     let tcp = tokio::net::TcpStream::connect(gw.addr())
         .await
         .expect("connect");
@@ -81,15 +77,26 @@ async fn grpc_trailers_pass_both_ways() {
     .await
     .expect("h2c handshake");
     tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{}/svc/pkg.Greeter/SayHello", gw.addr()))
+    let req = http::Request::post(format!("http://{}{path}", gw.addr()))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x03\x0a\x01x")))
+        .body(Full::new(Bytes::from_static(body)))
         .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+    tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
         .await
         .expect("in time")
-        .expect("an answer");
+        .expect("an answer")
+}
+
+/// gRPC through the gateway: an HTTP/2 client posts `application/grpc` with
+/// `TE: trailers`; the upstream's `grpc-status` trailer reaches the client.
+#[tokio::test]
+async fn grpc_trailers_pass_both_ways() {
+    let up = Upstream::start_h2("grpc");
+    up.set_answer("application/grpc", b"\0\0\0\0\x02\x08\x01", None);
+    up.set_trailers(&[("grpc-status", "0"), ("grpc-message", "fine")]);
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let resp = grpc_call(&gw, "/svc/pkg.Greeter/SayHello", b"\0\0\0\0\x03\x0a\x01x").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers().get("content-type").map(|v| v.as_bytes()),
@@ -127,25 +134,7 @@ async fn grpc_server_streaming_is_not_held_back() {
     );
     up.set_trailers(&[("grpc-status", "0")]);
     let gw = Gateway::start(&h2_config(&up.url(), ""));
-    let tcp = tokio::net::TcpStream::connect(gw.addr())
-        .await
-        .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{}/svc/pkg.Feed/Watch", gw.addr()))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-        .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("in time")
-        .expect("an answer");
+    let resp = grpc_call(&gw, "/svc/pkg.Feed/Watch", b"\0\0\0\0\0").await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut data = Vec::new();
@@ -185,22 +174,16 @@ async fn an_https_h2_upstream_with_health_checks() {
     let mut config = Arc::unwrap_or_clone(server_config(&ca.server(&["127.0.0.1"]), None));
     config.alpn_protocols = vec![b"h2".to_vec()];
     let up = Upstream::start_tls("h2-tls", Arc::new(config));
-    let mut ca_block = String::from(
-        "      health_check: { path: /health, interval: 200ms }\n      tls:\n        ca: |\n",
+    let ca_block = format!(
+        "      health_check: {{ path: /health, interval: 200ms }}\n      tls:\n        ca: {}",
+        yaml_block(ca.cert_pem(), 10)
     );
-    for line in ca.cert_pem().lines() {
-        ca_block.push_str("          ");
-        ca_block.push_str(line);
-        ca_block.push('\n');
-    }
     let gw = Gateway::start(&h2_config(
         &format!("https://127.0.0.1:{}", up.port()),
         &ca_block,
     ));
     assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || up
-            .health_hits()
-            >= 3),
+        up.wait_for_health_hits(3, Duration::from_secs(10)),
         "no health checks arrived: {}",
         gw.log()
     );

@@ -5,18 +5,12 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::time::Duration;
-use tollgate_tests::pki::{server_config, Authority};
+use tollgate_tests::pki::{server_config, yaml_block, Authority};
 use tollgate_tests::*;
 
-/// `text` as a YAML block scalar under a key indented by 6 spaces.
+/// `text` as a YAML block scalar for a key indented by 8 spaces.
 fn block(text: &str) -> String {
-    let mut out = String::from("|\n");
-    for line in text.lines() {
-        out.push_str("          ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
+    yaml_block(text, 10)
 }
 
 /// An API `id` at `/id` on `target`, with `tls` lines (already indented) when not empty.
@@ -183,9 +177,7 @@ async fn health_checks_use_the_tls_settings() {
     yaml.push_str("      health_check: { path: /health, interval: 200ms }\n");
     let gw = Gateway::start(&yaml);
     assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || up
-            .health_hits()
-            >= 3),
+        up.wait_for_health_hits(3, Duration::from_secs(10)),
         "no health checks arrived: {}",
         gw.log()
     );
