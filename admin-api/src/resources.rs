@@ -413,6 +413,8 @@ pub(crate) struct UpstreamDoc {
 pub(crate) struct TargetDoc {
     /// `scheme://host:port` and the base path, as configured.
     target: String,
+    /// Its share of the requests relative to the other targets' (0: drained).
+    weight: u32,
     /// The addresses its host stands for now (one for an IP address; every IPv4 address
     /// of a host name, else every IPv6 one; none while the name does not resolve).
     addresses: Vec<AddressDoc>,
@@ -469,6 +471,7 @@ pub(crate) async fn get_api_upstream(
                 t.authority(),
                 t.base_path
             ),
+            weight: t.weight,
             addresses: members
                 .into_iter()
                 .map(|(address, healthy)| AddressDoc {

@@ -61,6 +61,12 @@ pub struct Pool {
     unresolved: Vec<String>,
     /// Round-robin position.
     next: AtomicUsize,
+    /// With weights that differ: the member of each round-robin slot, in smooth weighted
+    /// round-robin order (a member of weight `w` has `w` slots, spread out). Empty when
+    /// every member has the same weight: then slot `i` is member `i`.
+    schedule: Vec<usize>,
+    /// Members that take requests (weight above 0).
+    takers: usize,
     epoch: Instant,
     /// Per member: milliseconds since `epoch` until which it is ejected (0: not ejected).
     ejected_until: Vec<AtomicU64>,
@@ -77,6 +83,43 @@ fn sni(target: &Target, def: &UpstreamDef) -> String {
     match def.tls.as_deref().and_then(|t| t.server_name.as_deref()) {
         Some(name) => name.to_owned(),
         None => target.host.clone(),
+    }
+}
+
+/// The round-robin slots of members with `weights`, in smooth weighted round-robin order
+/// (nginx's: each step, every member gains its weight, the richest is picked and pays the
+/// total), so that a member of weight 3 among weights 3 and 1 is not picked three times in
+/// a row. Members of weight 0 have no slot. Empty when every member has the same weight
+/// (plain round robin over the members).
+fn schedule(weights: &[u32]) -> Vec<usize> {
+    if weights.windows(2).all(|w| w[0] == w[1]) {
+        return Vec::new();
+    }
+    // 90 and 10 make the same order as 9 and 1, in a tenth of the slots.
+    let gcd = weights.iter().fold(0, |a, &w| gcd(a, w)).max(1);
+    let weights: Vec<u32> = weights.iter().map(|w| w / gcd).collect();
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, &w) in weights.iter().enumerate() {
+            current[i] += i64::from(w);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -266,9 +309,15 @@ impl Pool {
         }
         // Static discovery never blocks: build the selector now.
         futures_now(lb.update()).map_err(|e| format!("upstream pool: {e}"))?;
+        let weights: Vec<u32> = members
+            .iter()
+            .map(|m| def.targets[m.target].weight)
+            .collect();
         Ok(Pool {
             def: def.clone(),
             lb,
+            schedule: schedule(&weights),
+            takers: weights.iter().filter(|&&w| w > 0).count(),
             ejected_until: members.iter().map(|_| AtomicU64::new(0)).collect(),
             members,
             hosts,
@@ -284,9 +333,9 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// How many members (addresses) the pool has: at most that many attempts differ.
+    /// How many members (addresses) take requests: at most that many attempts differ.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.takers
     }
 
     /// Whether the pool has no member at all (no target has an address).
@@ -307,8 +356,23 @@ impl Pool {
     /// Pick the next member by round robin among healthy ones, skipping the members in
     /// `tried` (a bit set of indexes) and, while others remain, ejected ones.
     pub fn pick(&self, tried: u64) -> Result<Picked, PickError> {
-        let n = self.members.len();
+        let weighted = !self.schedule.is_empty();
+        // Unweighted, every member has the same weight: all take requests, or (all 0,
+        // every other target without an address) none does.
+        let n = if weighted {
+            self.schedule.len()
+        } else {
+            self.takers
+        };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = |k: usize| {
+            let i = (start + k) % n;
+            if weighted {
+                self.schedule[i]
+            } else {
+                i
+            }
+        };
         let checked = self.def.health_check.is_some();
         let candidate = |i: usize| {
             (i >= 64 || tried & (1 << i) == 0)
@@ -317,7 +381,7 @@ impl Pool {
         // The clock is read only when some member has been ejected.
         let mut now = None;
         let index = (0..n)
-            .map(|k| (start + k) % n)
+            .map(slot)
             .find(|&i| {
                 candidate(i) && {
                     let until = self.ejected_until[i].load(Ordering::Relaxed);
@@ -325,7 +389,7 @@ impl Pool {
                 }
             })
             // Every candidate is ejected: try one anyway rather than fail.
-            .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| candidate(i)))
+            .or_else(|| (0..n).map(slot).find(|&i| candidate(i)))
             .ok_or(PickError::NoHealthyTarget)?;
         Ok(Picked {
             index,
@@ -553,6 +617,41 @@ mod tests {
 
     fn addr(s: &str) -> Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn schedule_is_smooth_weighted_round_robin() {
+        assert!(schedule(&[1, 1, 1]).is_empty());
+        assert!(schedule(&[5]).is_empty());
+        assert_eq!(schedule(&[3, 1]), [0, 0, 1, 0]);
+        // Reduced by the common divisor; spread out, never three of one in a row here.
+        let s = schedule(&[60, 20, 20]);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.iter().filter(|&&m| m == 0).count(), 3);
+        assert!(s.windows(3).all(|w| w.iter().any(|&m| m != 0)), "{s:?}");
+        // Weight 0: no slot.
+        assert_eq!(schedule(&[0, 2, 1]), [1, 2, 1]);
+    }
+
+    #[test]
+    fn picks_follow_the_weights_and_skip_what_cannot_take_requests() {
+        let yaml = "version: 1\napis:\n  - id: a\n    path: /a\n    upstream:\n      targets: [{ url: \"http://10.0.0.1:80\", weight: 3 }, \"http://10.0.0.2:80\", { url: \"http://10.0.0.3:80\", weight: 0 }]\n";
+        let def = tollgate_config::parse_and_compile(yaml).unwrap().apis[0]
+            .upstream
+            .clone();
+        let pool = Pool::build(&def).unwrap();
+        assert_eq!(pool.len(), 2, "the drained target takes no requests");
+        let mut seen = [0usize; 3];
+        for _ in 0..40 {
+            seen[pool.pick(0).unwrap().index] += 1;
+        }
+        assert_eq!(seen, [30, 10, 0]);
+        // Member 0 already tried: the next slot that is not.
+        for _ in 0..8 {
+            assert_eq!(pool.pick(1).unwrap().index, 1);
+        }
+        // Both takers tried: nothing left, the drained one is not a fallback.
+        assert_eq!(pool.pick(0b11).unwrap_err(), PickError::NoHealthyTarget);
     }
 
     fn addrs(list: &[&str]) -> Vec<Addr> {

@@ -1267,6 +1267,7 @@ async fn upstream_health_is_reported_only_where_it_is_checked() {
             doc.json(),
             json!({"api": "echo", "targets": [{
                 "target": up.url(),
+                "weight": 1,
                 "addresses": [{"address": address, "healthy": healthy}],
             }]})
         );

@@ -327,3 +327,57 @@ async fn a_streamed_answer_is_not_held_back() {
     }
     assert_eq!(rest, b"data: two\n\ndata: three\n\n");
 }
+
+fn weighted_config(a: &Upstream, a_weight: u32, b: &Upstream, b_weight: u32) -> String {
+    format!(
+        r#"version: 1
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream:
+      targets:
+        - {{ url: "{}", weight: {a_weight} }}
+        - {{ url: "{}", weight: {b_weight} }}
+"#,
+        a.url(),
+        b.url()
+    )
+}
+
+/// Weights split the requests (a canary at a quarter), a weight of 0 drains a target, and
+/// a config write moves the split without a restart.
+#[tokio::test]
+async fn weights_split_requests_and_a_swap_shifts_them() {
+    let stable = Upstream::start("stable");
+    let canary = Upstream::start("canary");
+    let gw = Gateway::start(&weighted_config(&stable, 3, &canary, 1));
+    let c = client();
+    for i in 0..40 {
+        let a = fetch(c.get(gw.url(&format!("/echo/{i}")))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!((stable.count(), canary.count()), (30, 10));
+    // Promote the canary: the old target drained, every request to the new one.
+    gw.admin()
+        .put_config(&weighted_config(&stable, 0, &canary, 1))
+        .await;
+    for i in 0..20 {
+        let a = fetch(c.get(gw.url(&format!("/echo/after/{i}")))).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert!(
+            a.from_upstream("canary"),
+            "request {i} went to the drained target"
+        );
+    }
+    assert_eq!((stable.count(), canary.count()), (30, 30));
+    // The admin API shows the weights it routes by.
+    let doc = gw.admin().get("/apis/echo/upstream").await.json();
+    let weights: Vec<u64> = doc["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["weight"].as_u64().expect("a weight"))
+        .collect();
+    assert_eq!(weights, [0, 1], "{doc}");
+}

@@ -361,6 +361,9 @@ pub struct Target {
     pub tls: bool,
     /// Base path prepended to the forwarded path, no trailing `/` (`""` when none).
     pub base_path: String,
+    /// Share of the requests, relative to the other targets' (default 1; 0: none, the
+    /// target is drained). Each address of the target has this weight.
+    pub weight: u32,
 }
 
 impl Target {
@@ -890,6 +893,7 @@ apis:
             port: 8443,
             tls: true,
             base_path: String::new(),
+            weight: 1,
         };
         assert_eq!(t.authority(), "example.com:8443");
     }

@@ -189,8 +189,9 @@ fn default_key_query() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// One or more `http://host:port[/base-path]` targets; round robin over healthy ones.
-    pub targets: Vec<String>,
+    /// One or more `http://host:port[/base-path]` targets; round robin over healthy ones,
+    /// weighted where a target is written `{ url, weight }`.
+    pub targets: Vec<TargetSpec>,
     /// Active health checking (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -215,6 +216,27 @@ pub struct Upstream {
     /// default, the system's trust store and no client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+}
+
+/// One upstream target: its URL, or its URL and weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    /// `http://host:port[/base-path]` (weight 1).
+    Url(String),
+    /// `{ url, weight }`.
+    Weighted(WeightedTarget),
+}
+
+/// A target with a weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTarget {
+    /// `http://host:port[/base-path]`.
+    pub url: String,
+    /// Share of the requests relative to the other targets' (default 1; 0: drained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// TLS towards the `https` targets of an upstream.

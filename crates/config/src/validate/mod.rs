@@ -853,12 +853,18 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
                 }
                 for (i, item) in items.iter().enumerate() {
                     let item_path = join_index(&targets_path, i);
-                    if let Some(text) = cx.de::<String>(item, &item_path) {
-                        match parse_target(&text) {
-                            Ok(target) => targets.push(target),
-                            Err(message) => cx.error(&item_path, message),
-                        }
+                    if let Some(target) = check_target(cx, item, &item_path) {
+                        targets.push(target);
                     }
+                }
+                if !targets.is_empty()
+                    && targets.len() == items.len()
+                    && targets.iter().all(|t| t.weight == 0)
+                {
+                    cx.error(
+                        &targets_path,
+                        "every target has weight 0: at least one must take requests",
+                    );
                 }
             }
         }
@@ -929,6 +935,40 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         retries,
         preserve_header_case,
     })
+}
+
+/// Largest `weight` of a target.
+const MAX_WEIGHT: u32 = 100;
+
+/// One item of `upstream.targets`: a URL, or `{ url, weight }`.
+fn check_target(cx: &mut Cx<'_>, item: &Value, path: &str) -> Option<Target> {
+    let (url, weight) = match item {
+        Value::Mapping(_) => {
+            let map = cx.mapping(item, path, "a target", &["url", "weight"])?;
+            let url = cx.required::<String>(map, path, "url");
+            let weight = cx.optional::<u32>(map, path, "weight");
+            if weight.is_some_and(|w| w > MAX_WEIGHT) {
+                cx.error(
+                    &join_key(path, "weight"),
+                    format!("a weight is 0 to {MAX_WEIGHT}"),
+                );
+                return None;
+            }
+            (url?, weight.unwrap_or(1))
+        }
+        _ => (cx.de::<String>(item, path)?, 1),
+    };
+    let url_path = match item {
+        Value::Mapping(_) => join_key(path, "url"),
+        _ => path.to_owned(),
+    };
+    match parse_target(&url) {
+        Ok(target) => Some(Target { weight, ..target }),
+        Err(message) => {
+            cx.error(&url_path, message);
+            None
+        }
+    }
 }
 
 /// Parses an upstream target: `http://host[:port][/base]` or `https://...`.
@@ -1011,6 +1051,7 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
         port,
         tls,
         base_path: base_path.to_string(),
+        weight: 1,
     })
 }
 

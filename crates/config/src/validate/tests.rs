@@ -579,7 +579,8 @@ fn targets_compile() {
             host: "127.0.0.1".into(),
             port: 9000,
             tls: false,
-            base_path: String::new()
+            base_path: String::new(),
+            weight: 1,
         }
     );
     assert_eq!(
@@ -588,7 +589,8 @@ fn targets_compile() {
             host: "api.example.com".into(),
             port: 443,
             tls: true,
-            base_path: "/base".into()
+            base_path: "/base".into(),
+            weight: 1,
         }
     );
     assert_eq!(t[2].host, "::1");
@@ -1707,5 +1709,35 @@ fn upstream_http2_defaults_off_and_refuses_preserved_header_case() {
         &with_api("    upstream: { targets: [\"http://h\"], http2: 2 }\n"),
         "apis[0].upstream.http2",
         "",
+    );
+}
+
+#[test]
+fn weighted_targets() {
+    let config = compile(&with_api(
+        "    upstream:\n      targets: [\"http://a\", { url: \"http://b\", weight: 9 }, { url: \"http://c\", weight: 0 }, { url: \"http://d\" }]\n",
+    ));
+    let weights: Vec<u32> = config.apis[0]
+        .upstream
+        .targets
+        .iter()
+        .map(|t| t.weight)
+        .collect();
+    assert_eq!(weights, [1, 9, 0, 1]);
+    assert_eq!(config.apis[0].upstream.targets[1].host, "b");
+    let errors = errors(&with_api(
+        "    upstream:\n      targets: [{ url: \"http://a\", weight: 101 }, { weight: 2 }, { url: \"ftp://c\" }, { url: \"http://d\", share: 1 }, { url: \"http://e\", weight: -1 }]\n",
+    ));
+    let at = "apis[0].upstream.targets";
+    assert_has(&errors, &format!("{at}[0].weight"), "0 to 100");
+    assert_has(&errors, &format!("{at}[1].url"), "missing field `url`");
+    assert_has(&errors, &format!("{at}[2].url"), "invalid target `ftp://c`");
+    assert_has(&errors, &format!("{at}[3].share"), "unknown field `share`");
+    assert_has(&errors, &format!("{at}[4].weight"), "");
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert_only(
+        &with_api("    upstream:\n      targets: [{ url: \"http://a\", weight: 0 }, { url: \"http://b\", weight: 0 }]\n"),
+        at,
+        "every target has weight 0",
     );
 }
