@@ -160,6 +160,7 @@ async fn a_name_with_several_addresses_spreads_over_them() {
         doc.json(),
         serde_json::json!({"api": "svc", "targets": [{
             "target": format!("http://{name}:{}", a.port()),
+            "weight": 1,
             "addresses": [
                 {"address": format!("127.0.0.2:{}", a.port()), "healthy": true},
                 {"address": format!("127.0.0.3:{}", a.port()), "healthy": true},
