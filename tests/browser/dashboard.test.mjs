@@ -32,15 +32,25 @@ let proxy;
 let admin;
 let logPath;
 
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const port = s.address().port;
-      s.close(() => ok(port));
-    });
-  });
+// `n` distinct ports of 127.0.0.1 that were free a moment ago: every listener stays open
+// until all are picked, so the kernel cannot hand out one port twice (it may reuse a port
+// just closed, and then two servers of the test would race for it).
+async function freePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      servers.push(
+        await new Promise((ok, fail) => {
+          const s = createServer();
+          s.once("error", fail);
+          s.listen(0, "127.0.0.1", () => ok(s));
+        })
+      );
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((ok) => s.close(() => ok()))));
+  }
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -112,8 +122,7 @@ before(async () => {
   assert.ok(existsSync(chromiumPath), `chromium is missing at ${chromiumPath}: apt-get install chromium`);
   rmSync(screenshot, { force: true }); // the size check below reads this run's
   dir = mkdtempSync(join(tmpdir(), "tollgate-dashboard-"));
-  const upstreamPort = await freePort();
-  const closedPort = await freePort();
+  const [upstreamPort, closedPort, proxyPort, adminPort] = await freePorts(4);
   start(["demo-upstream", "--listen", `127.0.0.1:${upstreamPort}`], {}, join(dir, "upstream.log"));
   const config = `version: 1
 products:
@@ -140,8 +149,6 @@ apis:
     upstream: { targets: ["http://127.0.0.1:${closedPort}"] }
 `;
   writeFileSync(join(dir, "policy.yaml"), config);
-  const proxyPort = await freePort();
-  const adminPort = await freePort();
   proxy = `127.0.0.1:${proxyPort}`;
   admin = `127.0.0.1:${adminPort}`;
   logPath = join(dir, "tollgate.log");
