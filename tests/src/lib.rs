@@ -26,7 +26,7 @@ pub use client::{
 pub use gateway::{tollgate_bin, Gateway, GatewayBuilder};
 pub use nix::sys::signal::Signal;
 pub use raw::{raw_get, read_head, send_raw, RawConn, RawResponse};
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTlsOptions};
 pub use upstream::{Blackhole, Recorded, Upstream};
 
 use std::net::TcpListener;

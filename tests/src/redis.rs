@@ -28,6 +28,29 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// The TLS port (besides the plain one the helpers use), with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
+    /// Extra arguments of `redis-server`.
+    args: Vec<String>,
+    /// `requirepass`: the helpers authenticate with it.
+    password: Option<String>,
+}
+
+/// What [`RedisServer::start_tls`] sets up: the server's certificate and key, the CA its
+/// clients' certificates must come from (required of them with `require_client_cert`),
+/// and a password.
+#[derive(Debug, Clone)]
+pub struct RedisTlsOptions {
+    /// The server's certificate (PEM).
+    pub cert_pem: String,
+    /// Its key (PEM).
+    pub key_pem: String,
+    /// The CA of client certificates (PEM).
+    pub client_ca_pem: String,
+    /// Whether a client must present a certificate from `client_ca_pem`.
+    pub require_client_cert: bool,
+    /// `requirepass`, when set.
+    pub password: Option<String>,
 }
 
 impl RedisServer {
@@ -41,9 +64,66 @@ impl RedisServer {
             port: crate::free_port(),
             child: None,
             dir,
+            tls_port: None,
+            args: Vec::new(),
+            password: None,
         };
         server.spawn();
         server
+    }
+
+    /// Starts a server that also listens with TLS on a port of its own
+    /// ([`RedisServer::tls_url`]); the plain port stays for the test's helpers.
+    pub fn start_tls(options: &RedisTlsOptions) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write a TLS file");
+            path.to_str().expect("a UTF-8 path").to_owned()
+        };
+        let tls_port = crate::free_port();
+        let mut args = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            write("server.pem", &options.cert_pem),
+            "--tls-key-file".to_owned(),
+            write("server.key", &options.key_pem),
+            "--tls-ca-cert-file".to_owned(),
+            write("clients-ca.pem", &options.client_ca_pem),
+            "--tls-auth-clients".to_owned(),
+            if options.require_client_cert {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
+        ];
+        if let Some(p) = &options.password {
+            args.extend(["--requirepass".to_owned(), p.clone()]);
+        }
+        let mut server = RedisServer {
+            port: crate::free_port(),
+            child: None,
+            dir,
+            tls_port: Some(tls_port),
+            args,
+            password: options.password.clone(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// `rediss://[:PASSWORD@]127.0.0.1:TLSPORT/` (with [`RedisServer::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        match &self.password {
+            Some(p) => format!("rediss://:{p}@127.0.0.1:{port}/"),
+            None => format!("rediss://127.0.0.1:{port}/"),
+        }
     }
 
     fn spawn(&mut self) {
@@ -59,6 +139,7 @@ impl RedisServer {
             .arg("no")
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -97,21 +178,32 @@ impl RedisServer {
 
     /// Sends one inline command and returns the first reply bytes as text (bounded: 1 s).
     pub fn command(&self, line: &str) -> Option<String> {
-        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let mut s = self.connect()?;
         s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
         let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// A plain connection to the server, authenticated when it has a password (bounded).
+    fn connect(&self) -> Option<TcpStream> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        if let Some(p) = &self.password {
+            s.write_all(format!("AUTH {p}\r\n").as_bytes()).ok()?;
+            let mut ok = [0u8; 5];
+            s.read_exact(&mut ok).ok()?;
+            if &ok != b"+OK\r\n" {
+                return None;
+            }
+        }
+        Some(s)
+    }
+
     /// The `calls` count of each command in `INFO commandstats` (`evalsha`, `eval`, ...;
     /// lower case, as Redis names them). Reads the whole reply (bounded: 1 s).
     pub fn command_calls(&self) -> std::collections::HashMap<String, u64> {
-        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
-            .expect("connect to redis");
-        s.set_read_timeout(Some(Duration::from_secs(1)))
-            .expect("timeout");
+        let mut s = self.connect().expect("connect to redis");
         s.write_all(b"INFO commandstats\r\n").expect("send INFO");
         // A bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
         let mut reply = Vec::new();

@@ -420,3 +420,62 @@ async fn a_refusal_in_a_chain_leaves_the_limits_after_it_uncounted() {
     assert_eq!(redis_count(&redis, "tollgate:rl:api:qr/inbound/1|s1|*"), 2);
     assert_eq!(redis_count(&redis, "tollgate:q:api:qr/inbound/0|s1|*"), 2);
 }
+
+/// A managed-Redis set-up: `rediss://` with a password, the server's certificate from a
+/// private CA (`--redis-ca`), and a client certificate the server demands (`--redis-cert`,
+/// `--redis-key`). Two such nodes share one quota through it; a node that does not trust
+/// the server's certificate cannot count (quotas deny, 503), and no log holds the password.
+#[tokio::test]
+async fn redis_over_tls_with_a_password_and_a_client_certificate() {
+    use tollgate_tests::pki::Authority;
+    let ca = Authority::new("redis CA");
+    let server = ca.server(&["127.0.0.1"]);
+    let me = ca.client("tollgate-node");
+    let password = "s3cret-pa55word";
+    let redis = RedisServer::start_tls(&RedisTlsOptions {
+        cert_pem: server.cert_pem.clone(),
+        key_pem: server.key_pem.clone(),
+        client_ca_pem: ca.cert_pem().to_owned(),
+        require_client_cert: true,
+        password: Some(password.to_owned()),
+    });
+    let files = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("a UTF-8 path").to_owned()
+    };
+    let (ca_file, cert_file, key_file) = (
+        write("ca.pem", ca.cert_pem()),
+        write("me.pem", &me.cert_pem),
+        write("me.key", &me.key_pem),
+    );
+    let up = Upstream::start("u");
+    let node = || {
+        Gateway::builder(&config(&up.url()))
+            .env("TOLLGATE_REDIS_URL", &redis.tls_url())
+            .env("TOLLGATE_REDIS_CA", &ca_file)
+            .env("TOLLGATE_REDIS_CERT", &cert_file)
+            .env("TOLLGATE_REDIS_KEY", &key_file)
+            .start()
+    };
+    let (a, b) = (node(), node());
+    inside_window(3_600_000, 60_000).await;
+    assert_eq!(status(&a, "/q/x").await, 200);
+    assert_eq!(status(&b, "/q/x").await, 200);
+    fetch(client().get(a.url("/q/x"))).await.assert_problem(403);
+    assert_eq!(redis_count(&redis, "tollgate:q:*"), 2);
+    // The system's store does not know the private CA: nothing is counted, quotas deny.
+    let doubting = Gateway::builder(&config(&up.url()))
+        .env("TOLLGATE_REDIS_URL", &redis.tls_url())
+        .env("TOLLGATE_REDIS_CERT", &cert_file)
+        .env("TOLLGATE_REDIS_KEY", &key_file)
+        .start();
+    fetch(client().get(doubting.url("/q/x")))
+        .await
+        .assert_problem(503);
+    assert_eq!(redis_count(&redis, "tollgate:q:*"), 2);
+    for gw in [&a, &b, &doubting] {
+        assert!(!gw.log().contains(password), "{}", gw.log());
+    }
+}

@@ -57,16 +57,42 @@ pub(crate) fn open(args: &ServeArgs) -> Result<AdminState, String> {
     Ok(state)
 }
 
+/// Counters in the Redis of `--redis` (with `--redis-ca`, `--redis-cert` and `--redis-key`
+/// read now), or `None` without `--redis`; nothing connects yet.
+pub(crate) fn redis_counters(
+    args: &ServeArgs,
+    clock: Arc<dyn tollgate_counters::Clock>,
+) -> Result<Option<Counters>, String> {
+    let Some(url) = &args.redis else {
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))
+    };
+    let tls = tollgate_counters::RedisTls {
+        ca: args
+            .redis_ca
+            .as_deref()
+            .map(|p| read("--redis-ca", p))
+            .transpose()?,
+        client: match (&args.redis_cert, &args.redis_key) {
+            (Some(cert), Some(key)) => {
+                Some((read("--redis-cert", cert)?, read("--redis-key", key)?))
+            }
+            _ => None,
+        },
+    };
+    let c = Counters::redis_with_tls(url, &tls, clock)?;
+    tracing::info!(redis = ?c.shared(), tls = ?tls, "rate-limit and quota counters are shared through Redis");
+    Ok(Some(c))
+}
+
 /// The rate-limit and quota counters: in Redis with `--redis URL` (nothing connects before
 /// the first check), else in process; the stored quota counters are loaded either way.
 fn open_counters(args: &ServeArgs, store: &dyn Store) -> Result<Arc<Counters>, String> {
     let clock: Arc<dyn tollgate_counters::Clock> = Arc::new(SystemClock);
-    let counters = match &args.redis {
-        Some(url) => {
-            let c = Counters::redis(url, clock)?;
-            tracing::info!(redis = ?c.shared(), "rate-limit and quota counters are shared through Redis");
-            c
-        }
+    let counters = match redis_counters(args, clock.clone())? {
+        Some(c) => c,
         None => Counters::local(clock),
     };
     let rows = store

@@ -98,9 +98,19 @@ struct ServeArgs {
     /// State directory.
     #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
     data_dir: PathBuf,
-    /// Redis URL for counters shared between nodes.
-    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    /// Redis URL for counters shared between nodes (`redis://`, or `rediss://` for TLS;
+    /// a password as `redis://:PASSWORD@host:port/db`).
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+    /// Certificates (PEM) trusted for a `rediss://` Redis instead of the system's store.
+    #[arg(long, env = "TOLLGATE_REDIS_CA", requires = "redis")]
+    redis_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) shown to a `rediss://` Redis (needs --redis-key).
+    #[arg(long, env = "TOLLGATE_REDIS_CERT", requires_all = ["redis", "redis_key"])]
+    redis_cert: Option<PathBuf>,
+    /// Private key (PEM) of --redis-cert.
+    #[arg(long, env = "TOLLGATE_REDIS_KEY", requires = "redis_cert")]
+    redis_key: Option<PathBuf>,
     /// Proxy worker threads (default: the number of CPUs).
     #[arg(long, env = "TOLLGATE_THREADS")]
     threads: Option<usize>,

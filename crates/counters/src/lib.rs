@@ -32,7 +32,7 @@ pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use local::{Outcome, Refusal, Table, TableKind, Take};
-pub use shared::{At, Check, Op, RedisCounters, Remote, SharedError};
+pub use shared::{redacted_url, At, Check, Op, RedisCounters, RedisTls, Remote, SharedError};
 pub use window::{CachedPeriod, CalendarKind, Period, PeriodError, Window};
 
 use dashmap::DashMap;
@@ -163,7 +163,16 @@ impl Counters {
     /// check). The local tables then only mirror what Redis answered (usage listings,
     /// persistence).
     pub fn redis(url: &str, clock: Arc<dyn Clock>) -> Result<Counters, String> {
-        let shared = RedisCounters::new(url, clock.clone())?;
+        Counters::redis_with_tls(url, &RedisTls::default(), clock)
+    }
+
+    /// [`Counters::redis`] with TLS material for a `rediss://` URL.
+    pub fn redis_with_tls(
+        url: &str,
+        tls: &RedisTls,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Counters, String> {
+        let shared = RedisCounters::with_tls(url, tls, clock.clone())?;
         let mut c = Counters::local(clock);
         c.shared = Some(Arc::new(shared));
         Ok(c)

@@ -249,10 +249,125 @@ impl std::fmt::Debug for RedisCounters {
     }
 }
 
+/// TLS material for a `rediss://` URL (PEM). Without any, the system's trust store and
+/// no client certificate.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// Certificates trusted instead of the system's store.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and its private key (mutual TLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    /// Whether the PEM texts hold what they should: one or more certificates in the CA and
+    /// the client chain, a private key in the key (the TLS library would only find out
+    /// at the first connection).
+    fn check(&self) -> Result<(), String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates = |flag: &str, pem: &[u8]| {
+            let all: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+            match all {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err(format!("{flag}: no PEM certificate")),
+                Err(e) => Err(format!("{flag}: bad PEM: {e}")),
+            }
+        };
+        if let Some(ca) = &self.ca {
+            certificates("--redis-ca", ca)?;
+        }
+        if let Some((chain, key)) = &self.client {
+            certificates("--redis-cert", chain)?;
+            PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("--redis-key: no PEM private key: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `message` without the password of `url`, should the message quote it.
+fn redact_error(message: &str, url: &str) -> String {
+    let shown = redacted_url(url);
+    let message = message.replace(url, &shown);
+    match url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(user, _)| user.split_once(':'))
+    {
+        Some((_, password)) if !password.is_empty() => message.replace(password, "***"),
+        _ => message,
+    }
+}
+
+/// `url` with the password of its user information replaced by `***`, for messages.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => rest[..at].to_owned(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
 impl RedisCounters {
-    /// Counters in the Redis at `url` (`redis://host:port/db`); nothing connects yet.
+    /// Counters in the Redis at `url` (`redis://host:port/db`, or `rediss://` with the
+    /// system's trust store); nothing connects yet.
     pub fn new(url: &str, clock: Arc<dyn Clock>) -> Result<RedisCounters, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+        RedisCounters::with_tls(url, &RedisTls::default(), clock)
+    }
+
+    /// Counters in the Redis at `url`, with `tls` for a `rediss://` URL (given for a
+    /// `redis://` one, it is an error); nothing connects yet. Messages never show the
+    /// URL's password.
+    pub fn with_tls(
+        url: &str,
+        tls: &RedisTls,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RedisCounters, String> {
+        let shown = redacted_url(url);
+        let secure = url.starts_with("rediss://");
+        let custom = tls.ca.is_some() || tls.client.is_some();
+        if custom && !secure {
+            return Err(format!(
+                "--redis {shown}: --redis-ca, --redis-cert and --redis-key need a rediss:// URL"
+            ));
+        }
+        tls.check()?;
+        let client = if custom {
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: tls.client.clone().map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: tls.ca.clone(),
+                },
+            )
+        } else {
+            redis::Client::open(url)
+        }
+        .map_err(|e| format!("--redis {shown}: {}", redact_error(&e.to_string(), url)))?;
         Ok(RedisCounters {
             client,
             manager: OnceLock::new(),

@@ -151,12 +151,8 @@ fn start(args: GatewayArgs) -> Result<(), String> {
     // The placeholder secret matches nothing: the ring is empty until a snapshot comes.
     let keys = Arc::new(KeyRing::new([0; 32]));
     let clock: Arc<dyn tollgate_counters::Clock> = Arc::new(SystemClock);
-    let counters = match &args.serve.redis {
-        Some(url) => {
-            let c = Counters::redis(url, clock)?;
-            tracing::info!(redis = ?c.shared(), "rate-limit and quota counters are shared through Redis");
-            c
-        }
+    let counters = match crate::control::redis_counters(&args.serve, clock.clone())? {
+        Some(c) => c,
         None => {
             tracing::warn!(
                 "no --redis: rate limits and quotas are counted per data plane, and quota \

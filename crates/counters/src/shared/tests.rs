@@ -279,3 +279,43 @@ async fn take_all_fails_fast_when_redis_is_unreachable() {
         .expect_err("nothing listens there");
     assert!(started.elapsed() < Duration::from_secs(3), "{err}");
 }
+
+#[test]
+fn urls_and_errors_never_show_the_password() {
+    assert_eq!(
+        redacted_url("rediss://:hunter2@cache.example:6380/0"),
+        "rediss://:***@cache.example:6380/0"
+    );
+    assert_eq!(
+        redacted_url("redis://app:hunter2@10.0.0.5/"),
+        "redis://app:***@10.0.0.5/"
+    );
+    assert_eq!(
+        redacted_url("redis://10.0.0.5:6379"),
+        "redis://10.0.0.5:6379"
+    );
+    assert_eq!(redacted_url("redis://app@10.0.0.5"), "redis://app@10.0.0.5");
+    // A bad URL's error names it without the password.
+    let e = RedisCounters::new("redis://:hunter2@[nope", Arc::new(SystemClock)).unwrap_err();
+    assert!(!e.contains("hunter2"), "{e}");
+    // TLS material needs a rediss:// URL.
+    let tls = RedisTls {
+        ca: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+        client: None,
+    };
+    let e =
+        RedisCounters::with_tls("redis://:hunter2@h/", &tls, Arc::new(SystemClock)).unwrap_err();
+    assert!(
+        e.contains("need a rediss:// URL") && !e.contains("hunter2"),
+        "{e}"
+    );
+    // PEM files that hold nothing usable are refused before any connection.
+    let e = RedisCounters::with_tls("rediss://h/", &tls, Arc::new(SystemClock)).unwrap_err();
+    assert!(e.starts_with("--redis-ca:"), "{e}");
+    let not_pem = RedisTls {
+        ca: Some(b"version: 1".to_vec()),
+        client: None,
+    };
+    let e = RedisCounters::with_tls("rediss://h/", &not_pem, Arc::new(SystemClock)).unwrap_err();
+    assert_eq!(e, "--redis-ca: no PEM certificate");
+}
