@@ -411,20 +411,14 @@ async fn answer(
     let stream = sh.stream.lock().expect("lock").clone();
     let parts_sent = sh.parts_sent.clone();
     let is_health = req.uri().path() == "/health";
+    if req.uri().path().ends_with("/echo-stream") {
+        return Ok(echo_stream(&sh, req));
+    }
     let Ok(resp) = handle(sh, client_cert, req).await;
     if is_health {
         return Ok(resp.map(|body| body.boxed()));
     }
-    let trailers = (!trailers.is_empty()).then(|| {
-        let mut map = http::HeaderMap::new();
-        for (n, v) in trailers {
-            map.append(
-                http::HeaderName::try_from(n).expect("trailer name"),
-                http::HeaderValue::try_from(v).expect("trailer value"),
-            );
-        }
-        map
-    });
+    let trailers = trailer_map(trailers);
     if let Some((parts, gap)) = stream {
         let (mut head, _) = resp.into_parts();
         head.headers.remove(http::header::CONTENT_LENGTH);
@@ -451,8 +445,69 @@ async fn answer(
     }))
 }
 
+/// The trailers set by [`Upstream::set_trailers`] as a header map (`None`: none set).
+fn trailer_map(trailers: Vec<(String, String)>) -> Option<http::HeaderMap> {
+    (!trailers.is_empty()).then(|| {
+        trailers
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    http::HeaderName::try_from(n).expect("trailer name"),
+                    http::HeaderValue::try_from(v).expect("trailer value"),
+                )
+            })
+            .collect()
+    })
+}
+
+/// A path ending in `/echo-stream`: the request's body comes back as it arrives, part by
+/// part (a bidirectional stream: each part is answered before the next is read), then the
+/// trailers of [`Upstream::set_trailers`]; the request is recorded without its body.
+fn echo_stream(sh: &Shared, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    let (parts, mut body) = req.into_parts();
+    sh.requests.lock().expect("lock").push(Recorded {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_owned()),
+        version: format!("{:?}", parts.version),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: Vec::new(),
+        client_cert: None,
+    });
+    let trailers = trailer_map(sh.trailers.lock().expect("lock").clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                if tx.send(Frame::data(data)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(map) = trailers {
+            let _ = tx.send(Frame::trailers(map)).await;
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .header("x-upstream", sh.name.as_str())
+        .body(ChannelBody(rx).boxed())
+        .expect("response")
+}
+
 /// A body whose frames come from a channel, as the task feeding it sends them.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Frame<Bytes>>);
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Frame<Bytes>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

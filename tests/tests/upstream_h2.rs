@@ -4,11 +4,12 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_tests::pki::{server_config, yaml_block, Authority};
+use tollgate_tests::upstream::ChannelBody;
 use tollgate_tests::*;
 
 fn h2_config(target: &str, extra: &str) -> String {
@@ -64,24 +65,38 @@ async fn an_h2c_upstream_serves_http1_and_http2_clients() {
     assert_eq!(up.count(), 22);
 }
 
-/// A gRPC-shaped call over h2c to the gateway: `POST path` with `application/grpc`,
-/// `TE: trailers` and `body`; the answer, its body still to read.
-async fn grpc_call(gw: &Gateway, path: &str, body: &'static [u8]) -> http::Response<Incoming> {
+/// An HTTP/2 connection with prior knowledge (h2c) to the gateway's plain listener.
+async fn h2c_connect<B>(gw: &Gateway) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(gw.addr())
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, B>(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
     tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{}{path}", gw.addr()))
+    send
+}
+
+/// A gRPC-shaped call: `POST path` with `application/grpc`, `TE: trailers` and `body`;
+/// the answer, its body still to read.
+fn grpc_request<B>(gw: &Gateway, path: &str, body: B) -> http::Request<B> {
+    http::Request::post(format!("http://{}{path}", gw.addr()))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(body)))
-        .expect("request");
+        .body(body)
+        .expect("request")
+}
+
+/// A unary gRPC-shaped call over h2c to the gateway (see [`grpc_request`]).
+async fn grpc_call(gw: &Gateway, path: &str, body: &'static [u8]) -> http::Response<Incoming> {
+    let mut send = h2c_connect(gw).await;
+    let req = grpc_request(gw, path, Full::new(Bytes::from_static(body)));
     tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
         .await
         .expect("in time")
@@ -165,6 +180,62 @@ async fn grpc_server_streaming_is_not_held_back() {
         trailers.get("grpc-status").map(|v| v.as_bytes()),
         Some(&b"0"[..])
     );
+}
+
+/// Reads data frames of `body` until `expect.len()` bytes came (HTTP/2 may split a
+/// message), each within 10 s; they must be `expect`.
+async fn read_echo(body: &mut Incoming, expect: &[u8]) {
+    let mut got = Vec::new();
+    while got.len() < expect.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the echo while the request is still open")
+            .expect("a frame")
+            .expect("readable");
+        got.extend_from_slice(frame.data_ref().expect("data"));
+    }
+    assert_eq!(got, expect);
+}
+
+/// A bidirectional stream is full duplex through the gateway: each message the client
+/// sends comes back (the upstream echoes it) before the client sends the next, the request
+/// still open; closing the request ends the call with the upstream's trailers.
+#[tokio::test]
+async fn grpc_bidirectional_streaming_is_full_duplex() {
+    let up = Upstream::start_h2("bidi");
+    up.set_trailers(&[("grpc-status", "0")]);
+    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let mut send = h2c_connect::<ChannelBody>(&gw).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = grpc_request(&gw, "/svc/pkg.Chat/echo-stream", ChannelBody(rx));
+    let first = Bytes::from_static(b"\0\0\0\0\x01a");
+    tx.send(Frame::data(first.clone())).await.expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("the answer's head while the request is still open")
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    read_echo(&mut body, &first).await;
+    let second = Bytes::from_static(b"\0\0\0\0\x02bc");
+    tx.send(Frame::data(second.clone())).await.expect("send");
+    read_echo(&mut body, &second).await;
+    drop(tx);
+    let mut trailers = None;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the end in time")
+    {
+        if let Ok(t) = frame.expect("readable").into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    let trailers = trailers.expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(up.expect_last().uri, "/pkg.Chat/echo-stream");
 }
 
 /// Over TLS: ALPN `h2`, with the API's own CA; health checks speak HTTP/2 too.
