@@ -62,7 +62,7 @@ pub(super) fn check(
         }
         (Some(Some(chain)), Some(Some(key))) => {
             let certs = chain.iter().cloned().map(CertificateDer::from).collect();
-            // Only the secret's own type is needed for the match; the parsed form stays here.
+            // The key as Pingora's connector will turn it back from its bytes.
             match PrivateKeyDer::try_from(key.clone()).map(|k| {
                 rustls::sign::CertifiedKey::from_der(
                     certs,
@@ -71,10 +71,18 @@ pub(super) fn check(
                 )
             }) {
                 Ok(Ok(_)) => Some((chain, key)),
+                Ok(Err(rustls::Error::InconsistentKeys(_))) => {
+                    cx.error(
+                        &key_path,
+                        "`client_key` does not fit `client_certificate`: it is not the key of \
+                         the chain's first certificate",
+                    );
+                    None
+                }
                 Ok(Err(e)) => {
                     cx.error(
                         &key_path,
-                        format!("`client_key` does not fit `client_certificate`: {e}"),
+                        format!("`client_key` is no usable private key: {e}"),
                     );
                     None
                 }
