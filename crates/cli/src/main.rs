@@ -9,6 +9,7 @@ mod client;
 mod control;
 mod dataplane;
 mod demo;
+mod openapi;
 mod telemetry;
 
 use clap::{Args, Parser, Subcommand};
@@ -66,6 +67,24 @@ enum Command {
         revision: u64,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Turn an OpenAPI description (3.x or Swagger 2.0, YAML or JSON) into an API with
+    /// its operations, printed as a policy file (docs/configuration.md, "Importing OpenAPI").
+    ImportOpenapi {
+        /// The OpenAPI file.
+        spec: PathBuf,
+        /// The API's id (default: from `info.title`).
+        #[arg(long)]
+        id: Option<String>,
+        /// The API's public path prefix (default: `/ID`).
+        #[arg(long)]
+        path: Option<String>,
+        /// The upstream target (default: the spec's first server).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Print only the API object (for `PUT /apis/{id}`, or under `apis:`).
+        #[arg(long)]
+        api_only: bool,
     },
     /// A small HTTP echo server, the upstream of the quickstart example.
     DemoUpstream {
@@ -180,6 +199,19 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Validate { file } => validate(&file),
         Command::DemoUpstream { listen } => demo::run(&listen),
+        Command::ImportOpenapi {
+            spec,
+            id,
+            path,
+            upstream,
+            api_only,
+        } => openapi::run(&openapi::Import {
+            spec: &spec,
+            id: id.as_deref(),
+            path: path.as_deref(),
+            upstream: upstream.as_deref(),
+            api_only,
+        }),
         Command::Admin(args) => admin_only(args),
         Command::Gateway(args) => dataplane::run(args),
         Command::Diff { file, client } => client::diff(&client.connect(), &file),

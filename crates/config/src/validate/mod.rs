@@ -354,7 +354,7 @@ impl<'s> Cx<'s> {
 }
 
 /// `[a-z0-9-]{1,64}`.
-pub(crate) fn is_id(id: &str) -> bool {
+pub fn is_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -1127,7 +1127,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 }
 
 /// Parses an operation path template (`/pets/{id}`); `/` is the root (no segments).
-pub(crate) fn parse_op_path(path: &str) -> Result<Vec<PathSegment>, String> {
+pub fn parse_op_path(path: &str) -> Result<Vec<PathSegment>, String> {
     if !path.starts_with('/') {
         return Err(format!("the operation path `{path}` must start with `/`"));
     }

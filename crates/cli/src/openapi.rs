@@ -1,0 +1,310 @@
+//! `tollgate import-openapi SPEC`: an OpenAPI description (3.x, or Swagger 2.0; YAML or
+//! JSON) turned into a Tollgate API with one operation per path and method, printed as a
+//! policy file (or, with `--api-only`, as the API object that `PUT /apis/{id}` takes and
+//! that goes under `apis:`). What is printed has passed `tollgate validate`.
+//!
+//! - The API's id is `--id`, else the slug of `info.title`; its path `--path`, else `/ID`;
+//!   its upstream `--upstream`, else the first server (`servers[0].url` with its
+//!   variables' defaults, or Swagger's `schemes[0]://host/basePath`), whose path becomes
+//!   the target's base path.
+//! - An operation's id is the kebab-case slug of its `operationId`, else `METHOD-PATH`;
+//!   repeated ids get `-2`, `-3`, ... A path parameter whose name Tollgate does not take
+//!   (`{pet-id}`) is renamed (`{pet_id}`); an operation whose path Tollgate cannot match
+//!   (a parameter inside a segment, like `/files/{name}.json`) is left out with a warning
+//!   on standard error.
+
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The HTTP methods of an OpenAPI path item, in the order the spec lists them.
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// What `import-openapi` was asked for.
+#[derive(Debug)]
+pub(crate) struct Import<'a> {
+    pub spec: &'a Path,
+    pub id: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub api_only: bool,
+}
+
+/// Runs the verb: 0 printed, 1 the spec could not be read or turned into a valid API.
+pub(crate) fn run(import: &Import<'_>) -> ExitCode {
+    let text = match std::fs::read_to_string(import.spec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", import.spec.display());
+            return ExitCode::from(1);
+        }
+    };
+    match convert(&text, import) {
+        Ok((yaml, warnings)) => {
+            for w in warnings {
+                eprintln!("{}: {w}", import.spec.display());
+            }
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{}: {} problem(s)", import.spec.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The policy text (or API object) for `text`, and the warnings about what was left out.
+fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec<String>> {
+    let spec: Value =
+        serde_yaml::from_str(text).map_err(|e| vec![format!("not YAML or JSON: {e}")])?;
+    let swagger = spec.get("swagger").is_some();
+    if !swagger && spec.get("openapi").is_none() {
+        return Err(vec![
+            "neither `openapi: 3.x` nor `swagger: \"2.0\"`: not an OpenAPI description".into(),
+        ]);
+    }
+    let title = spec
+        .get("info")
+        .and_then(|i| i.get("title"))
+        .and_then(Value::as_str);
+    let id = match (import.id, title) {
+        (Some(id), _) => id.to_owned(),
+        (None, Some(title)) => slug(title),
+        (None, None) => "api".to_owned(),
+    };
+    let path = import
+        .path
+        .map_or_else(|| format!("/{id}"), |p| p.to_owned());
+    let upstream = match import.upstream {
+        Some(u) => u.to_owned(),
+        None => server_url(&spec, swagger)?,
+    };
+    let mut warnings = Vec::new();
+    let mut operations = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(paths) = spec.get("paths").and_then(Value::as_mapping) {
+        for (template, item) in paths {
+            let Some(template) = template.as_str() else {
+                continue;
+            };
+            let Some(item) = item.as_mapping() else {
+                continue;
+            };
+            for (key, op) in item {
+                let Some(method) = key
+                    .as_str()
+                    .filter(|m| METHODS.contains(&m.to_ascii_lowercase().as_str()))
+                else {
+                    continue;
+                };
+                let method = method.to_ascii_uppercase();
+                let tollgate_path = match op_path(template) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        warnings.push(format!("{method} {template} left out: {why}"));
+                        continue;
+                    }
+                };
+                let wanted = op
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .map(slug)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| slug(&format!("{method}-{template}")));
+                let op_id = unique(&wanted, &ids);
+                ids.push(op_id.clone());
+                let mut o = Mapping::new();
+                o.insert("id".into(), op_id.into());
+                o.insert("method".into(), method.into());
+                o.insert("path".into(), tollgate_path.into());
+                operations.push(Value::Mapping(o));
+            }
+        }
+    }
+    if operations.is_empty() {
+        return Err(vec![
+            "no operation Tollgate can route (`paths` is empty)".into()
+        ]);
+    }
+    let mut api = Mapping::new();
+    api.insert("id".into(), id.into());
+    if let Some(title) = title {
+        api.insert("title".into(), title.into());
+    }
+    api.insert("path".into(), path.into());
+    let mut up = Mapping::new();
+    up.insert("targets".into(), Value::Sequence(vec![upstream.into()]));
+    api.insert("upstream".into(), Value::Mapping(up));
+    api.insert("operations".into(), Value::Sequence(operations));
+    let mut file = Mapping::new();
+    file.insert("version".into(), 1.into());
+    file.insert(
+        "apis".into(),
+        Value::Sequence(vec![Value::Mapping(api.clone())]),
+    );
+    let file_text = serde_yaml::to_string(&file).map_err(|e| vec![e.to_string()])?;
+    // What is printed must pass `tollgate validate`.
+    tollgate_config::parse_and_compile(&file_text)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let out = if import.api_only {
+        serde_yaml::to_string(&api).map_err(|e| vec![e.to_string()])?
+    } else {
+        file_text
+    };
+    Ok((out, warnings))
+}
+
+/// The first server's URL: OpenAPI 3 `servers[0]` (variables replaced by their defaults),
+/// or Swagger 2.0's `schemes[0]://host basePath`.
+fn server_url(spec: &Value, swagger: bool) -> Result<String, Vec<String>> {
+    let missing =
+        || vec!["no absolute server URL in the spec: give the upstream with --upstream URL".into()];
+    let url = if swagger {
+        let host = spec
+            .get("host")
+            .and_then(Value::as_str)
+            .ok_or_else(missing)?;
+        let scheme = spec
+            .get("schemes")
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .and_then(Value::as_str)
+            .unwrap_or("https");
+        let base = spec.get("basePath").and_then(Value::as_str).unwrap_or("");
+        format!("{scheme}://{host}{base}")
+    } else {
+        let server = spec
+            .get("servers")
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .ok_or_else(missing)?;
+        let mut url = server
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(missing)?
+            .to_owned();
+        if let Some(vars) = server.get("variables").and_then(Value::as_mapping) {
+            for (name, var) in vars {
+                if let (Some(name), Some(default)) = (
+                    name.as_str(),
+                    var.get("default").and_then(|d| match d {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    }),
+                ) {
+                    url = url.replace(&format!("{{{name}}}"), &default);
+                }
+            }
+        }
+        url
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(missing());
+    }
+    Ok(url)
+}
+
+/// An OpenAPI path template as a Tollgate operation path: parameters renamed where their
+/// names are not `[A-Za-z_][A-Za-z0-9_]*`; `Err` says why it cannot be routed.
+fn op_path(template: &str) -> Result<String, String> {
+    let renamed: Vec<String> = template
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if !name.contains(['{', '}']) => {
+                    let mut n: String = name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    if n.is_empty() || n.starts_with(|c: char| c.is_ascii_digit()) {
+                        n.insert(0, '_');
+                    }
+                    format!("{{{n}}}")
+                }
+                _ => segment.to_owned(),
+            },
+        )
+        .collect();
+    let mut path = renamed.join("/");
+    if path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    tollgate_config::validate::parse_op_path(&path).map(|_| path)
+}
+
+/// `getPetById` → `get-pet-by-id`, `Pet Store API` → `pet-store-api`: `[a-z0-9-]`, no
+/// leading, trailing or double `-`, at most 64 characters.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in text.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push('-');
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        } else {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+            prev_lower = false;
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    let mut s: String = trimmed.chars().take(64).collect();
+    while s.ends_with('-') {
+        s.pop();
+    }
+    s
+}
+
+/// `wanted`, or `wanted-2`, `wanted-3`, ... when taken (kept within 64 characters).
+fn unique(wanted: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == wanted) {
+        return wanted.to_owned();
+    }
+    (2..)
+        .map(|n| {
+            let suffix = format!("-{n}");
+            let keep = wanted.len().min(64 - suffix.len());
+            format!("{}{suffix}", wanted[..keep].trim_end_matches('-'))
+        })
+        .find(|candidate| !taken.iter().any(|t| t == candidate))
+        .expect("some suffix is free")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_ids_and_paths() {
+        assert_eq!(slug("getPetById"), "get-pet-by-id");
+        assert_eq!(
+            slug("Swagger Petstore - OpenAPI 3.0"),
+            "swagger-petstore-open-api-3-0"
+        );
+        assert_eq!(slug("GET-/pets/{petId}"), "get-pets-pet-id");
+        assert_eq!(slug(&"x".repeat(80)).len(), 64);
+        assert!(tollgate_config::validate::is_id(&slug("__Weird__ NAME!!")));
+        let taken = vec!["a".to_owned(), "a-2".to_owned()];
+        assert_eq!(unique("a", &taken), "a-3");
+        assert_eq!(unique("b", &taken), "b");
+        assert_eq!(unique(&"y".repeat(64), &["y".repeat(64)]).len(), 64);
+        assert_eq!(
+            op_path("/pets/{pet-id}/photos/").unwrap(),
+            "/pets/{pet_id}/photos"
+        );
+        assert_eq!(op_path("/v/{1st}").unwrap(), "/v/{_1st}");
+        assert!(op_path("/files/{name}.json").is_err());
+        assert_eq!(op_path("/").unwrap(), "/");
+    }
+}

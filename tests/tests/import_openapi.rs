@@ -1,0 +1,155 @@
+//! `tollgate import-openapi`: an OpenAPI description becomes an API that routes its
+//! operations, runs on a real gateway, and goes in through `PUT /apis/{id}`.
+#![allow(missing_docs)]
+
+use tollgate_tests::*;
+
+fn petstore(server: &str) -> String {
+    format!(
+        r#"openapi: 3.0.3
+info: {{ title: Swagger Petstore, version: 1.0.0 }}
+servers:
+  - url: "{server}/{{version}}"
+    variables: {{ version: {{ default: v1 }} }}
+paths:
+  /pets:
+    get: {{ operationId: listPets, responses: {{ "200": {{ description: ok }} }} }}
+    post: {{ operationId: createPets, responses: {{ "201": {{ description: ok }} }} }}
+  /pets/{{pet-id}}:
+    parameters: [ {{ name: pet-id, in: path, required: true, schema: {{ type: string }} }} ]
+    get: {{ operationId: showPetById, responses: {{ "200": {{ description: ok }} }} }}
+    delete: {{ responses: {{ "204": {{ description: gone }} }} }}
+  /files/{{name}}.json:
+    get: {{ operationId: getFile, responses: {{ "200": {{ description: ok }} }} }}
+"#
+    )
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn an_openapi_description_becomes_a_routed_api() {
+    let up = Upstream::start("pets");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = write(&dir, "petstore.yaml", &petstore(&up.url()));
+    let run = run_tollgate(&["import-openapi", &spec], &[]);
+    run.assert_code(0, "import-openapi");
+    // The operation Tollgate cannot route is named on standard error, not imported.
+    assert!(
+        run.stderr.contains("GET /files/{name}.json left out"),
+        "{}",
+        run.stderr
+    );
+    let policy = write(&dir, "policy.yaml", &run.stdout);
+    run_tollgate(&["validate", &policy], &[]).assert_code(0, "validate");
+    for needle in [
+        "id: swagger-petstore",
+        "path: /swagger-petstore",
+        "id: list-pets",
+        "id: show-pet-by-id",
+        "path: /pets/{pet_id}",
+        "id: delete-pets-pet-id",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
+    }
+    let gw = Gateway::start(&run.stdout);
+    // The server's path (with its variable's default) is the base path upstream; the
+    // generated API needs subscriptions, as every API does by default.
+    let a = get(&gw.url("/swagger-petstore/pets/42")).await;
+    a.assert_problem(401);
+    let key = gw
+        .admin()
+        .create_subscription("importer", "api:swagger-petstore")
+        .await;
+    let c = client();
+    let a = fetch(
+        c.get(gw.url("/swagger-petstore/pets/42"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.expect_last().uri, "/v1/pets/42");
+    let a = fetch(
+        c.put(gw.url("/swagger-petstore/pets/42"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary),
+    )
+    .await;
+    a.assert_problem(405);
+    let a = fetch(
+        c.get(gw.url("/swagger-petstore/files/a.json"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary),
+    )
+    .await;
+    a.assert_problem(404);
+}
+
+/// Swagger 2.0 with `--api-only`: the API object goes into a running gateway with
+/// `PUT /apis/{id}`; `--id`, `--path` and `--upstream` win over the spec.
+#[tokio::test]
+async fn swagger_2_api_only_goes_in_with_put() {
+    let up = Upstream::start("legacy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = write(
+        &dir,
+        "legacy.json",
+        r#"{"swagger": "2.0", "info": {"title": "Legacy", "version": "1"},
+            "host": "legacy.invalid", "basePath": "/api", "schemes": ["https"],
+            "paths": {"/orders/{id}": {"get": {"operationId": "getOrder", "responses": {}}}}}"#,
+    );
+    let run = run_tollgate(
+        &[
+            "import-openapi",
+            &spec,
+            "--api-only",
+            "--id",
+            "orders",
+            "--path",
+            "/orders-api",
+            "--upstream",
+            &format!("{}/api", up.url()),
+        ],
+        &[],
+    );
+    run.assert_code(0, "import-openapi --api-only");
+    assert!(!run.stdout.contains("version:"), "{}", run.stdout);
+    let gw = Gateway::start("version: 1\n");
+    let admin = gw.admin();
+    let put = admin.put_yaml("/apis/orders", &run.stdout).await;
+    assert!(put.status == 200 || put.status == 201, "{}", put.text());
+    let key = admin.create_subscription("o", "api:orders").await;
+    let a = fetch(
+        client()
+            .get(gw.url("/orders-api/orders/7"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.expect_last().uri, "/api/orders/7");
+}
+
+#[tokio::test]
+async fn what_is_not_openapi_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not = write(&dir, "not.yaml", "version: 1\napis: []\n");
+    let run = run_tollgate(&["import-openapi", &not], &[]);
+    run.assert_code(1, "not OpenAPI");
+    assert!(
+        run.stderr.contains("not an OpenAPI description"),
+        "{}",
+        run.stderr
+    );
+    // A relative server URL and no --upstream: the upstream must be given.
+    let relative = write(
+        &dir,
+        "relative.yaml",
+        "openapi: 3.1.0\ninfo: { title: R, version: '1' }\nservers: [ { url: /v1 } ]\npaths: { /a: { get: { responses: {} } } }\n",
+    );
+    let run = run_tollgate(&["import-openapi", &relative], &[]);
+    run.assert_code(1, "relative server");
+    assert!(run.stderr.contains("--upstream"), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
