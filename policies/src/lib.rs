@@ -18,6 +18,7 @@ use tollgate_config::{PolicyDef, PolicyInstance, TemplateSource, Var};
 
 pub mod cache;
 mod check_header;
+pub mod concurrency;
 mod cors;
 mod headers;
 mod ip_filter;
@@ -133,6 +134,9 @@ pub struct RequestCtx {
     /// of each counted call (refunds and bandwidth at completion) and pending answers of
     /// shared counters (see [`Flow::Wait`]).
     pub limits: Vec<LimitTicket>,
+    /// The places this request holds under `limit-concurrency` policies: each is given
+    /// back when the context is dropped, at the end of the request whatever ended it.
+    pub concurrency: Vec<concurrency::Slot>,
 }
 
 impl RequestCtx {
@@ -355,6 +359,8 @@ pub struct Registries {
     pub cache: Arc<cache::ResponseCache>,
     /// Rate-limit and quota counters (local, or shared through Redis).
     pub counters: Arc<tollgate_counters::Counters>,
+    /// `limit-concurrency`: requests in flight per policy origin and key.
+    pub concurrency: Arc<concurrency::InFlight>,
 }
 
 impl Registries {
@@ -375,6 +381,13 @@ pub fn build(
 ) -> Result<Arc<dyn Policy>, BuildError> {
     if let PolicyDef::ValidateJwt(def) = &instance.def {
         return jwt::build(def, registries);
+    }
+    if let PolicyDef::LimitConcurrency(def) = &instance.def {
+        return Ok(Arc::new(concurrency::LimitConcurrency::new(
+            def,
+            &instance.origin,
+            &registries.concurrency,
+        )));
     }
     if let Some(p) = cache::build(&instance.def, &registries.cache) {
         return Ok(p);

@@ -28,7 +28,8 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         | PolicyDef::Quota(_)
         | PolicyDef::QuotaByKey(_)
         | PolicyDef::CacheLookup(_)
-        | PolicyDef::CacheStore { .. } => return None,
+        | PolicyDef::CacheStore { .. }
+        | PolicyDef::LimitConcurrency(_) => return None,
     })
 }
 

@@ -664,3 +664,73 @@ async fn outbound_inheritance() {
     assert_eq!(a.header("x-api-out"), None);
     assert_eq!(a.header("x-op-out"), Some("o"));
 }
+
+/// `limit-concurrency`: two slow requests in flight take both places, a third is refused
+/// at once (429) without reaching the upstream; the places come back when the requests
+/// end, also when the client gave up; with a `counter_key`, keys are counted apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limit_concurrency_refuses_past_max_count_and_gives_places_back() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "",
+        r#"      inbound:
+        - limit-concurrency: { max_count: 2, counter_key: "{request.header.X-Tenant}" }"#,
+        "",
+    ));
+    let slow = |tenant: &'static str| {
+        let url = gw.url("/api/slow?sleep_ms=1500");
+        tokio::spawn(async move {
+            fetch(client().get(url).header("X-Tenant", tenant))
+                .await
+                .status
+        })
+    };
+    let (one, two) = (slow("a"), slow("a"));
+    assert!(
+        up.wait_for_requests(2, Duration::from_secs(10)),
+        "the slow requests did not arrive"
+    );
+    let refused = fetch(client().get(gw.url("/api/third")).header("X-Tenant", "a")).await;
+    refused.assert_problem(429);
+    assert_eq!(up.count(), 2, "the refused request reached the upstream");
+    // Another key has places of its own.
+    let other = fetch(client().get(gw.url("/api/other")).header("X-Tenant", "b")).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!((one.await.unwrap(), two.await.unwrap()), (200, 200));
+    // Both ended: their places are free again.
+    let again = fetch(client().get(gw.url("/api/again")).header("X-Tenant", "a")).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+
+    // A client that gives up: its place comes back once the gateway is done with it.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    for _ in 0..2 {
+        let r = impatient
+            .get(gw.url("/api/slow?sleep_ms=1000"))
+            .header("X-Tenant", "a")
+            .send()
+            .await;
+        assert!(r.is_err(), "the request did not time out: {r:?}");
+    }
+    let mut statuses = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while statuses.last() != Some(&200) && std::time::Instant::now() < deadline {
+        let s = fetch(client().get(gw.url("/api/after")).header("X-Tenant", "a"))
+            .await
+            .status;
+        statuses.push(s);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the places never came back: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}

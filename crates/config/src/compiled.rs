@@ -463,6 +463,8 @@ pub enum PolicyDef {
     Cors(CorsDef),
     /// `ip-filter`.
     IpFilter(IpFilterDef),
+    /// `limit-concurrency`.
+    LimitConcurrency(LimitConcurrencyDef),
     /// `check-header`.
     CheckHeader(CheckHeaderDef),
     /// `set-header`.
@@ -490,6 +492,7 @@ impl PolicyDef {
             PolicyDef::JsonToXml(_) => "json-to-xml",
             PolicyDef::Cors(_) => "cors",
             PolicyDef::IpFilter(_) => "ip-filter",
+            PolicyDef::LimitConcurrency(_) => "limit-concurrency",
             PolicyDef::CheckHeader(_) => "check-header",
             PolicyDef::SetHeader(_) => "set-header",
             PolicyDef::SetQueryParameter(_) => "set-query-parameter",
@@ -592,6 +595,15 @@ pub struct IpFilterDef {
     pub allow: bool,
     /// Networks (a single IP is a /32 or /128).
     pub networks: Vec<ipnet::IpNet>,
+}
+
+/// `limit-concurrency`.
+#[derive(Debug, Clone)]
+pub struct LimitConcurrencyDef {
+    /// Most requests in flight at once, per key (≥ 1).
+    pub max_count: u32,
+    /// The key (`None`: one count for every request through the policy).
+    pub counter_key: Option<Template>,
 }
 
 /// `check-header`.

@@ -516,6 +516,17 @@ pub mod kinds {
         pub addresses: Vec<String>,
     }
 
+    /// `limit-concurrency`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LimitConcurrency {
+        /// Most requests in flight at once (per key).
+        pub max_count: u32,
+        /// Template of the key counted (default: one count for every request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub counter_key: Option<String>,
+    }
+
     /// `check-header`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]

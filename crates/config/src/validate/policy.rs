@@ -4,8 +4,8 @@
 
 use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
-    CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, OnStoreError, Period, PolicyDef, QuotaDef,
-    RateLimitDef, ReturnResponseDef, RewriteUriDef, SetDef,
+    CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, LimitConcurrencyDef, OnStoreError, Period,
+    PolicyDef, QuotaDef, RateLimitDef, ReturnResponseDef, RewriteUriDef, SetDef,
 };
 use crate::duration::{
     parse_byte_size, parse_duration_max, parse_period, parse_positive_duration, ONE_DAY, ONE_YEAR,
@@ -18,7 +18,7 @@ use serde_yaml::{Mapping, Value};
 use std::sync::Arc;
 
 /// Every policy kind, as written in YAML.
-pub(crate) const KINDS: [&str; 17] = [
+pub(crate) const KINDS: [&str; 18] = [
     "validate-jwt",
     "rate-limit",
     "rate-limit-by-key",
@@ -30,6 +30,7 @@ pub(crate) const KINDS: [&str; 17] = [
     "json-to-xml",
     "cors",
     "ip-filter",
+    "limit-concurrency",
     "check-header",
     "set-header",
     "set-query-parameter",
@@ -227,6 +228,23 @@ pub(super) fn check_policy(
         }
         "cors" => parse!(cors).map(PolicyDef::Cors),
         "ip-filter" => parse!(ip_filter).map(PolicyDef::IpFilter),
+        "limit-concurrency" => {
+            let k: kinds::LimitConcurrency = cx.de(fields, path)?;
+            if k.max_count == 0 {
+                cx.error(
+                    &join_key(path, "max_count"),
+                    "`max_count` must be at least 1",
+                );
+            }
+            let counter_key = match &k.counter_key {
+                Some(text) => Some(template(cx, text, &join_key(path, "counter_key"))?),
+                None => None,
+            };
+            Some(PolicyDef::LimitConcurrency(LimitConcurrencyDef {
+                max_count: k.max_count,
+                counter_key,
+            }))
+        }
         "check-header" => parse!(check_header).map(PolicyDef::CheckHeader),
         "set-header" => parse!(set_header).map(PolicyDef::SetHeader),
         "set-query-parameter" => parse!(set_query).map(PolicyDef::SetQueryParameter),

@@ -1741,3 +1741,39 @@ fn weighted_targets() {
         "every target has weight 0",
     );
 }
+
+#[test]
+fn limit_concurrency() {
+    let PolicyDef::LimitConcurrency(d) =
+        global_policy("limit-concurrency: { max_count: 5, counter_key: \"{subscription.id}\" }")
+    else {
+        panic!("not limit-concurrency");
+    };
+    assert_eq!(d.max_count, 5);
+    assert!(d.counter_key.is_some());
+    let PolicyDef::LimitConcurrency(d) = global_policy("limit-concurrency: { max_count: 1 }")
+    else {
+        panic!("not limit-concurrency");
+    };
+    assert!(d.counter_key.is_none());
+    let errors = errors(&with_global_policy(
+        "limit-concurrency: { max_count: 0, counter_key: \"{nope}\", queue: 3 }",
+    ));
+    let at = "policies.inbound[0].limit-concurrency";
+    assert_has(&errors, &format!("{at}.queue"), "unknown field `queue`");
+    assert_only(
+        &with_global_policy("limit-concurrency: { max_count: 0 }"),
+        &format!("{at}.max_count"),
+        "at least 1",
+    );
+    assert_only(
+        &with_global_policy("limit-concurrency: { max_count: 1, counter_key: \"{nope}\" }"),
+        &format!("{at}.counter_key"),
+        "nope",
+    );
+    assert_only(
+        &with_global_policy("limit-concurrency: {}"),
+        &format!("{at}.max_count"),
+        "missing field `max_count`",
+    );
+}
