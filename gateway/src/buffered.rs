@@ -219,7 +219,7 @@ impl Proxy {
         let idempotent = session.req_header().method.is_idempotent();
         let (mut resp, mut answer_body) = loop {
             let picked = match pool.pick(ctx.tried) {
-                Ok(p) => p,
+                Ok(p) => p.with_timeout(ctx.req.upstream_timeout),
                 Err(_) => {
                     return self
                         .finish(session, ctx, Failure::NoHealthyUpstream.answer(), true)

@@ -206,6 +206,18 @@ pub struct Picked {
     pub peer: Box<HttpPeer>,
 }
 
+impl Picked {
+    /// The read/write timeout of this attempt: `timeout` (a `forward-request` policy's)
+    /// instead of the upstream's, when set.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Picked {
+        if let Some(t) = timeout {
+            self.peer.options.read_timeout = Some(t);
+            self.peer.options.write_timeout = Some(t);
+        }
+        self
+    }
+}
+
 /// Why no target could be picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickError {

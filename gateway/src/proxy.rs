@@ -1128,6 +1128,7 @@ impl ProxyHttp for Proxy {
         ctx.upstream_start.get_or_insert_with(Instant::now);
         match pool.pick(ctx.tried) {
             Ok(p) => {
+                let p = p.with_timeout(ctx.req.upstream_timeout);
                 if p.index < 64 {
                     ctx.tried |= 1 << p.index;
                 }

@@ -134,6 +134,9 @@ pub struct RequestCtx {
     /// of each counted call (refunds and bandwidth at completion) and pending answers of
     /// shared counters (see [`Flow::Wait`]).
     pub limits: Vec<LimitTicket>,
+    /// The read/write timeout on the upstream connection for this request, set by
+    /// `forward-request` (`None`: the upstream's `timeout`).
+    pub upstream_timeout: Option<std::time::Duration>,
     /// The places this request holds under `limit-concurrency` policies: each is given
     /// back when the context is dropped, at the end of the request whatever ended it.
     pub concurrency: Vec<concurrency::Slot>,

@@ -22,6 +22,7 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         PolicyDef::ReturnResponse(d) => Arc::new(crate::return_response::ReturnResponse::new(d)),
         PolicyDef::XmlToJson(d) => Arc::new(crate::transform::Transform::xml_to_json(d)),
         PolicyDef::JsonToXml(d) => Arc::new(crate::transform::Transform::json_to_xml(d)),
+        PolicyDef::ForwardRequest { timeout } => Arc::new(ForwardRequest { timeout: *timeout }),
         PolicyDef::ValidateJwt(_)
         | PolicyDef::RateLimit(_)
         | PolicyDef::RateLimitByKey(_)
@@ -31,6 +32,24 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         | PolicyDef::CacheStore { .. }
         | PolicyDef::LimitConcurrency(_) => return None,
     })
+}
+
+/// `forward-request`: the upstream timeout of this request (inbound or backend; a later
+/// one wins).
+#[derive(Debug)]
+struct ForwardRequest {
+    timeout: std::time::Duration,
+}
+
+impl Policy for ForwardRequest {
+    fn inbound(
+        &self,
+        _req: &mut pingora_http::RequestHeader,
+        ctx: &mut crate::RequestCtx,
+    ) -> crate::Flow {
+        ctx.upstream_timeout = Some(self.timeout);
+        crate::Flow::Continue
+    }
 }
 
 /// A header value template, resolved as far as possible at build time: a template without

@@ -381,3 +381,46 @@ async fn weights_split_requests_and_a_swap_shifts_them() {
         .collect();
     assert_eq!(weights, [0, 1], "{doc}");
 }
+
+/// `forward-request` gives one operation a longer upstream timeout than its API's: the
+/// slow report is answered, the same slowness elsewhere is a 504; on the buffered path
+/// (a body transform) too.
+#[tokio::test]
+async fn forward_request_timeout_overrides_the_upstreams() {
+    let up = Upstream::start("slow");
+    let config = format!(
+        r#"version: 1
+apis:
+  - id: api
+    path: /api
+    subscription_required: false
+    upstream: {{ targets: ["{}"], timeout: 1s }}
+    operations:
+      - id: report
+        method: GET
+        path: /report
+        policies:
+          backend: [ forward-request: {{ timeout: 10s }} ]
+      - id: report-xml
+        method: GET
+        path: /report.xml
+        policies:
+          backend: [ forward-request: {{ timeout: 10s }} ]
+          outbound: [ xml-to-json: {{ apply: always, consider_accept_header: false }} ]
+      - id: other
+        method: GET
+        path: /other
+"#,
+        up.url()
+    );
+    let gw = Gateway::start(&config);
+    let a = get(&gw.url("/api/report?sleep_ms=1800")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    get(&gw.url("/api/other?sleep_ms=1800"))
+        .await
+        .assert_problem(504);
+    up.set_answer("application/xml", b"<r><n>1</n></r>", None);
+    let a = get(&gw.url("/api/report.xml?sleep_ms=1800")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["r"]["n"], "1", "{}", a.text());
+}

@@ -465,6 +465,11 @@ pub enum PolicyDef {
     IpFilter(IpFilterDef),
     /// `limit-concurrency`.
     LimitConcurrency(LimitConcurrencyDef),
+    /// `forward-request`.
+    ForwardRequest {
+        /// Read/write timeout on the upstream connection, instead of `upstream.timeout`.
+        timeout: Duration,
+    },
     /// `check-header`.
     CheckHeader(CheckHeaderDef),
     /// `set-header`.
@@ -493,6 +498,7 @@ impl PolicyDef {
             PolicyDef::Cors(_) => "cors",
             PolicyDef::IpFilter(_) => "ip-filter",
             PolicyDef::LimitConcurrency(_) => "limit-concurrency",
+            PolicyDef::ForwardRequest { .. } => "forward-request",
             PolicyDef::CheckHeader(_) => "check-header",
             PolicyDef::SetHeader(_) => "set-header",
             PolicyDef::SetQueryParameter(_) => "set-query-parameter",

@@ -516,6 +516,14 @@ pub mod kinds {
         pub addresses: Vec<String>,
     }
 
+    /// `forward-request`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ForwardRequest {
+        /// Read/write timeout on the upstream connection for this request.
+        pub timeout: DurationSpec,
+    }
+
     /// `limit-concurrency`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]

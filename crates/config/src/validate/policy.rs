@@ -18,7 +18,7 @@ use serde_yaml::{Mapping, Value};
 use std::sync::Arc;
 
 /// Every policy kind, as written in YAML.
-pub(crate) const KINDS: [&str; 18] = [
+pub(crate) const KINDS: [&str; 19] = [
     "validate-jwt",
     "rate-limit",
     "rate-limit-by-key",
@@ -31,6 +31,7 @@ pub(crate) const KINDS: [&str; 18] = [
     "cors",
     "ip-filter",
     "limit-concurrency",
+    "forward-request",
     "check-header",
     "set-header",
     "set-query-parameter",
@@ -228,6 +229,15 @@ pub(super) fn check_policy(
         }
         "cors" => parse!(cors).map(PolicyDef::Cors),
         "ip-filter" => parse!(ip_filter).map(PolicyDef::IpFilter),
+        "forward-request" => {
+            let k: kinds::ForwardRequest = cx.de(fields, path)?;
+            let timeout = report(
+                cx,
+                &join_key(path, "timeout"),
+                parse_positive_duration(&k.timeout, ONE_DAY),
+            )?;
+            Some(PolicyDef::ForwardRequest { timeout })
+        }
         "limit-concurrency" => {
             let k: kinds::LimitConcurrency = cx.de(fields, path)?;
             if k.max_count == 0 {

@@ -746,7 +746,7 @@ fn entry_shapes() {
     assert_only(
         &with_global_policy("frobnicate: {}"),
         "policies.inbound[0].frobnicate",
-        "unknown policy kind `frobnicate`; known kinds: validate-jwt, rate-limit, rate-limit-by-key, quota, quota-by-key, cache-lookup, cache-store, xml-to-json, json-to-xml, cors, ip-filter, limit-concurrency, check-header, set-header, set-query-parameter, rewrite-uri, return-response, mock-response",
+        "unknown policy kind `frobnicate`; known kinds: validate-jwt, rate-limit, rate-limit-by-key, quota, quota-by-key, cache-lookup, cache-store, xml-to-json, json-to-xml, cors, ip-filter, limit-concurrency, forward-request, check-header, set-header, set-query-parameter, rewrite-uri, return-response, mock-response",
     );
     assert_only(
         &with_global_policy("frobnicate"),
@@ -1775,5 +1775,30 @@ fn limit_concurrency() {
         &with_global_policy("limit-concurrency: {}"),
         &format!("{at}.max_count"),
         "missing field `max_count`",
+    );
+}
+
+#[test]
+fn forward_request() {
+    let PolicyDef::ForwardRequest { timeout } = global_policy("forward-request: { timeout: 2m }")
+    else {
+        panic!("not forward-request");
+    };
+    assert_eq!(timeout, Duration::from_secs(120));
+    let at = "policies.inbound[0].forward-request";
+    assert_only(
+        &with_global_policy("forward-request: { timeout: 0s }"),
+        &format!("{at}.timeout"),
+        "",
+    );
+    assert_only(
+        &with_global_policy("forward-request: { timeout: 2d }"),
+        &format!("{at}.timeout"),
+        "too long",
+    );
+    assert_only(
+        &with_global_policy("forward-request: {}"),
+        &format!("{at}.timeout"),
+        "missing field `timeout`",
     );
 }
