@@ -271,3 +271,30 @@ async fn an_http1_only_upstream_behind_http2_is_502() {
     let a = get(&gw.url("/svc/x")).await;
     a.assert_problem(502);
 }
+
+/// A dead HTTP/2 target is skipped like an HTTP/1.1 one: idempotent requests go on to the
+/// next target, and the dead one is ejected.
+#[tokio::test]
+async fn a_dead_http2_target_is_skipped() {
+    let up = Upstream::start_h2("alive");
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let config = format!(
+        r#"version: 1
+apis:
+  - id: svc
+    path: /svc
+    subscription_required: false
+    upstream:
+      targets: ["{dead}", "{}"]
+      http2: true
+"#,
+        up.url()
+    );
+    let gw = Gateway::start(&config);
+    for i in 0..6 {
+        let a = get(&gw.url(&format!("/svc/{i}"))).await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
+        assert!(a.from_upstream("alive"));
+    }
+    assert_eq!(up.count(), 6);
+}
