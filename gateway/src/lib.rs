@@ -13,6 +13,7 @@ pub mod connections;
 pub mod deadline;
 mod forwarded;
 pub mod keys;
+mod location;
 pub mod normalize;
 pub mod pool;
 mod proxy;

@@ -202,6 +202,16 @@ fn add_answer_headers<H: HeaderEdit + ?Sized>(h: &mut H, headers: &[(HeaderName,
     }
 }
 
+/// `upstream.rewrite_location`: the answer's `Location` and `Content-Location` into the
+/// target that answered, under the API's public prefix (see [`crate::location`]).
+pub(crate) fn rewrite_location(resp: &mut ResponseHeader, ctx: &Ctx) {
+    if let (Some(pool), Some(t)) = (ctx.pool.as_deref(), ctx.target) {
+        if let Some(prefix) = &pool.def.rewrite_location {
+            crate::location::rewrite(resp, pool.target(t), prefix);
+        }
+    }
+}
+
 /// Remove `Connection`, the headers it names (RFC 9110 §7.6.1) and `Keep-Alive` from an
 /// answer, as the response cache does from the heads it keeps.
 fn drop_hop_by_hop(h: &mut dyn HeaderEdit) {
@@ -1222,6 +1232,7 @@ impl ProxyHttp for Proxy {
             )
             .into_up());
         }
+        rewrite_location(resp, ctx);
         // The response cache keeps the upstream's own head (see `crate::cache`).
         ctx.req.cache.capture_head(resp);
         if let Some(chain) = ctx.chain.clone() {

@@ -424,3 +424,52 @@ apis:
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["r"]["n"], "1", "{}", a.text());
 }
+
+/// `upstream.rewrite_location`: a `Location` (and `Content-Location`) into the target comes
+/// out under the API's public path, on the streaming and the buffered path; one elsewhere
+/// passes; without the option nothing is touched.
+#[tokio::test]
+async fn rewrite_location_moves_target_urls_under_the_api() {
+    let up = Upstream::start("loc");
+    let target = format!("{}/v1", up.url());
+    let config = format!(
+        r#"version: 1
+apis:
+  - id: pets
+    path: /petstore
+    subscription_required: false
+    upstream: {{ targets: ["{target}"], rewrite_location: true }}
+    operations:
+      - {{ id: create, method: POST, path: /pets }}
+      - id: xml
+        method: GET
+        path: /pets.xml
+        policies:
+          outbound: [ xml-to-json: {{ apply: always, consider_accept_header: false }} ]
+  - id: plain
+    path: /plain
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+"#
+    );
+    let gw = Gateway::start(&config);
+    let internal = format!("{target}/pets/42");
+    up.set_headers(&[("Location", &internal), ("Content-Location", "/v1/pets/42")]);
+    let a = fetch(client().post(gw.url("/petstore/pets")).body("{}")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("location"), Some("/petstore/pets/42"));
+    assert_eq!(a.header("content-location"), Some("/petstore/pets/42"));
+    // The buffered path too.
+    up.set_answer("application/xml", b"<pet><id>42</id></pet>", None);
+    let a = get(&gw.url("/petstore/pets.xml")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("location"), Some("/petstore/pets/42"));
+    // Somewhere else: unchanged.
+    up.set_headers(&[("Location", "https://login.example.com/start")]);
+    let a = get(&gw.url("/petstore/pets.xml")).await;
+    assert_eq!(a.header("location"), Some("https://login.example.com/start"));
+    // Without the option: the internal URL as the upstream wrote it.
+    up.set_headers(&[("Location", &internal)]);
+    let a = get(&gw.url("/plain/pets")).await;
+    assert_eq!(a.header("location"), Some(internal.as_str()));
+}

@@ -316,6 +316,9 @@ pub struct UpstreamDef {
     pub preserve_header_case: bool,
     /// Speak HTTP/2 to the targets (h2c to `http://`, ALPN `h2` to `https://`).
     pub http2: bool,
+    /// With `upstream.rewrite_location`: the API's public prefix (`""` for the root API),
+    /// which replaces the target's URL and base path in `Location` and `Content-Location`.
+    pub rewrite_location: Option<String>,
     /// TLS towards the `https` targets, when the API sets `upstream.tls` (else the
     /// system's trust store, verification on, no client certificate).
     pub tls: Option<Arc<UpstreamTlsDef>>,

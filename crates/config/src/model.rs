@@ -212,6 +212,10 @@ pub struct Upstream {
     /// `http://` targets, ALPN `h2` to `https://` ones. gRPC upstreams need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2: Option<bool>,
+    /// Rewrite `Location` and `Content-Location` of answers that point into the target
+    /// (its URL and base path) to the API's public path (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_location: Option<bool>,
     /// How `https` targets are trusted and whom Tollgate shows itself as (optional:
     /// default, the system's trust store and no client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -716,7 +716,14 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
         }
     }
     match map.get("upstream") {
-        Some(value) => api.upstream = check_upstream(cx, value, &join_key(path, "upstream")),
+        Some(value) => {
+            api.upstream = check_upstream(
+                cx,
+                value,
+                &join_key(path, "upstream"),
+                api.prefix.as_deref().unwrap_or_default(),
+            )
+        }
         None => cx.error(&join_key(path, "upstream"), "missing field `upstream`"),
     }
     api.scope = check_policies(
@@ -825,7 +832,8 @@ pub(crate) fn normalize_api_path(path: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<UpstreamDef> {
+/// Checks an API's `upstream` at `path`; `prefix` is the API's public prefix.
+fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> Option<UpstreamDef> {
     let map = cx.mapping(
         value,
         path,
@@ -838,6 +846,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
             "retries",
             "preserve_header_case",
             "http2",
+            "rewrite_location",
             "tls",
         ],
     )?;
@@ -912,6 +921,10 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
         .optional::<bool>(map, path, "preserve_header_case")
         .unwrap_or(false);
     let http2 = cx.optional::<bool>(map, path, "http2").unwrap_or(false);
+    let rewrite_location = cx
+        .optional::<bool>(map, path, "rewrite_location")
+        .unwrap_or(false)
+        .then(|| prefix.to_owned());
     if http2 && preserve_header_case {
         cx.error(
             &join_key(path, "preserve_header_case"),
@@ -927,6 +940,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<Upstream
     }
     Some(UpstreamDef {
         http2,
+        rewrite_location,
         tls,
         targets,
         health_check,
