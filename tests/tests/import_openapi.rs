@@ -21,6 +21,11 @@ paths:
     delete: {{ responses: {{ "204": {{ description: gone }} }} }}
   /files/{{name}}.json:
     get: {{ operationId: getFile, responses: {{ "200": {{ description: ok }} }} }}
+components:
+  securitySchemes:
+    key: {{ type: apiKey, in: header, name: X-API-Key }}
+    sso: {{ type: oauth2, flows: {{}} }}
+security: [ {{ key: [] }}, {{ sso: [] }} ]
 "#
     )
 }
@@ -44,6 +49,12 @@ async fn an_openapi_description_becomes_a_routed_api() {
         "{}",
         run.stderr
     );
+    // The OAuth 2 scheme is not something subscription keys stand for: said so.
+    assert!(
+        run.stderr.contains("security scheme `sso` (oauth2)"),
+        "{}",
+        run.stderr
+    );
     let policy = write(&dir, "policy.yaml", &run.stdout);
     run_tollgate(&["validate", &policy], &[]).assert_code(0, "validate");
     for needle in [
@@ -58,7 +69,8 @@ async fn an_openapi_description_becomes_a_routed_api() {
     }
     let gw = Gateway::start(&run.stdout);
     // The server's path (with its variable's default) is the base path upstream; the
-    // generated API needs subscriptions, as every API does by default.
+    // generated API needs subscriptions, as every API does by default, and reads the key
+    // where the spec's `apiKey` scheme puts it.
     let a = get(&gw.url("/swagger-petstore/pets/42")).await;
     a.assert_problem(401);
     let key = gw
@@ -68,20 +80,20 @@ async fn an_openapi_description_becomes_a_routed_api() {
     let c = client();
     let a = fetch(
         c.get(gw.url("/swagger-petstore/pets/42"))
-            .header("Ocp-Apim-Subscription-Key", &key.primary),
+            .header("X-API-Key", &key.primary),
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(up.expect_last().uri, "/v1/pets/42");
     let a = fetch(
         c.put(gw.url("/swagger-petstore/pets/42"))
-            .header("Ocp-Apim-Subscription-Key", &key.primary),
+            .header("X-API-Key", &key.primary),
     )
     .await;
     a.assert_problem(405);
     let a = fetch(
         c.get(gw.url("/swagger-petstore/files/a.json"))
-            .header("Ocp-Apim-Subscription-Key", &key.primary),
+            .header("X-API-Key", &key.primary),
     )
     .await;
     a.assert_problem(404);

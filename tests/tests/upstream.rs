@@ -467,7 +467,10 @@ apis:
     // Somewhere else: unchanged.
     up.set_headers(&[("Location", "https://login.example.com/start")]);
     let a = get(&gw.url("/petstore/pets.xml")).await;
-    assert_eq!(a.header("location"), Some("https://login.example.com/start"));
+    assert_eq!(
+        a.header("location"),
+        Some("https://login.example.com/start")
+    );
     // Without the option: the internal URL as the upstream wrote it.
     up.set_headers(&[("Location", &internal)]);
     let a = get(&gw.url("/plain/pets")).await;

@@ -6,7 +6,8 @@
 //! - The API's id is `--id`, else the slug of `info.title`; its path `--path`, else `/ID`;
 //!   its upstream `--upstream`, else the first server (`servers[0].url` with its
 //!   variables' defaults, or Swagger's `schemes[0]://host/basePath`), whose path becomes
-//!   the target's base path.
+//!   the target's base path. The first `apiKey` scheme of the top-level `security`, in a
+//!   header or the query, becomes where the API reads its subscription key.
 //! - An operation's id is the kebab-case slug of its `operationId`, else `METHOD-PATH`;
 //!   repeated ids get `-2`, `-3`, ... A path parameter whose name Tollgate does not take
 //!   (`{pet-id}`) is renamed (`{pet_id}`); an operation whose path Tollgate cannot match
@@ -138,6 +139,9 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
         api.insert("title".into(), title.into());
     }
     api.insert("path".into(), path.into());
+    if let Some(source) = key_source(&spec, swagger, &mut warnings) {
+        api.insert("subscription_key".into(), Value::Mapping(source));
+    }
     let mut up = Mapping::new();
     up.insert("targets".into(), Value::Sequence(vec![upstream.into()]));
     api.insert("upstream".into(), Value::Mapping(up));
@@ -158,6 +162,56 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
         file_text
     };
     Ok((out, warnings))
+}
+
+/// Where the spec's callers send their API key, as the API's `subscription_key`: the
+/// first `apiKey` scheme of the top-level `security` in a header or the query. Schemes
+/// Tollgate's subscription keys cannot stand for (HTTP bearer, OAuth 2, OpenID Connect,
+/// keys in cookies) get a warning.
+fn key_source(spec: &Value, swagger: bool, warnings: &mut Vec<String>) -> Option<Mapping> {
+    let schemes = if swagger {
+        spec.get("securityDefinitions")
+    } else {
+        spec.get("components")
+            .and_then(|c| c.get("securitySchemes"))
+    }
+    .and_then(Value::as_mapping)?;
+    let required = spec.get("security").and_then(Value::as_sequence)?;
+    let mut source = None;
+    for name in required
+        .iter()
+        .filter_map(Value::as_mapping)
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+    {
+        let Some(scheme) = schemes.get(name) else {
+            continue;
+        };
+        let kind = scheme.get("type").and_then(Value::as_str).unwrap_or("");
+        let place = scheme.get("in").and_then(Value::as_str).unwrap_or("");
+        let key = scheme.get("name").and_then(Value::as_str);
+        match (kind, place, key) {
+            ("apiKey", "header" | "query", Some(key)) if source.is_none() => {
+                let mut m = Mapping::new();
+                m.insert(place.into(), key.into());
+                source = Some(m);
+            }
+            ("apiKey", "header" | "query", Some(_)) => {}
+            ("oauth2" | "openIdConnect" | "http", _, _) => warnings.push(format!(
+                "security scheme `{name}` ({kind}): not imported; add a validate-jwt policy \
+                 (docs/jwt.md) or let subscription keys stand for it"
+            )),
+            _ => warnings.push(format!(
+                "security scheme `{name}` ({kind}{}): not imported",
+                if place.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {place}")
+                }
+            )),
+        }
+    }
+    source
 }
 
 /// The first server's URL: OpenAPI 3 `servers[0]` (variables replaced by their defaults),
