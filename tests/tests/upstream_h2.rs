@@ -12,7 +12,14 @@ use tollgate_tests::pki::{server_config, yaml_block, Authority};
 use tollgate_tests::upstream::ChannelBody;
 use tollgate_tests::*;
 
-fn h2_config(target: &str, extra: &str) -> String {
+/// One API `svc` at `/svc` on `targets` with `http2: true`, and `extra` lines of its
+/// upstream (indented 6).
+fn h2_config(targets: &[&str], extra: &str) -> String {
+    let targets = targets
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"version: 1
 apis:
@@ -20,7 +27,7 @@ apis:
     path: /svc
     subscription_required: false
     upstream:
-      targets: ["{target}"]
+      targets: [{targets}]
       http2: true
 {extra}"#
     )
@@ -29,7 +36,7 @@ apis:
 #[tokio::test]
 async fn an_h2c_upstream_serves_http1_and_http2_clients() {
     let up = Upstream::start_h2("h2c");
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let gw = Gateway::start(&h2_config(&[&up.url()], ""));
     let a = get(&gw.url("/svc/things/1?x=2")).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert!(a.from_upstream("h2c"));
@@ -110,7 +117,7 @@ async fn grpc_trailers_pass_both_ways() {
     let up = Upstream::start_h2("grpc");
     up.set_answer("application/grpc", b"\0\0\0\0\x02\x08\x01", None);
     up.set_trailers(&[("grpc-status", "0"), ("grpc-message", "fine")]);
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let gw = Gateway::start(&h2_config(&[&up.url()], ""));
     let resp = grpc_call(&gw, "/svc/pkg.Greeter/SayHello", b"\0\0\0\0\x03\x0a\x01x").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
@@ -148,7 +155,7 @@ async fn grpc_server_streaming_is_not_held_back() {
         Duration::from_secs(2),
     );
     up.set_trailers(&[("grpc-status", "0")]);
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let gw = Gateway::start(&h2_config(&[&up.url()], ""));
     let resp = grpc_call(&gw, "/svc/pkg.Feed/Watch", b"\0\0\0\0\0").await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -204,7 +211,7 @@ async fn read_echo(body: &mut Incoming, expect: &[u8]) {
 async fn grpc_bidirectional_streaming_is_full_duplex() {
     let up = Upstream::start_h2("bidi");
     up.set_trailers(&[("grpc-status", "0")]);
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let gw = Gateway::start(&h2_config(&[&up.url()], ""));
     let mut send = h2c_connect::<ChannelBody>(&gw).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let req = grpc_request(&gw, "/svc/pkg.Chat/echo-stream", ChannelBody(rx));
@@ -250,7 +257,7 @@ async fn an_https_h2_upstream_with_health_checks() {
         yaml_block(ca.cert_pem(), 10)
     );
     let gw = Gateway::start(&h2_config(
-        &format!("https://127.0.0.1:{}", up.port()),
+        &[&format!("https://127.0.0.1:{}", up.port())],
         &ca_block,
     ));
     assert!(
@@ -267,7 +274,7 @@ async fn an_https_h2_upstream_with_health_checks() {
 #[tokio::test]
 async fn an_http1_only_upstream_behind_http2_is_502() {
     let up = Upstream::start("h1");
-    let gw = Gateway::start(&h2_config(&up.url(), ""));
+    let gw = Gateway::start(&h2_config(&[&up.url()], ""));
     let a = get(&gw.url("/svc/x")).await;
     a.assert_problem(502);
 }
@@ -278,18 +285,7 @@ async fn an_http1_only_upstream_behind_http2_is_502() {
 async fn a_dead_http2_target_is_skipped() {
     let up = Upstream::start_h2("alive");
     let dead = format!("http://127.0.0.1:{}", closed_port());
-    let config = format!(
-        r#"version: 1
-apis:
-  - id: svc
-    path: /svc
-    subscription_required: false
-    upstream:
-      targets: ["{dead}", "{}"]
-      http2: true
-"#,
-        up.url()
-    );
+    let config = h2_config(&[&dead, &up.url()], "");
     let gw = Gateway::start(&config);
     for i in 0..6 {
         let a = get(&gw.url(&format!("/svc/{i}"))).await;
