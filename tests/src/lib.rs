@@ -40,9 +40,25 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// A port nothing listens on: connecting to it is refused.
+/// A port nothing listens on: connecting to it is refused. The port stays bound (not
+/// listening) by this test process until it exits, so that no other test's server can take
+/// it meanwhile: a port that was merely free a moment ago once became another test's
+/// gateway, and the "dead" target answered 404.
 pub fn closed_port() -> u16 {
-    free_port()
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("an IP address")
+        .port();
+    // Held for the rest of the process: bound, never listening.
+    std::mem::forget(socket);
+    port
 }
 
 /// Polls `check` every `every` until it returns true or `timeout` has passed; returns
