@@ -3,10 +3,10 @@
 //! policy file (or, with `--api-only`, as the API object that `PUT /apis/{id}` takes and
 //! that goes under `apis:`). What is printed has passed `tollgate validate`.
 //!
-//! - The API's id is `--id`, else the slug of `info.title`; its path `--path`, else `/ID`;
-//!   its upstream `--upstream`, else the first server (`servers[0].url` with its
-//!   variables' defaults, or Swagger's `schemes[0]://host/basePath`), whose path becomes
-//!   the target's base path. The first `apiKey` scheme of the top-level `security`, in a
+//! - The API's id is `--id`, else the slug of `info.title` (`api` when that is empty); its
+//!   path `--path`, else `/ID`; its upstream `--upstream`, else the first server
+//!   (`servers[0].url` with its variables' defaults, or Swagger's
+//!   `schemes[0]://host/basePath`), whose path becomes the target's base path. The first `apiKey` scheme of the top-level `security`, in a
 //!   header or the query, becomes where the API reads its subscription key.
 //! - An operation's id is the kebab-case slug of its `operationId`, else `METHOD-PATH`;
 //!   repeated ids get `-2`, `-3`, ... A path parameter whose name Tollgate does not take
@@ -74,10 +74,12 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
         .get("info")
         .and_then(|i| i.get("title"))
         .and_then(Value::as_str);
-    let id = match (import.id, title) {
-        (Some(id), _) => id.to_owned(),
-        (None, Some(title)) => slug(title),
-        (None, None) => "api".to_owned(),
+    let id = match import.id {
+        Some(id) => id.to_owned(),
+        None => title
+            .map(slug)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "api".to_owned()),
     };
     let path = import
         .path
