@@ -679,7 +679,7 @@ async fn limit_concurrency_refuses_past_max_count_and_gives_places_back() {
         "",
     ));
     let slow = |tenant: &'static str| {
-        let url = gw.url("/api/slow?sleep_ms=1500");
+        let url = gw.url("/api/slow?sleep_ms=3000");
         tokio::spawn(async move {
             fetch(client().get(url).header("X-Tenant", tenant))
                 .await
