@@ -40,6 +40,22 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Writes `text` to the file `name` in `dir`; its path, for a command line.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a test file");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `"a", "b"`: the items of a YAML flow list of strings (upstream targets).
+pub fn yaml_strings<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|t| format!("\"{}\"", t.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A port nothing listens on: connecting to it is refused. The port stays bound (not
 /// listening) by this test process until it exits, so that no other test's server can take
 /// it meanwhile: a port that was merely free a moment ago once became another test's

@@ -79,11 +79,7 @@ impl RedisServer {
             .prefix("tollgate-redis-")
             .tempdir()
             .expect("temp dir");
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).expect("write a TLS file");
-            path.to_str().expect("a UTF-8 path").to_owned()
-        };
+        let write = |name: &str, text: &str| crate::write_file(dir.path(), name, text);
         let tls_port = crate::free_port();
         let mut args = vec![
             "--tls-port".to_owned(),

@@ -26,12 +26,6 @@ fn run(args: &[&str]) -> Output {
     child.wait_with_output().expect("output")
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
-    let p = dir.path().join(name);
-    std::fs::write(&p, text).expect("write");
-    p.display().to_string()
-}
-
 const GOOD: &str = r#"version: 1
 settings: { max_request_body: 1MiB }
 policies:
@@ -69,7 +63,7 @@ apis:
 #[test]
 fn validate_accepts_a_good_file() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(&dir, "good.yaml", GOOD);
+    let f = write_file(dir.path(), "good.yaml", GOOD);
     let out = run(&["validate", &f]);
     assert_eq!(
         out.status.code(),
@@ -83,8 +77,8 @@ fn validate_accepts_a_good_file() {
 #[test]
 fn validate_reports_every_mistake_with_path_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(
-        &dir,
+    let f = write_file(
+        dir.path(),
         "bad.yaml",
         r#"version: 1
 apis:
@@ -127,8 +121,8 @@ apis:
 #[test]
 fn validate_reports_yaml_syntax_errors_with_a_line() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(
-        &dir,
+    let f = write_file(
+        dir.path(),
         "broken.yaml",
         "version: 1\napis:\n  - id: [unclosed\n",
     );
@@ -148,8 +142,8 @@ fn validate_missing_file_fails() {
 #[test]
 fn serve_refuses_an_invalid_policy_file() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(
-        &dir,
+    let f = write_file(
+        dir.path(),
         "bad.yaml",
         "version: 1\napis:\n  - id: x\n    path: nope\n",
     );
@@ -182,7 +176,7 @@ fn serve_refuses_an_invalid_policy_file() {
 #[test]
 fn usage_errors_exit_1_and_help_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "p.yaml", "version: 1\n");
+    let file = write_file(dir.path(), "p.yaml", "version: 1\n");
     let usage_errors: [&[&str]; 6] = [
         &["diff", &file, "--admin", "http://127.0.0.1:9", "--bogus"],
         &["diff", "--admin", "http://127.0.0.1:9"],

@@ -30,17 +30,11 @@ security: [ {{ key: [] }}, {{ sso: [] }} ]
     )
 }
 
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
-    let p = dir.path().join(name);
-    std::fs::write(&p, text).expect("write");
-    p.display().to_string()
-}
-
 #[tokio::test]
 async fn an_openapi_description_becomes_a_routed_api() {
     let up = Upstream::start("pets");
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = write(&dir, "petstore.yaml", &petstore(&up.url()));
+    let spec = write_file(dir.path(), "petstore.yaml", &petstore(&up.url()));
     let run = run_tollgate(&["import-openapi", &spec], &[]);
     run.assert_code(0, "import-openapi");
     // The operation Tollgate cannot route is named on standard error, not imported.
@@ -55,7 +49,7 @@ async fn an_openapi_description_becomes_a_routed_api() {
         "{}",
         run.stderr
     );
-    let policy = write(&dir, "policy.yaml", &run.stdout);
+    let policy = write_file(dir.path(), "policy.yaml", &run.stdout);
     run_tollgate(&["validate", &policy], &[]).assert_code(0, "validate");
     for needle in [
         "id: swagger-petstore",
@@ -105,8 +99,8 @@ async fn an_openapi_description_becomes_a_routed_api() {
 async fn swagger_2_api_only_goes_in_with_put() {
     let up = Upstream::start("legacy");
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = write(
-        &dir,
+    let spec = write_file(
+        dir.path(),
         "legacy.json",
         r#"{"swagger": "2.0", "info": {"title": "Legacy", "version": "1"},
             "host": "legacy.invalid", "basePath": "/api", "schemes": ["https"],
@@ -146,7 +140,7 @@ async fn swagger_2_api_only_goes_in_with_put() {
 #[tokio::test]
 async fn what_is_not_openapi_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let not = write(&dir, "not.yaml", "version: 1\napis: []\n");
+    let not = write_file(dir.path(), "not.yaml", "version: 1\napis: []\n");
     let run = run_tollgate(&["import-openapi", &not], &[]);
     run.assert_code(1, "not OpenAPI");
     assert!(
@@ -155,8 +149,7 @@ async fn what_is_not_openapi_is_refused() {
         run.stderr
     );
     // A relative server URL and no --upstream: the upstream must be given.
-    let relative = write(
-        &dir,
+    let relative = write_file(dir.path(),
         "relative.yaml",
         "openapi: 3.1.0\ninfo: { title: R, version: '1' }\nservers: [ { url: /v1 } ]\npaths: { /a: { get: { responses: {} } } }\n",
     );

@@ -440,11 +440,7 @@ async fn redis_over_tls_with_a_password_and_a_client_certificate() {
         password: Some(password.to_owned()),
     });
     let files = tempfile::tempdir().expect("temp dir");
-    let write = |name: &str, text: &str| {
-        let path = files.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.to_str().expect("a UTF-8 path").to_owned()
-    };
+    let write = |name: &str, text: &str| write_file(files.path(), name, text);
     let (ca_file, cert_file, key_file) = (
         write("ca.pem", ca.cert_pem()),
         write("me.pem", &me.cert_pem),

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 use tollgate_tests::*;
 
 fn pool_config(targets: &[String], extra: &str) -> String {
-    let targets = targets
-        .iter()
-        .map(|t| format!("\"{t}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let targets = yaml_strings(targets);
     format!(
         r#"version: 1
 apis:

@@ -15,11 +15,7 @@ use tollgate_tests::*;
 /// One API `svc` at `/svc` on `targets` with `http2: true`, and `extra` lines of its
 /// upstream (indented 6).
 fn h2_config(targets: &[&str], extra: &str) -> String {
-    let targets = targets
-        .iter()
-        .map(|t| format!("\"{t}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let targets = yaml_strings(targets);
     format!(
         r#"version: 1
 apis:

@@ -208,9 +208,8 @@ async fn bad_tls_material_is_refused_with_every_problem() {
         ),
     ]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("bad.yaml");
-    std::fs::write(&file, &bad).expect("write");
-    let run = run_tollgate(&["validate", file.to_str().expect("UTF-8 path")], &[]);
+    let file = write_file(dir.path(), "bad.yaml", &bad);
+    let run = run_tollgate(&["validate", &file], &[]);
     assert_eq!(run.code, Some(1), "{run:?}");
     for needle in [
         "apis[0].upstream.tls",
