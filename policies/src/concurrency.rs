@@ -43,12 +43,14 @@ impl InFlight {
     }
 
     /// Requests in flight under `key` (0 when none).
-    pub fn count(&self, key: &str) -> u32 {
+    #[cfg(test)]
+    fn count(&self, key: &str) -> u32 {
         self.counts.get(key).map_or(0, |n| *n)
     }
 
     /// How many keys have requests in flight.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.counts.len()
     }
 }

@@ -296,10 +296,10 @@ impl RedisTls {
     }
 }
 
-/// `message` without the password of `url`, should the message quote it.
-fn redact_error(message: &str, url: &str) -> String {
-    let shown = redacted_url(url);
-    let message = message.replace(url, &shown);
+/// `message` without the password of `url` (`shown` is [`redacted_url`] of it), should the
+/// message quote it.
+fn redact_error(message: &str, url: &str, shown: &str) -> String {
+    let message = message.replace(url, shown);
     match url
         .split_once("://")
         .and_then(|(_, rest)| rest.split('/').next())
@@ -367,7 +367,12 @@ impl RedisCounters {
         } else {
             redis::Client::open(url)
         }
-        .map_err(|e| format!("--redis {shown}: {}", redact_error(&e.to_string(), url)))?;
+        .map_err(|e| {
+            format!(
+                "--redis {shown}: {}",
+                redact_error(&e.to_string(), url, &shown)
+            )
+        })?;
         Ok(RedisCounters {
             client,
             manager: OnceLock::new(),

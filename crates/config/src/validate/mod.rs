@@ -956,7 +956,7 @@ const MAX_WEIGHT: u32 = 100;
 
 /// One item of `upstream.targets`: a URL, or `{ url, weight }`.
 fn check_target(cx: &mut Cx<'_>, item: &Value, path: &str) -> Option<Target> {
-    let (url, weight) = match item {
+    let (url, weight, url_path) = match item {
         Value::Mapping(_) => {
             let map = cx.mapping(item, path, "a target", &["url", "weight"])?;
             let url = cx.required::<String>(map, path, "url");
@@ -968,13 +968,9 @@ fn check_target(cx: &mut Cx<'_>, item: &Value, path: &str) -> Option<Target> {
                 );
                 return None;
             }
-            (url?, weight.unwrap_or(1))
+            (url?, weight.unwrap_or(1), join_key(path, "url"))
         }
-        _ => (cx.de::<String>(item, path)?, 1),
-    };
-    let url_path = match item {
-        Value::Mapping(_) => join_key(path, "url"),
-        _ => path.to_owned(),
+        _ => (cx.de::<String>(item, path)?, 1, path.to_owned()),
     };
     match parse_target(&url) {
         Ok(target) => Some(Target { weight, ..target }),
