@@ -1051,9 +1051,13 @@ impl ProxyHttp for Proxy {
         let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
         ctx.pool = Some(runtime.pool.clone());
         let up = &runtime.pool.def;
+        // A request waiting for another's cache fill waits as long as that one may take
+        // upstream (the fill runs this same chain: the key names the API, operation and
+        // product).
+        let timeout = chain.upstream_timeout.unwrap_or(up.timeout);
         ctx.req
             .cache
-            .set_wait_limit(up.timeout.saturating_add(up.connect_timeout));
+            .set_wait_limit(timeout.saturating_add(up.connect_timeout));
         // The rest of the path after the API prefix, in the normalized path's own buffer.
         let rest_at = path.len() - rest.len();
         let mut upstream_path = path;

@@ -26,6 +26,10 @@ pub struct RuntimeChain {
     /// CORS preflights, and gives refusals made before the chain runs (a missing key, an
     /// unknown operation) their CORS headers.
     pub cors: Option<usize>,
+    /// The upstream timeout the chain's last `forward-request` sets (inbound, then
+    /// backend), instead of the API's `upstream.timeout`. Every policy of a chain that
+    /// reaches the upstream has run, so it is known before the request runs.
+    pub upstream_timeout: Option<std::time::Duration>,
 }
 
 /// Runtime parts of one API (parallel to `CompiledConfig::apis`).
@@ -91,6 +95,15 @@ pub fn build_chains_with(
                 .inbound
                 .iter()
                 .position(|p| matches!(p.def, PolicyDef::Cors(_)));
+            let upstream_timeout = chain
+                .inbound
+                .iter()
+                .chain(chain.backend.iter())
+                .filter_map(|p| match p.def {
+                    PolicyDef::ForwardRequest { timeout } => Some(timeout),
+                    _ => None,
+                })
+                .last();
             let rt = Arc::new(RuntimeChain {
                 inbound,
                 backend,
@@ -98,6 +111,7 @@ pub fn build_chains_with(
                 on_error: section(&chain.on_error, registries, &mut problems),
                 buffered,
                 cors,
+                upstream_timeout,
             });
             seen.insert(key, rt.clone());
             chains.push(rt);

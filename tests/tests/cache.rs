@@ -447,6 +447,57 @@ async fn ten_concurrent_misses_make_one_upstream_call() {
     );
 }
 
+/// A waiter waits as long as the fill may take upstream: with `forward-request` raising the
+/// timeout over `upstream.timeout` + `connect_timeout` (2 s), a 2.5 s fill still serves
+/// the requests behind it (before, they gave up after 2 s and went upstream themselves).
+#[tokio::test]
+async fn waiters_wait_as_long_as_forward_request_lets_the_fill_take() {
+    let up = Upstream::start("u");
+    let yaml = format!(
+        r#"version: 1
+apis:
+  - id: reports
+    path: /reports
+    subscription_required: false
+    upstream: {{ targets: ["{}"], timeout: 1s, connect_timeout: 1s }}
+    policies:
+      inbound:
+        - forward-request: {{ timeout: 6s }}
+        - cache-lookup: {{}}
+      outbound:
+        - cache-store: {{ duration: 60s }}
+    operations:
+      - {{ id: get, method: GET, path: "/{{id}}" }}
+"#,
+        up.url()
+    );
+    let gw = start(&yaml);
+    let c = client();
+    let url = gw.url("/reports/1?sleep_ms=2500");
+    let first = tokio::spawn(fetch(c.get(&url)));
+    // The others arrive while the first is filling.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while up.count() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        up.count(),
+        1,
+        "the first request did not reach the upstream"
+    );
+    let rest = futures_join_all((0..3).map(|_| fetch(c.get(&url)))).await;
+    let first = first.await.expect("task");
+    let body = ok(&first);
+    for a in &rest {
+        assert_eq!(ok(a), body);
+    }
+    assert_eq!(
+        up.count(),
+        1,
+        "the waiters gave up before the fill was done"
+    );
+}
+
 /// Joins futures without another dependency.
 async fn futures_join_all<F: std::future::Future<Output = Answer> + Send + 'static>(
     futs: impl Iterator<Item = F>,
