@@ -21,9 +21,11 @@
 //! in its place (Pingora closes the connection after it).
 
 use crate::connections::{ConnectionLimit, ConnectionSlot};
+use crate::proxy_protocol::ProxyProtocol;
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::Stream;
@@ -138,13 +140,14 @@ fn problem_for(status: u16) -> Bytes {
 }
 
 impl HeaderDeadline {
-    /// Wrap a freshly accepted stream; the first head's deadline starts now.
-    pub fn new(inner: Stream, limit: Duration) -> HeaderDeadline {
+    /// Wrap a freshly accepted stream, opened at `opened`: the first head's deadline is
+    /// counted from then.
+    pub fn new(inner: Stream, limit: Duration, opened: Instant) -> HeaderDeadline {
         HeaderDeadline {
             inner,
             limit,
             phase: Phase::InHead,
-            sleep: Box::pin(tokio::time::sleep(limit)),
+            sleep: Box::pin(tokio::time::sleep_until(opened + limit)),
             tail: 0,
             fresh: true,
             blank: true,
@@ -496,12 +499,14 @@ impl Peek for HeaderDeadline {
 
 /// A server app that wraps every accepted connection in a [`HeaderDeadline`] before
 /// handing it to `inner` (the HTTP proxy), and closes it at once when `connections` has
-/// no slot left for it.
+/// no slot left for it. On a plain connection from a balancer that speaks the PROXY
+/// protocol, the header is read first (the TLS listener reads it before its handshake).
 #[derive(Debug)]
 pub struct WithHeaderDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
     connections: Arc<ConnectionLimit>,
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 impl<A> WithHeaderDeadline<A> {
@@ -511,7 +516,14 @@ impl<A> WithHeaderDeadline<A> {
             inner: Arc::new(inner),
             limit,
             connections,
+            proxy_protocol: None,
         }
+    }
+
+    /// Read PROXY protocol headers as `pp` says (`--proxy-protocol`).
+    pub fn with_proxy_protocol(mut self, pp: Arc<ProxyProtocol>) -> Self {
+        self.proxy_protocol = Some(pp);
+        self
     }
 }
 
@@ -529,7 +541,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
         } else {
             // Past the cap, dropping the stream closes it.
             let slot = self.connections.try_open()?;
-            Box::new(HeaderDeadline::new(session, self.limit).holding(slot))
+            let opened = Instant::now();
+            // A plain connection is Pingora's L4 stream; a TLS one had its header read.
+            let session = match &self.proxy_protocol {
+                Some(pp) if session.as_any().is::<L4Stream>() => {
+                    let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
+                    // Refused (and logged): dropping the stream closes it.
+                    pp.accept(&mut l4, opened).await.ok()?;
+                    l4
+                }
+                _ => session,
+            };
+            Box::new(HeaderDeadline::new(session, self.limit, opened).holding(slot))
         };
         self.inner.process_new(stream, shutdown).await
     }

@@ -17,6 +17,7 @@ mod location;
 pub mod normalize;
 pub mod pool;
 mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 //! exits 0.
 
 use crate::deadline::WithHeaderDeadline;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::{Gateway, Proxy};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
@@ -44,6 +45,9 @@ pub struct ServeOptions {
     /// How often upstream host names are resolved again ([`DNS_RETRY`], or this when
     /// shorter, while a name has no address).
     pub dns_refresh: Duration,
+    /// The balancers whose connections to the proxy listeners start with a PROXY protocol
+    /// header ([`crate::proxy_protocol`]); empty: none.
+    pub proxy_protocol: Vec<ipnet::IpNet>,
     /// Called on SIGHUP (re-read the config file).
     pub on_reload: Option<Hook>,
     /// Called once at shutdown, after in-flight requests finished.
@@ -63,6 +67,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("max_connections", &self.max_connections)
             .field("dns_refresh", &self.dns_refresh)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -239,10 +244,18 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         Proxy::new(gw.clone(), keepalive.as_secs()),
     );
     app.server_options = Some(server_options);
-    let mut proxy = ListeningService::new(
-        "tollgate proxy".to_string(),
-        WithHeaderDeadline::new(app, opts.header_read_timeout, gw.connections().clone()),
-    );
+    let mut app = WithHeaderDeadline::new(app, opts.header_read_timeout, gw.connections().clone());
+    let proxy_protocol = (!opts.proxy_protocol.is_empty()).then(|| {
+        Arc::new(ProxyProtocol::new(
+            opts.proxy_protocol.clone(),
+            opts.header_read_timeout,
+        ))
+    });
+    if let Some(pp) = &proxy_protocol {
+        app = app.with_proxy_protocol(pp.clone());
+        tracing::info!(from = ?opts.proxy_protocol, "PROXY protocol expected from these peers");
+    }
+    let mut proxy = ListeningService::new("tollgate proxy".to_string(), app);
     // The connection cap is looked at as connections are accepted too: past it, a TLS
     // connection is closed before its handshake.
     proxy.set_connection_filter(gw.connections().clone());
@@ -252,6 +265,10 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
             .map_err(|e| format!("TLS settings ({cert}, {key}): {e}"))?;
         tls.enable_h2();
         proxy.add_tls_with_settings(addr, None, tls);
+        if let Some(pp) = proxy_protocol {
+            // Read before the handshake.
+            proxy.endpoints().set_pre_tls_callback(pp);
+        }
     }
     server.add_service(proxy);
     for s in opts.extra_services {

@@ -152,6 +152,11 @@ struct ServeArgs {
     /// 5 s, or this when shorter, while a name has no address).
     #[arg(long, env = "TOLLGATE_DNS_REFRESH", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     dns_refresh: u64,
+    /// Load balancers (addresses or CIDR networks, comma-separated) whose connections to
+    /// the proxy listeners start with a PROXY protocol header (v1 or v2) naming the client;
+    /// other peers are served as clients themselves.
+    #[arg(long, env = "TOLLGATE_PROXY_PROTOCOL", value_delimiter = ',', value_parser = tollgate_config::validate::parse_network)]
+    proxy_protocol: Vec<ipnet::IpNet>,
     #[command(flatten)]
     telemetry: telemetry::TelemetryArgs,
 }
@@ -387,6 +392,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         keepalive_timeout: Duration::from_secs(args.keepalive_timeout),
         max_connections: args.max_connections,
         dns_refresh: Duration::from_secs(args.dns_refresh),
+        proxy_protocol: args.proxy_protocol,
         on_reload,
         on_shutdown,
         extra_services: vec![admin, counters],

@@ -289,6 +289,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         keepalive_timeout: Duration::from_secs(a.keepalive_timeout),
         max_connections: a.max_connections,
         dns_refresh: Duration::from_secs(a.dns_refresh),
+        proxy_protocol: a.proxy_protocol.clone(),
         on_reload: None,
         on_shutdown,
         extra_services,

@@ -12,6 +12,7 @@
 //! assembles when no error was found.
 
 mod policy;
+pub use policy::parse_network;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -844,7 +844,7 @@ fn cors(cx: &mut Cx<'_>, k: kinds::Cors, path: &str) -> Option<CorsDef> {
 }
 
 /// An IP address or a CIDR network.
-pub(crate) fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {
         return Ok(ipnet::IpNet::from(ip));
     }
