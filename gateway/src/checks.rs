@@ -68,8 +68,8 @@ impl HeadProblem {
 
 /// The problem type slug and title of a refused request head, by its status: 431 (too
 /// large), 501 (a transfer coding other than `chunked`), else 400 (malformed). Shared by
-/// the head checks here and the answers that replace Pingora's canned ones
-/// (`crate::deadline`).
+/// the head checks here and the answers to heads Pingora's parser refused
+/// (`ProxyHttp::refused_head_answer`).
 pub fn slug_and_title_for(status: u16) -> (&'static str, &'static str) {
     match status {
         431 => ("headers-too-large", "Request Header Fields Too Large"),

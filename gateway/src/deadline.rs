@@ -9,21 +9,11 @@
 //! The head's end is found by watching for `\r\n\r\n` (or `\n\n`) in the bytes read. A
 //! request body that contains those bytes only ends the watch early (the server's own
 //! per-read timeout still applies), so the error is always on the lenient side.
-//!
-//! The same wrapper gives Pingora's own 400 (and the 431 of the vendored patch, for a
-//! head past the parser's 1 MiB or 256 lines) a problem document. A few malformed heads
-//! (differing duplicate `Content-Length`s, `Content-Length: +3`, a duplicate `Host`) are
-//! refused by Pingora's parser before any hook runs, with a canned empty 400 that has no
-//! hook to change it. Every answer Tollgate writes (and every proxied one) carries
-//! `X-Request-Id`, so a 400 head written to the client without one, with the canned
-//! answer's `Cache-Control: private, no-store`, can only be that one: the wrapper writes
-//! a `malformed-request` problem+json with a fresh `X-Request-Id` and `Connection: close`
-//! in its place (Pingora closes the connection after it).
 
 use crate::connections::{ConnectionLimit, ConnectionSlot};
 use crate::proxy_protocol::ProxyProtocol;
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -82,61 +72,10 @@ pub struct HeaderDeadline {
     fresh: bool,
     /// The current head has shown nothing but empty lines yet.
     blank: bool,
-    /// What is left to write of the problem answer that replaced Pingora's canned one.
-    replacement: Option<Bytes>,
     /// Bytes [`Peek::try_peek`] read, handed out by the next reads before the stream's.
     peeked: BytesMut,
     /// The connection's place under the connection cap, freed with the stream.
     _slot: Option<ConnectionSlot>,
-}
-
-/// Which canned answer `head` is, if it is one Pingora writes when its parser refuses a
-/// request (see the module docs): a 400, or a 431 for a head past the parser's limits.
-fn canned_status(head: &[u8]) -> Option<u16> {
-    let status = if head.starts_with(b"HTTP/1.1 400 ") || head.starts_with(b"HTTP/1.0 400 ") {
-        400
-    } else if head.starts_with(b"HTTP/1.1 431 ") || head.starts_with(b"HTTP/1.0 431 ") {
-        431
-    } else {
-        return None;
-    };
-    let canned = memchr::memmem::find(head, b"\r\nCache-Control: private, no-store\r\n").is_some()
-        && !head
-            .windows(b"x-request-id".len())
-            .any(|w| w.eq_ignore_ascii_case(b"x-request-id"));
-    canned.then_some(status)
-}
-
-/// The problem answer written instead of the canned one with this status.
-fn problem_for(status: u16) -> Bytes {
-    let (code, detail) = if status == 431 {
-        (
-            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "the request head is larger than the gateway reads (about 1 MiB, or more than \
-             256 header lines)",
-        )
-    } else {
-        (
-            http::StatusCode::BAD_REQUEST,
-            "the request head is malformed (for example a duplicate or invalid \
-             Content-Length, or a duplicate Host)",
-        )
-    };
-    let (slug, title) = crate::checks::slug_and_title_for(code.as_u16());
-    let body = tollgate_policies::problem_body(code, slug, title, detail, None);
-    let request_id = crate::trace::new_request_id();
-    let request_id = request_id.to_str().unwrap_or_default();
-    let mut out = format!(
-        "HTTP/1.1 {status} {title}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-         X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
-        tollgate_policies::PROBLEM_JSON
-            .to_str()
-            .unwrap_or("application/problem+json"),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    Bytes::from(out)
 }
 
 impl HeaderDeadline {
@@ -151,7 +90,6 @@ impl HeaderDeadline {
             tail: 0,
             fresh: true,
             blank: true,
-            replacement: None,
             peeked: BytesMut::new(),
             _slot: None,
         }
@@ -177,51 +115,6 @@ impl HeaderDeadline {
             }
         }
         Ok(())
-    }
-
-    /// No byte of an answer to the current request was written yet (so a write starting
-    /// with a status line is an answer head, not a body that happens to hold one).
-    fn answer_not_started(&self) -> bool {
-        matches!(self.phase, Phase::InHead | Phase::AfterHead)
-    }
-
-    /// Write what is left of the replacement answer.
-    fn drain_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(rest) = self.replacement.as_mut() {
-            if rest.is_empty() {
-                self.replacement = None;
-                break;
-            }
-            match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) => {
-                    self.replacement = None;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => rest.advance(n),
-                Poll::Ready(Err(e)) => {
-                    self.replacement = None;
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Take over a write of Pingora's canned answer with `status` (reported as written
-    /// in full).
-    fn replace_canned(
-        &mut self,
-        cx: &mut Context<'_>,
-        status: u16,
-        len: usize,
-    ) -> Poll<io::Result<usize>> {
-        self.replacement = Some(problem_for(status));
-        match self.drain_replacement(cx) {
-            // The rest goes out on the next write, flush or shutdown.
-            Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(len)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        }
     }
 
     /// Some of an answer went out, starting with `start`: the next byte read starts a new
@@ -363,12 +256,6 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        std::task::ready!(this.drain_replacement(cx))?;
-        if this.answer_not_started() {
-            if let Some(status) = canned_status(buf) {
-                return this.replace_canned(cx, status, buf.len());
-            }
-        }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.answer_written(buf);
@@ -377,12 +264,10 @@ impl AsyncWrite for HeaderDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -392,14 +277,6 @@ impl AsyncWrite for HeaderDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        std::task::ready!(this.drain_replacement(cx))?;
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if let Some(status) = canned_status(first).filter(|_| this.answer_not_started()) {
-                // Its body is empty: the head is everything.
-                let len = bufs.iter().map(|b| b.len()).sum();
-                return this.replace_canned(cx, status, len);
-            }
-        }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             let first = bufs
@@ -605,41 +482,6 @@ mod tests {
         );
         // A line feed alone is no end of a head.
         assert_eq!(ends_after(&[b"GET / HTTP/1.1\r\n"]), None);
-    }
-
-    #[test]
-    fn only_the_canned_answers_are_replaced() {
-        use super::canned_status;
-        let canned = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nDate: Sun, 06 Nov 1994 \
-            08:49:37 GMT\r\nContent-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
-        assert_eq!(canned_status(canned), Some(400));
-        let canned_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: Pingora\r\n\
-            Content-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
-        assert_eq!(canned_status(canned_431), Some(431));
-        // Tollgate's own 400s and proxied ones carry X-Request-Id.
-        let ours = b"HTTP/1.1 400 Bad Request\r\nCache-Control: private, no-store\r\n\
-            x-request-id: 0123\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(canned_status(ours), None);
-        assert_eq!(
-            canned_status(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            canned_status(b"HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\n\r\n"),
-            None
-        );
-        let replacement = super::problem_for(431);
-        let text = std::str::from_utf8(&replacement).unwrap();
-        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-        assert!(text.contains("urn:tollgate:problem:headers-too-large"));
-        let replacement = super::problem_for(400);
-        let text = std::str::from_utf8(&replacement).unwrap();
-        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-        assert!(text.contains("\r\nX-Request-Id: "));
-        assert!(text.contains("\r\nConnection: close\r\n"));
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        assert!(body.contains("urn:tollgate:problem:malformed-request"));
     }
 
     #[test]

@@ -711,6 +711,33 @@ impl ProxyHttp for Proxy {
         )
     }
 
+    /// A head Pingora's HTTP/1 parser refused before any hook could run (differing
+    /// duplicate `Content-Length`s, `Content-Length: +3`, a duplicate `Host`; 431 for one
+    /// past its 1 MiB or 256 lines): a problem answer with a fresh request id, instead of
+    /// Pingora's canned empty one. Pingora closes the connection after it, whether the
+    /// head was the connection's first or came pipelined behind others.
+    fn refused_head_answer(&self, status: u16) -> Option<(ResponseHeader, Bytes)> {
+        let code = StatusCode::from_u16(status).ok()?;
+        let detail = if status == 431 {
+            "the request head is larger than the gateway reads (about 1 MiB, or more than \
+             256 header lines)"
+        } else {
+            "the request head is malformed (for example a duplicate or invalid \
+             Content-Length, or a duplicate Host)"
+        };
+        let (slug, title) = crate::checks::slug_and_title_for(status);
+        let body = tollgate_policies::problem_body(code, slug, title, detail, None);
+        let mut resp = ResponseHeader::build(code, Some(4)).ok()?;
+        resp.insert_header(CONTENT_TYPE, tollgate_policies::PROBLEM_JSON.clone())
+            .ok()?;
+        resp.insert_header(CONTENT_LENGTH, body.len()).ok()?;
+        resp.insert_header(X_REQUEST_ID.clone(), new_request_id())
+            .ok()?;
+        resp.insert_header(http::header::CONNECTION, CLOSE.clone())
+            .ok()?;
+        Some((resp, body))
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             _inflight: InflightGuard::new(&self.gw),

@@ -361,6 +361,41 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// A head Pingora's parser refuses (a duplicate `Host`, differing `Content-Length`s)
+/// pipelined behind good requests gets the same problem answer as on its own: after the
+/// answers before it, a 400 problem+json with `X-Request-Id`, then the connection closed;
+/// nothing behind it reaches the upstream.
+#[test]
+fn a_malformed_head_pipelined_behind_good_ones_gets_a_problem() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&keyed_config(&up.url()));
+    for bad in [
+        "GET /echo/bad HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n",
+        "POST /echo/bad HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ] {
+        up.clear();
+        let mut conn = RawConn::connect(gw.addr());
+        conn.send(
+            format!(
+                "GET /echo/one HTTP/1.1\r\nHost: t\r\n\r\n\
+                 GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n\
+                 {bad}\
+                 GET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(conn.read_response().status, 200);
+        assert_eq!(conn.read_response().status, 404);
+        let r = conn.read_response();
+        let problem = r.assert_problem(400);
+        assert_eq!(problem["type"], "urn:tollgate:problem:malformed-request");
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        assert!(conn.wait_closed(Duration::from_secs(5)), "left open");
+        let uris: Vec<String> = up.requests().into_iter().map(|r| r.uri).collect();
+        assert_eq!(uris, ["/one"]);
+    }
+}
+
 #[test]
 fn keep_alive_survives_a_policy_answer() {
     let up = Upstream::start("a");

@@ -1,8 +1,8 @@
 //! Request smuggling shapes: each must be answered 400 problem+json with `X-Request-Id`
 //! and the connection closed, and nothing (neither the request nor a smuggled one behind
 //! it) may reach the upstream. That includes the shapes Pingora's own parser refuses before
-//! Tollgate's hooks run (its canned 400 is replaced on the way out, see
-//! `gateway/src/deadline.rs`).
+//! Tollgate's hooks run (the vendored `pingora-proxy` asks Tollgate for that answer, see
+//! `vendor/pingora-proxy/PATCHES.md`).
 #![allow(missing_docs)]
 
 use std::time::Duration;

@@ -362,12 +362,17 @@ where
                             Some(httparse::Error::TooManyHeaders)
                         )
                     });
-                    downstream_session
-                        .respond_error(if too_large { 431 } else { 400 })
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
+                    let status = if too_large { 431 } else { 400 };
+                    // Tollgate patch (PATCHES.md, change 3): the service's own answer.
+                    let written = match self.inner.refused_head_answer(status) {
+                        Some((head, body)) => {
+                            downstream_session.write_error_response(head, body).await
+                        }
+                        None => downstream_session.respond_error(status).await,
+                    };
+                    written.unwrap_or_else(|e| {
+                        error!("failed to send error response to downstream: {e}");
+                    });
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(

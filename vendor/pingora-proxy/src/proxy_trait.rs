@@ -52,6 +52,14 @@ pub trait ProxyHttp {
     /// Define how the `ctx` should be created.
     fn new_ctx(&self) -> Self::CTX;
 
+    /// Tollgate patch (PATCHES.md, change 3): the answer to a request head the HTTP/1
+    /// parser refused (`status` 400, or 431 for a head past its limits), written instead
+    /// of Pingora's canned empty one; `None` keeps the canned one. No hook runs for such a
+    /// request (there is no request, so no context).
+    fn refused_head_answer(&self, _status: u16) -> Option<(ResponseHeader, Bytes)> {
+        None
+    }
+
     /// Define where the proxy should send the request to.
     ///
     /// The returned [HttpPeer] contains the information regarding where and how this request should
