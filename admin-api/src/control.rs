@@ -49,6 +49,7 @@
 //! waiting polls answer 204 at once, so a graceful shutdown never waits out a long poll.
 
 use crate::auth::DataPlaneCaller;
+use crate::control_delta::{compose, History, Step, DELTA_CONTENT_TYPE};
 use crate::extract::{JsonBody, Q};
 use crate::problem::{store_problem, Problem};
 use crate::subscriptions::parse_scope;
@@ -564,6 +565,10 @@ pub(crate) struct SnapshotQuery {
     /// Seconds to wait for a change when `after` is the live version (default 30, at most
     /// 60; 0 answers at once).
     wait: Option<u64>,
+    /// The caller holds the snapshot named by `after` and can apply a delta to it: answer
+    /// with the changes since (`application/vnd.tollgate.snapshot-delta+json`, a
+    /// [`ControlDelta`]) when they are known and smaller than the snapshot.
+    delta: Option<bool>,
 }
 
 /// The live snapshot as sent, shared by every poll of one control plane: a change is read
@@ -578,7 +583,7 @@ pub(crate) struct SnapshotQuery {
 /// next poll builds again.
 #[derive(Clone, Default)]
 pub struct SnapshotCache {
-    inner: Arc<tokio::sync::Mutex<Option<Built>>>,
+    inner: Arc<tokio::sync::Mutex<Cached>>,
     builds: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -597,37 +602,61 @@ impl SnapshotCache {
     }
 }
 
-/// A snapshot built for [`SnapshotCache`]: its version and its JSON.
+/// What [`SnapshotCache`] holds: the last snapshot built, and how the ones before it
+/// changed into each other (for deltas).
+#[derive(Default)]
+struct Cached {
+    built: Option<Built>,
+    history: History,
+}
+
+/// A snapshot built for [`SnapshotCache`].
 struct Built {
     bell: u64,
     revision: u64,
     /// `None`: no snapshot yet (no config).
-    snapshot: Option<(String, axum::body::Bytes)>,
+    snapshot: Option<Live>,
 }
 
-/// The live snapshot's version and JSON, from the cache or built (`bell`: the bell's value
-/// read before this call).
-async fn build(
-    state: &AdminState,
-    bell: u64,
-) -> Result<Option<(String, axum::body::Bytes)>, Problem> {
+/// The live snapshot: as sent whole (its JSON), and as data to make deltas from.
+#[derive(Clone)]
+struct Live {
+    snapshot: Arc<ControlSnapshot>,
+    body: axum::body::Bytes,
+    /// The changes remembered when it was built, oldest first.
+    steps: Vec<Arc<Step>>,
+}
+
+/// The live snapshot, from the cache or built (`bell`: the bell's value read before this
+/// call).
+async fn build(state: &AdminState, bell: u64) -> Result<Option<Live>, Problem> {
     let revision = state.gateway.snapshot().revision;
     // Polls waiting on one change queue here while the first builds, then take its result.
     let mut cached = state.snapshots.inner.lock().await;
     if let Some(b) = cached
+        .built
         .as_ref()
         .filter(|b| b.bell >= bell && b.revision == revision)
     {
         return Ok(b.snapshot.clone());
     }
+    let before = cached
+        .built
+        .as_ref()
+        .and_then(|b| b.snapshot.as_ref())
+        .map(|l| l.snapshot.clone());
     let st = state.clone();
-    let snapshot = tokio::task::spawn_blocking(move || -> Result<_, Problem> {
+    let built = tokio::task::spawn_blocking(move || -> Result<_, Problem> {
         let Some(snap) = current_snapshot(&st).map_err(|e| store_problem(e, "snapshot"))? else {
             return Ok(None);
         };
         let body = serde_json::to_vec(&snap)
             .map_err(|e| Problem::internal("the snapshot cannot be written", &e))?;
-        Ok(Some((snap.version, axum::body::Bytes::from(body))))
+        // What changed since the snapshot built before (one pass over both, in id order).
+        let step = before
+            .filter(|b| b.version != snap.version)
+            .map(|b| Step::between(&b, &snap));
+        Ok(Some((Arc::new(snap), axum::body::Bytes::from(body), step)))
     })
     .await
     .map_err(|e| Problem::internal("the snapshot task failed", &e))??;
@@ -635,12 +664,22 @@ async fn build(
         .snapshots
         .builds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    *cached = Some(Built {
+    let live = built.map(|(snapshot, body, step)| {
+        if let Some(step) = step {
+            cached.history.push(step, snapshot.subscriptions.len());
+        }
+        Live {
+            steps: cached.history.steps(),
+            snapshot,
+            body,
+        }
+    });
+    cached.built = Some(Built {
         bell,
         revision,
-        snapshot: snapshot.clone(),
+        snapshot: live.clone(),
     });
-    Ok(snapshot)
+    Ok(live)
 }
 
 /// `GET /control/snapshot`.
@@ -656,7 +695,9 @@ async fn build(
         Dataplane and admin tokens only (the operator token gets 403): the answer holds key \
         material. See docs/scaling.md.",
     responses(
-        (status = 200, description = "A snapshot newer than `after`.", body = ControlSnapshot),
+        (status = 200, description = "A snapshot newer than `after` (`application/json`), or \
+            with `delta=true` the changes from `after` to it \
+            (`application/vnd.tollgate.snapshot-delta+json`, a `ControlDelta`).", body = ControlSnapshot),
         (status = 204, description = "Nothing changed during the wait."),
         (status = 403, description = "The operator token may not read key material."),
     )
@@ -689,16 +730,28 @@ pub(crate) async fn snapshot(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         let bell = *rx.borrow_and_update();
-        if let Some((version, body)) = build(&state, bell).await? {
-            if query.after.as_deref() != Some(version.as_str()) {
+        if let Some(live) = build(&state, bell).await? {
+            let version = live.snapshot.version.as_str();
+            if query.after.as_deref() != Some(version) {
+                let delta = match (&query.after, query.delta) {
+                    (Some(after), Some(true)) => compose(&live.steps, after, &live.snapshot),
+                    _ => None,
+                };
                 tracing::debug!(
                     %node,
                     after = query.after.as_deref().unwrap_or("-"),
                     %version,
+                    delta = delta.is_some(),
                     "snapshot sent to a data plane"
                 );
+                if let Some(delta) = delta {
+                    let body = serde_json::to_vec(&delta)
+                        .map_err(|e| Problem::internal("the delta cannot be written", &e))?;
+                    let kind = [(axum::http::header::CONTENT_TYPE, DELTA_CONTENT_TYPE)];
+                    return Ok((kind, body).into_response());
+                }
                 let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
-                return Ok((json, body).into_response());
+                return Ok((json, live.body).into_response());
             }
         }
         tokio::select! {

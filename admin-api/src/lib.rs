@@ -82,6 +82,7 @@ mod auth;
 mod cache_api;
 mod config_api;
 mod control;
+mod control_delta;
 mod dashboard;
 mod extract;
 mod openapi;
@@ -97,6 +98,7 @@ pub use control::{
     current_snapshot, ControlSnapshot, SnapshotCache, SubscriptionKeys, UsageAck, UsageBatch,
     UsageBatchRow, PROTOCOL,
 };
+pub use control_delta::{ControlDelta, DELTA_CONTENT_TYPE};
 pub use openapi::openapi;
 pub use plan::{plan, Change, ChangeAction, ChangeKind};
 pub use problem::FieldError;

@@ -61,7 +61,11 @@ use utoipa::{Modify, OpenApi};
         usage::get_usage,
         usage::reset_usage,
     ),
-    components(schemas(ProblemDoc, crate::problem::FieldError)),
+    components(schemas(
+        ProblemDoc,
+        crate::problem::FieldError,
+        crate::control_delta::ControlDelta
+    )),
     modifiers(&Conventions),
     security(("bearer" = [])),
     tags(

@@ -238,6 +238,129 @@ async fn subscription_changes_reach_every_data_plane_within_a_second() {
     assert_eq!(admin.live_revision().await, 1);
 }
 
+/// A counter of the data plane's `/metrics` (the whole line's name, labels included).
+async fn dp_counter(dp: &Gateway, name: &str) -> u64 {
+    let text = get(&dp.status_url("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// After the first whole snapshot, subscription changes (and a config change) reach a data
+/// plane as deltas: the changed entries only, applied to the snapshot it holds and
+/// verified against the version. A caller without a snapshot, or with a version the
+/// control plane does not know, gets the whole snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscription_changes_travel_as_deltas() {
+    let _serial = SERIAL.lock().await;
+    let up = Upstream::start("u");
+    let cp = control_plane(&config(&up.url(), 0));
+    let admin = cp.admin();
+    for i in 0..10 {
+        admin
+            .create_subscription(&format!("s{i}"), "api:keyed")
+            .await;
+    }
+    let dp = data_plane(&cp.admin_url("")).start();
+    time_until(Duration::from_secs(5), || async {
+        readyz(&dp).await["subscriptions"] == 10
+    })
+    .await
+    .expect("the data plane never got the subscriptions");
+    const WHOLE: &str = "tollgate_dataplane_snapshots_received_total{kind=\"whole\"}";
+    const DELTA: &str = "tollgate_dataplane_snapshots_received_total{kind=\"delta\"}";
+    const BYTES: &str = "tollgate_dataplane_snapshot_received_bytes_total";
+    assert_eq!(dp_counter(&dp, WHOLE).await, 1);
+    assert_eq!(dp_counter(&dp, DELTA).await, 0);
+    let whole_bytes = dp_counter(&dp, BYTES).await;
+
+    // A new subscription, then a suspension: each a delta of one entry.
+    let v0 = readyz(&dp).await["version"].as_str().unwrap().to_string();
+    let sub = admin.create_subscription("alice", "api:keyed").await;
+    time_until(Duration::from_secs(5), || async {
+        status_with_key(&dp, &sub.primary).await == 200
+    })
+    .await
+    .expect("the new key never worked");
+    let a = admin
+        .patch_json(
+            "/subscriptions/s3",
+            &serde_json::json!({"state": "suspended"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    time_until(Duration::from_secs(5), || async {
+        readyz(&dp).await["version"] != v0 && dp_counter(&dp, DELTA).await >= 2
+    })
+    .await
+    .expect("the suspension never arrived as a delta");
+    assert_eq!(
+        dp_counter(&dp, WHOLE).await,
+        1,
+        "a whole snapshot was sent again"
+    );
+    let delta_bytes = dp_counter(&dp, BYTES).await - whole_bytes;
+    assert!(
+        delta_bytes * 2 < whole_bytes,
+        "two deltas took {delta_bytes} bytes, the whole snapshot {whole_bytes}"
+    );
+
+    // What the control plane answers, asked directly: from v0, the two entries; from a
+    // version it does not know, or without delta=true, the whole snapshot.
+    let poll = |query: String| {
+        fetch(
+            client()
+                .get(cp.admin_url(&format!("/control/snapshot?wait=0&{query}")))
+                .bearer_auth(DP_TOKEN),
+        )
+    };
+    let a = poll(format!("after={v0}&delta=true")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/vnd.tollgate.snapshot-delta+json")
+    );
+    let d = a.json();
+    assert_eq!(d["base"], v0.as_str());
+    let ids: Vec<&str> = d["upserts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alice", "s3"]);
+    assert_eq!(d["removed"].as_array().unwrap().len(), 0);
+    assert!(
+        d.get("config_text").is_none(),
+        "same revision: no config text"
+    );
+    for query in [
+        format!("after={v0}"),
+        "after=1.0000000000000000&delta=true".into(),
+    ] {
+        let a = poll(query).await;
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert_eq!(a.json()["subscriptions"].as_array().unwrap().len(), 11);
+    }
+
+    // A deleted subscription and a config change: one delta with the new config text.
+    let a = admin.delete("/subscriptions/s7").await;
+    assert!(a.status == 204 || a.status == 200, "{}", a.text());
+    admin.put_config(&config(&up.url(), 1)).await;
+    time_until(Duration::from_secs(5), || async {
+        generation(&dp).await == Some(1) && readyz(&dp).await["subscriptions"] == 10
+    })
+    .await
+    .expect("the config change never arrived");
+    assert_eq!(
+        dp_counter(&dp, WHOLE).await,
+        1,
+        "a whole snapshot was sent again"
+    );
+    assert!(dp_counter(&dp, DELTA).await >= 3);
+    assert_eq!(status_with_key(&dp, &sub.primary).await, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_planes_outlive_the_control_plane_and_restart_from_last_known_good() {
     let _serial = SERIAL.lock().await;

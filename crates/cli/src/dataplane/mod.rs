@@ -171,7 +171,8 @@ fn start(args: GatewayArgs) -> Result<(), String> {
     let lkg_path = lkg::path_in(dir);
     match lkg::load(&lkg_path) {
         Ok(Some(snap)) => {
-            match sync::accept(&gw, &keys, &status, &snap, status::Source::LastKnownGood) {
+            let snap = Arc::new(snap);
+            match sync::accept(&gw, &keys, &status, snap.clone(), status::Source::LastKnownGood) {
                 Ok(()) => tracing::info!(
                     revision = snap.revision,
                     version = %snap.version,

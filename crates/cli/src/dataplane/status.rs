@@ -19,6 +19,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
+use tollgate_admin_api::ControlSnapshot;
 use tollgate_gateway::Gateway;
 
 /// Where the served snapshot came from.
@@ -42,14 +43,8 @@ impl Source {
 /// The snapshot being served.
 #[derive(Debug, Clone)]
 pub(crate) struct Serving {
-    /// Config revision.
-    pub(crate) revision: u64,
-    /// Snapshot version.
-    pub(crate) version: String,
-    /// Hex SHA-256 of the config text.
-    pub(crate) config_sha256: String,
-    /// Subscriptions in the key ring.
-    pub(crate) subscriptions: usize,
+    /// The snapshot itself (the next delta from the control plane applies to it).
+    pub(crate) snapshot: Arc<ControlSnapshot>,
     /// Where it came from.
     pub(crate) source: Source,
     /// When it was applied (Unix seconds).
@@ -74,6 +69,10 @@ pub(crate) struct Status {
     inner: Mutex<Inner>,
     refusals: AtomicU64,
     applied: AtomicU64,
+    /// Whole snapshots and deltas received from the control plane, and their bytes.
+    wholes: AtomicU64,
+    deltas: AtomicU64,
+    received_bytes: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -91,6 +90,9 @@ impl Status {
             inner: Mutex::new(Inner::default()),
             refusals: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            wholes: AtomicU64::new(0),
+            deltas: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +112,14 @@ impl Status {
         inner.serving = Some(s);
         inner.refused = None;
         self.applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A whole snapshot (`delta` false) or a delta of `bytes` came from the control plane.
+    pub(crate) fn received(&self, delta: bool, bytes: usize) {
+        let kind = if delta { &self.deltas } else { &self.wholes };
+        kind.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The control plane answered.
@@ -148,10 +158,10 @@ impl Status {
         let body = json!({
             "status": if ready { "ready" } else { "no-config" },
             "node": self.node,
-            "revision": serving.map_or(0, |s| s.revision),
-            "version": serving.map(|s| s.version.clone()),
+            "revision": serving.map_or(0, |s| s.snapshot.revision),
+            "version": serving.map(|s| s.snapshot.version.clone()),
             "source": serving.map(|s| s.source.name()),
-            "subscriptions": serving.map_or(0, |s| s.subscriptions),
+            "subscriptions": serving.map_or(0, |s| s.snapshot.subscriptions.len()),
             "serving_since": serving.map(|s| s.since),
             "control_plane": {
                 "url": self.control_plane,
@@ -183,10 +193,20 @@ impl Status {
              tollgate_dataplane_snapshots_applied_total {}\n\
              # HELP tollgate_dataplane_snapshots_refused_total Snapshots refused (the previous one kept serving).\n\
              # TYPE tollgate_dataplane_snapshots_refused_total counter\n\
-             tollgate_dataplane_snapshots_refused_total {}\n",
+             tollgate_dataplane_snapshots_refused_total {}\n\
+             # HELP tollgate_dataplane_snapshots_received_total Answers with a snapshot from the control plane, whole or as a delta.\n\
+             # TYPE tollgate_dataplane_snapshots_received_total counter\n\
+             tollgate_dataplane_snapshots_received_total{{kind=\"whole\"}} {}\n\
+             tollgate_dataplane_snapshots_received_total{{kind=\"delta\"}} {}\n\
+             # HELP tollgate_dataplane_snapshot_received_bytes_total Bytes of those answers' bodies.\n\
+             # TYPE tollgate_dataplane_snapshot_received_bytes_total counter\n\
+             tollgate_dataplane_snapshot_received_bytes_total {}\n",
             u8::from(inner.connected),
             self.applied.load(Ordering::Relaxed),
             self.refusals.load(Ordering::Relaxed),
+            self.wholes.load(Ordering::Relaxed),
+            self.deltas.load(Ordering::Relaxed),
+            self.received_bytes.load(Ordering::Relaxed),
         )
     }
 }
@@ -276,10 +296,12 @@ mod tests {
         assert!(!ready);
         assert_eq!(body["status"], "no-config");
         s.set_serving(Serving {
-            revision: 4,
-            version: "4.abc".into(),
-            config_sha256: String::new(),
-            subscriptions: 2,
+            snapshot: Arc::new(ControlSnapshot::new(
+                4,
+                "version: 1\n".into(),
+                &[1; 32],
+                Vec::new(),
+            )),
             source: Source::LastKnownGood,
             since: 0,
         });

@@ -15,13 +15,18 @@
 //!   one) until the gateway's own periodic resolution finds one.
 //! - A snapshot with the config already served (only subscriptions changed) swaps the key
 //!   ring only.
+//! - The poll asks for a delta (`delta=true`) when it holds the snapshot named by `after`:
+//!   the control plane then answers with the subscriptions changed since, when it knows
+//!   them ([`ControlDelta`]). The delta is applied to the held snapshot and the result
+//!   verified like a whole snapshot; one that does not apply is dropped, and the next poll
+//!   asks for the whole snapshot.
 
 use super::lkg;
 use super::status::{Serving, Source, Status};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_admin_api::ControlSnapshot;
+use tollgate_admin_api::{ControlDelta, ControlSnapshot, DELTA_CONTENT_TYPE};
 use tollgate_gateway::keys::KeyRing;
 use tollgate_gateway::Gateway;
 
@@ -60,7 +65,7 @@ pub(crate) fn accept(
     gw: &Gateway,
     keys: &KeyRing,
     status: &Status,
-    snap: &ControlSnapshot,
+    snap: Arc<ControlSnapshot>,
     source: Source,
 ) -> Result<(), String> {
     snap.verify()?;
@@ -69,7 +74,10 @@ pub(crate) fn accept(
     }
     let (secret, entries) = snap.key_entries()?;
     let same_config = status.serving().is_some_and(|s| {
-        s.revision == snap.revision && s.config_sha256.eq_ignore_ascii_case(&snap.config_sha256)
+        s.snapshot.revision == snap.revision
+            && s.snapshot
+                .config_sha256
+                .eq_ignore_ascii_case(&snap.config_sha256)
     });
     if !same_config {
         let compiled = tollgate_config::parse_and_compile(&snap.config_text).map_err(|errs| {
@@ -85,10 +93,7 @@ pub(crate) fn accept(
     }
     keys.replace_with_secret(secret, entries);
     status.set_serving(Serving {
-        revision: snap.revision,
-        version: snap.version.clone(),
-        config_sha256: snap.config_sha256.clone(),
-        subscriptions: snap.subscriptions.len(),
+        snapshot: snap,
         source,
         since: 0,
     });
@@ -99,6 +104,8 @@ pub(crate) fn accept(
 enum Polled {
     /// A snapshot other than `after`.
     Snapshot(Box<ControlSnapshot>),
+    /// The changes from `after` to another snapshot.
+    Delta(Box<ControlDelta>),
     /// Nothing changed during the wait.
     Unchanged,
 }
@@ -145,11 +152,20 @@ impl Syncer {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 
-    async fn poll(&self, http: &reqwest::Client, after: Option<&str>) -> Result<Polled, String> {
+    /// One long poll; `delta`: this node holds the snapshot named by `after`.
+    async fn poll(
+        &self,
+        http: &reqwest::Client,
+        after: Option<&str>,
+        delta: bool,
+    ) -> Result<Polled, String> {
         let url = format!("{}/control/snapshot", self.base);
         let mut query: Vec<(&str, String)> = vec![("wait", WAIT_SECS.to_string())];
         if let Some(v) = after {
             query.push(("after", v.to_owned()));
+            if delta {
+                query.push(("delta", "true".to_owned()));
+            }
         }
         let mut req = http
             .get(&url)
@@ -164,11 +180,24 @@ impl Syncer {
             .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
         match resp.status().as_u16() {
             200 => {
-                let snap: ControlSnapshot = resp
-                    .json()
+                let is_delta = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(DELTA_CONTENT_TYPE.as_bytes()));
+                let body = resp
+                    .bytes()
                     .await
-                    .map_err(|e| format!("GET {url}: unreadable snapshot: {}", chain(&e)))?;
-                Ok(Polled::Snapshot(Box::new(snap)))
+                    .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+                self.status.received(is_delta, body.len());
+                let unreadable =
+                    |e: serde_json::Error| format!("GET {url}: unreadable snapshot: {e}");
+                if is_delta {
+                    let delta = serde_json::from_slice(&body).map_err(unreadable)?;
+                    Ok(Polled::Delta(Box::new(delta)))
+                } else {
+                    let snap = serde_json::from_slice(&body).map_err(unreadable)?;
+                    Ok(Polled::Snapshot(Box::new(snap)))
+                }
             }
             204 => Ok(Polled::Unchanged),
             status @ (401 | 403) => Err(format!(
@@ -187,11 +216,12 @@ impl Syncer {
     async fn take(&self, snap: ControlSnapshot) -> Result<(), String> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let snap = Arc::new(snap);
             accept(
                 &this.gw,
                 &this.keys,
                 &this.status,
-                &snap,
+                snap.clone(),
                 Source::ControlPlane,
             )?;
             tracing::info!(
@@ -225,18 +255,52 @@ impl Syncer {
         let mut backoff = BACKOFF_MIN;
         // The version refused last, and when to try it again.
         let mut refused: Option<(String, tokio::time::Instant)> = None;
+        // A delta did not apply: ask for the whole snapshot once.
+        let mut whole_next = false;
         loop {
-            let serving = self.status.serving().map(|s| s.version);
-            let after = match &refused {
-                Some((v, until)) if tokio::time::Instant::now() < *until => Some(v.clone()),
-                _ => serving,
+            let held = self.status.serving().map(|s| s.snapshot);
+            let (after, delta) = match &refused {
+                Some((v, until)) if tokio::time::Instant::now() < *until => {
+                    (Some(v.clone()), false)
+                }
+                _ if whole_next => (None, false),
+                _ => (held.as_ref().map(|s| s.version.clone()), true),
             };
             let polled = tokio::select! {
                 _ = shutdown.changed() => return,
-                p = self.poll(&http, after.as_deref()) => p,
+                p = self.poll(&http, after.as_deref(), delta) => p,
+            };
+            // A delta is applied to the held snapshot (off the runtime's threads: the
+            // result is verified like a whole snapshot, which hashes every subscription).
+            let polled = match (polled, held) {
+                (Ok(Polled::Delta(d)), Some(base)) => {
+                    let version = d.version.clone();
+                    let applied = tokio::task::spawn_blocking(move || d.apply(&base))
+                        .await
+                        .map_err(|e| format!("the delta task failed: {e}"))
+                        .and_then(|r| r);
+                    match applied {
+                        Ok(snap) => Ok(Polled::Snapshot(Box::new(snap))),
+                        Err(e) => {
+                            tracing::warn!(
+                                %version,
+                                "a delta from the control plane did not apply, asking for the whole snapshot: {e}"
+                            );
+                            whole_next = true;
+                            Ok(Polled::Unchanged)
+                        }
+                    }
+                }
+                (Ok(Polled::Delta(d)), None) => {
+                    tracing::warn!(version = %d.version, "a delta came with no snapshot held, asking for the whole snapshot");
+                    whole_next = true;
+                    Ok(Polled::Unchanged)
+                }
+                (other, _) => other,
             };
             let delay = match polled {
-                Ok(Polled::Unchanged) => {
+                // (A delta was made a snapshot above, or dropped.)
+                Ok(Polled::Unchanged | Polled::Delta(_)) => {
                     self.status.contact();
                     backoff = BACKOFF_MIN;
                     None
@@ -244,6 +308,7 @@ impl Syncer {
                 Ok(Polled::Snapshot(snap)) => {
                     self.status.contact();
                     backoff = BACKOFF_MIN;
+                    whole_next = false;
                     let version = snap.version.clone();
                     match self.take(*snap).await {
                         Ok(()) => refused = None,
@@ -317,10 +382,17 @@ mod tests {
             &secret,
             vec![keys("one", "active", "key-1", &secret)],
         );
-        accept(&gw, &ring, &status, &s1, Source::ControlPlane).unwrap();
+        accept(
+            &gw,
+            &ring,
+            &status,
+            Arc::new(s1.clone()),
+            Source::ControlPlane,
+        )
+        .unwrap();
         assert_eq!(gw.snapshot().revision, 1);
         assert_eq!(&*ring.lookup("key-1").unwrap().id, "one");
-        assert_eq!(status.serving().unwrap().version, s1.version);
+        assert_eq!(status.serving().unwrap().snapshot.version, s1.version);
 
         // Only subscriptions changed: same config, the key ring follows.
         let s2 = ControlSnapshot::new(
@@ -330,7 +402,14 @@ mod tests {
             vec![keys("two", "active", "key-2", &secret)],
         );
         let before = gw.snapshot();
-        accept(&gw, &ring, &status, &s2, Source::ControlPlane).unwrap();
+        accept(
+            &gw,
+            &ring,
+            &status,
+            Arc::new(s2.clone()),
+            Source::ControlPlane,
+        )
+        .unwrap();
         assert!(Arc::ptr_eq(&before, &gw.snapshot()), "no rebuild");
         assert!(ring.lookup("key-1").is_none());
         assert!(ring.lookup("key-2").is_some());
@@ -343,22 +422,43 @@ mod tests {
             &secret,
             vec![keys("three", "active", "key-3", &secret)],
         );
-        assert!(accept(&gw, &ring, &status, &s3, Source::ControlPlane).is_err());
+        assert!(accept(
+            &gw,
+            &ring,
+            &status,
+            Arc::new(s3.clone()),
+            Source::ControlPlane
+        )
+        .is_err());
         assert_eq!(gw.snapshot().revision, 1);
         assert!(ring.lookup("key-3").is_none());
         assert!(ring.lookup("key-2").is_some());
-        assert_eq!(status.serving().unwrap().version, s2.version);
+        assert_eq!(status.serving().unwrap().snapshot.version, s2.version);
 
         // A tampered one is refused before anything is looked at.
         let mut s4 = ControlSnapshot::new(3, CONFIG.into(), &secret, Vec::new());
         s4.config_text.push('#');
-        assert!(accept(&gw, &ring, &status, &s4, Source::ControlPlane).is_err());
+        assert!(accept(
+            &gw,
+            &ring,
+            &status,
+            Arc::new(s4.clone()),
+            Source::ControlPlane
+        )
+        .is_err());
 
         // An upstream host this node cannot resolve refuses nothing: the target waits
         // without an address.
         let unresolvable = CONFIG.replace("127.0.0.1:9", "no-such-host.invalid:80");
         let s5 = ControlSnapshot::new(4, unresolvable, &secret, Vec::new());
-        accept(&gw, &ring, &status, &s5, Source::ControlPlane).unwrap();
+        accept(
+            &gw,
+            &ring,
+            &status,
+            Arc::new(s5.clone()),
+            Source::ControlPlane,
+        )
+        .unwrap();
         assert_eq!(gw.snapshot().revision, 4);
         assert!(gw.snapshot().apis[0].pool.has_unresolved());
     }
