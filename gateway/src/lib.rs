@@ -13,6 +13,7 @@ pub mod connections;
 pub mod deadline;
 mod forwarded;
 pub mod keys;
+pub mod listener_cert;
 mod location;
 pub mod normalize;
 pub mod pool;
@@ -116,6 +117,8 @@ pub struct Gateway {
     apply_lock: Mutex<()>,
     registries: Arc<tollgate_policies::Registries>,
     telemetry: Arc<telemetry::Telemetry>,
+    /// The TLS listener's certificate, when there is one.
+    listener_cert: std::sync::OnceLock<Arc<listener_cert::ListenerCert>>,
 }
 
 impl Gateway {
@@ -144,7 +147,14 @@ impl Gateway {
             apply_lock: Mutex::new(()),
             registries,
             telemetry: Arc::new(telemetry::Telemetry::default()),
+            listener_cert: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The TLS listener's certificate (for its reloads and metrics), once the proxy
+    /// listens with TLS.
+    pub fn listener_cert(&self) -> Option<&Arc<listener_cert::ListenerCert>> {
+        self.listener_cert.get()
     }
 
     /// Whether this process runs the upstream health checks (set when the proxy's

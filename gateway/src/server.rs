@@ -8,6 +8,7 @@
 //! exits 0.
 
 use crate::deadline::WithHeaderDeadline;
+use crate::listener_cert::ListenerCert;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::{Gateway, Proxy};
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch,
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::ServiceWithDependents;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,6 +116,7 @@ impl BackgroundService for Maintenance {
         let resolving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retry = DNS_RETRY.min(self.dns_refresh);
         let mut next_resolve = Instant::now() + retry;
+        let mut next_cert_check = Instant::now() + CERT_CHECK;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -121,8 +124,17 @@ impl BackgroundService for Maintenance {
                     if let Some(reload) = &self.on_reload {
                         reload();
                     }
+                    if let Some(cert) = self.gw.listener_cert() {
+                        cert.reload(true);
+                    }
                 }
                 _ = tick.tick() => {
+                    if Instant::now() >= next_cert_check {
+                        next_cert_check = Instant::now() + CERT_CHECK;
+                        if let Some(cert) = self.gw.listener_cert() {
+                            cert.reload(false);
+                        }
+                    }
                     // Starts due JWKS fetches as their own tasks (returns at once).
                     self.gw.registries().tick().await;
                     for pool in self.gw.pools().all() {
@@ -161,6 +173,9 @@ impl BackgroundService for Maintenance {
     }
 }
 
+/// How often the TLS listener's certificate files are looked at for a change.
+const CERT_CHECK: Duration = Duration::from_secs(5);
+
 /// Marks a round of upstream name resolution over, however it ends (a panic included), so
 /// that the next one can start.
 struct RoundDone(Arc<std::sync::atomic::AtomicBool>);
@@ -198,6 +213,16 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "proxy listening");
     }
+    // The TLS certificate is read here, so that a bad one stops the start with a clear
+    // message (Pingora's own loading panics on a worker thread).
+    let listener_cert = match &opts.tls {
+        Some((_, cert, key)) => {
+            let c = Arc::new(ListenerCert::load(Path::new(cert), Path::new(key))?);
+            let _ = gw.listener_cert.set(c.clone());
+            Some(c)
+        }
+        None => None,
+    };
     // Raise the descriptor limit as far as allowed, then cap the client connections below it.
     let nofile = raise_descriptor_limit();
     let max_connections = opts.max_connections.map_or_else(
@@ -260,9 +285,11 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // connection is closed before its handshake.
     proxy.set_connection_filter(gw.connections().clone());
     proxy.add_tcp(&opts.listen);
-    if let Some((addr, cert, key)) = &opts.tls {
+    if let (Some((addr, cert, key)), Some(resolver)) = (&opts.tls, listener_cert) {
         let mut tls = TlsSettings::intermediate(cert, key)
             .map_err(|e| format!("TLS settings ({cert}, {key}): {e}"))?;
+        // Handshakes take the certificate from the reloadable pair.
+        tls.set_cert_resolver(resolver);
         tls.enable_h2();
         proxy.add_tls_with_settings(addr, None, tls);
         if let Some(pp) = proxy_protocol {

@@ -2,6 +2,7 @@
 //! upgrades of HTTP/1.1.
 #![allow(missing_docs)]
 
+use std::time::Duration;
 use tollgate_tests::*;
 
 #[tokio::test]
@@ -210,4 +211,172 @@ fn other_upgrades_are_not_forwarded() {
     let seen = up.expect_last();
     assert_eq!(seen.header("upgrade"), None, "{:?}", seen.headers);
     assert_eq!(seen.header("connection"), None, "{:?}", seen.headers);
+}
+
+/// Whether a TLS handshake with the gateway succeeds when only the certificate in
+/// `trusted_pem` is trusted: whether that is the certificate it serves.
+async fn serves(addr: std::net::SocketAddr, trusted_pem: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a trust anchor");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .is_ok()
+}
+
+/// Writes a new self-signed pair for `localhost` over the gateway's files (each by a
+/// rename, as certbot and Kubernetes do); returns the certificate's PEM.
+fn renew(gw: &Gateway) -> String {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("pair");
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    for (name, text) in [("key.pem", &key), ("cert.pem", &cert)] {
+        let tmp = gw.dir().join(format!("{name}.new"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, gw.dir().join(name)).expect("rename");
+    }
+    cert
+}
+
+async fn tls_metric(gw: &Gateway, line: &str) -> bool {
+    let a = fetch(
+        client()
+            .get(gw.admin_url("/metrics"))
+            .bearer_auth(gw.admin_token()),
+    )
+    .await;
+    a.text().lines().any(|l| l == line)
+}
+
+/// The TLS listener's certificate is replaced without a restart: on SIGHUP, and when its
+/// files change. A pair that does not load leaves the previous one serving.
+#[tokio::test]
+async fn the_tls_certificate_is_reloaded_without_a_restart() {
+    let up = Upstream::start("a");
+    let gw = Gateway::builder(&echo_config(&up.url())).tls().start();
+    let first = std::fs::read_to_string(gw.tls_cert_path()).expect("cert");
+    assert!(serves(gw.tls_addr(), &first).await);
+    // A client keeps its connection across the reload.
+    let c = tls_client();
+    assert_eq!(fetch(c.get(gw.tls_url("/echo/before"))).await.status, 200);
+
+    // SIGHUP.
+    let second = renew(&gw);
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until_async(Duration::from_secs(5), || serves(gw.tls_addr(), &second)).await,
+        "the renewed certificate is not served after SIGHUP"
+    );
+    assert!(!serves(gw.tls_addr(), &first).await);
+    assert_eq!(fetch(c.get(gw.tls_url("/echo/after"))).await.status, 200);
+    assert!(
+        tls_metric(
+            &gw,
+            "tollgate_tls_certificate_reloads_total{outcome=\"ok\"} 1"
+        )
+        .await
+    );
+
+    // No signal: the files' change is noticed (checked every 5 s, read once two checks
+    // found the same files).
+    let third = renew(&gw);
+    assert!(
+        wait_until_async(Duration::from_secs(20), || serves(gw.tls_addr(), &third)).await,
+        "the renewed certificate is not served without a signal"
+    );
+
+    // A broken renewal: logged, and the served pair stays.
+    std::fs::write(
+        gw.dir().join("cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n",
+    )
+    .unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until_async(Duration::from_secs(5), || tls_metric(
+            &gw,
+            "tollgate_tls_certificate_reloads_total{outcome=\"failed\"} 1"
+        ))
+        .await,
+        "the failed reload is not counted"
+    );
+    assert!(serves(gw.tls_addr(), &third).await);
+    assert!(
+        gw.log().contains("TLS certificate not reloaded"),
+        "{}",
+        gw.log()
+    );
+    let a = fetch(
+        client()
+            .get(gw.admin_url("/metrics"))
+            .bearer_auth(gw.admin_token()),
+    )
+    .await;
+    assert!(
+        a.text()
+            .contains("\ntollgate_tls_certificate_not_after_seconds "),
+        "{}",
+        a.text()
+    );
+}
+
+/// Polls the async `check` every 100 ms until it holds or `limit` passes.
+async fn wait_until_async<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A certificate or key that does not load stops the start with a message naming the
+/// file (Pingora's own loading aborted the process with an unrelated error).
+#[test]
+fn a_bad_tls_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "garbage").unwrap();
+    let out = std::process::Command::new(tollgate_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&cert)
+        .output()
+        .expect("run tollgate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holds no `-----BEGIN CERTIFICATE-----` block") && err.contains("cert.pem"),
+        "{err}"
+    );
 }

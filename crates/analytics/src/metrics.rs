@@ -66,6 +66,12 @@ pub struct Metrics {
     pub connections_max: IntGauge,
     /// `tollgate_connections_refused_total`: connections closed at once at the cap.
     pub connections_refused: IntCounter,
+    /// `tollgate_tls_certificate_not_after_seconds`: when the TLS listener's certificate
+    /// expires (Unix time); no sample without a TLS listener.
+    pub tls_not_after: IntGaugeVec,
+    /// `tollgate_tls_certificate_reloads_total{outcome}`: reloads of that certificate
+    /// (`ok`: a new pair is served; `failed`: the previous one kept serving).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -209,6 +215,23 @@ impl Metrics {
                 "Client connections closed at once because the cap was reached.",
             ))
             .expect("valid metric"),
+            tls_not_after: IntGaugeVec::new(
+                opts(
+                    "tls_certificate_not_after_seconds",
+                    "When the TLS listener's certificate expires (Unix time).",
+                ),
+                &[],
+            )
+            .expect("valid metric"),
+            tls_reloads: IntCounterVec::new(
+                opts(
+                    "tls_certificate_reloads_total",
+                    "Reloads of the TLS listener's certificate, by outcome (failed: the \
+                     previous one kept serving).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -231,6 +254,8 @@ impl Metrics {
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_max.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.tls_not_after.clone()),
+            Box::new(m.tls_reloads.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("unique metric names");
