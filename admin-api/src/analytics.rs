@@ -328,13 +328,16 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     m.connections_max
         .set(i64::try_from(conns.max()).unwrap_or(i64::MAX));
     Metrics::sync_counter(&m.connections_refused, conns.refused());
-    if let Some(cert) = gw.listener_cert() {
+    for (listener, cert) in gw.listener_certs() {
         m.tls_not_after
-            .with_label_values(&[] as &[&str])
+            .with_label_values(&[listener])
             .set(cert.not_after());
         let (ok, failed) = cert.reload_counts();
-        Metrics::sync_counter(&m.tls_reloads.with_label_values(&["ok"]), ok);
-        Metrics::sync_counter(&m.tls_reloads.with_label_values(&["failed"]), failed);
+        Metrics::sync_counter(&m.tls_reloads.with_label_values(&[listener, "ok"]), ok);
+        Metrics::sync_counter(
+            &m.tls_reloads.with_label_values(&[listener, "failed"]),
+            failed,
+        );
     }
     Metrics::sync_counter(&m.jwks_failures, gw.registries().jwt.jwks().failure_count());
     let store_errors = gw.registries().counters.store_errors();

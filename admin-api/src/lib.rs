@@ -103,6 +103,7 @@ pub use openapi::openapi;
 pub use plan::{plan, Change, ChangeAction, ChangeKind};
 pub use problem::FieldError;
 pub use subscriptions::refresh_keys;
+use tollgate_gateway::listener_cert::ListenerCert;
 
 /// The admin API's bearer tokens.
 #[derive(Clone)]
@@ -331,6 +332,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     head_timeout: std::time::Duration,
+    tls: Option<Arc<ListenerCert>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shutdown = async move {
@@ -338,7 +340,20 @@ pub async fn serve(
         // Long polls of data planes end now instead of holding the shutdown.
         control::close();
     };
-    serve_http(listener, router, head_timeout, shutdown).await
+    serve_http(listener, router, head_timeout, tls, shutdown).await
+}
+
+/// The TLS server settings of an HTTP/1.1 listener whose certificate is `cert` (reloaded
+/// as it changes: [`ListenerCert::watch`]).
+fn tls_acceptor(cert: Arc<ListenerCert>) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// Serve `router` on `listener` (HTTP/1.1) until `shutdown` completes, then let the
@@ -346,11 +361,14 @@ pub async fn serve(
 /// connection's start or of the previous answer (hyper's header read timeout), which also
 /// closes idle keep-alive connections after it; a write of an answer that the client does
 /// not take for `head_timeout` closes the connection too; at most [`MAX_CONNECTIONS`] are
-/// served at once. For the admin listener and the data planes' status listener.
+/// served at once. With `tls`, every connection is TLS (its handshake within
+/// `head_timeout` too), and the certificate is reloaded as it changes. For the admin
+/// listener and the data planes' status listener.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     router: Router,
     head_timeout: std::time::Duration,
+    tls: Option<Arc<ListenerCert>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -363,6 +381,10 @@ pub async fn serve_http(
         .header_read_timeout(head_timeout);
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = tls.map(|cert| {
+        let watch = tokio::spawn(cert.clone().watch());
+        (tls_acceptor(cert), watch)
+    });
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -386,16 +408,32 @@ pub async fn serve_http(
         // fails and closes the connection.
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(head_timeout));
-        let conn = http.serve_connection(
-            TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(router.clone()),
-        );
-        let conn = graceful.watch(conn);
+        let stream = Box::pin(stream);
+        let service = TowerToHyperService::new(router.clone());
+        let Some((acceptor, _)) = &acceptor else {
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                // Errors are the client's (a reset, a head timeout): nothing to report.
+                let _ = conn.await;
+                drop(slot);
+            });
+            continue;
+        };
+        let (acceptor, http, watcher) = (acceptor.clone(), http.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // Errors are the client's (a reset, a head timeout): nothing to report.
+            // A client that does not finish its handshake in time is dropped, as one that
+            // does not send its head.
+            let Ok(Ok(stream)) = tokio::time::timeout(head_timeout, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             let _ = conn.await;
             drop(slot);
         });
+    }
+    if let Some((_, watch)) = acceptor {
+        watch.abort();
     }
     drop(listener);
     graceful.shutdown().await;

@@ -117,8 +117,8 @@ pub struct Gateway {
     apply_lock: Mutex<()>,
     registries: Arc<tollgate_policies::Registries>,
     telemetry: Arc<telemetry::Telemetry>,
-    /// The TLS listener's certificate, when there is one.
-    listener_cert: std::sync::OnceLock<Arc<listener_cert::ListenerCert>>,
+    /// The TLS listeners' certificates, by listener (`proxy`, `admin`), for metrics.
+    listener_certs: Mutex<Vec<(&'static str, Arc<listener_cert::ListenerCert>)>>,
 }
 
 impl Gateway {
@@ -147,14 +147,28 @@ impl Gateway {
             apply_lock: Mutex::new(()),
             registries,
             telemetry: Arc::new(telemetry::Telemetry::default()),
-            listener_cert: std::sync::OnceLock::new(),
+            listener_certs: Mutex::new(Vec::new()),
         })
     }
 
-    /// The TLS listener's certificate (for its reloads and metrics), once the proxy
-    /// listens with TLS.
-    pub fn listener_cert(&self) -> Option<&Arc<listener_cert::ListenerCert>> {
-        self.listener_cert.get()
+    /// Report `cert` as the certificate of `listener` (`proxy`, `admin`) in the metrics.
+    pub fn add_listener_cert(
+        &self,
+        listener: &'static str,
+        cert: Arc<listener_cert::ListenerCert>,
+    ) {
+        self.listener_certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((listener, cert));
+    }
+
+    /// The TLS listeners' certificates, by listener.
+    pub fn listener_certs(&self) -> Vec<(&'static str, Arc<listener_cert::ListenerCert>)> {
+        self.listener_certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether this process runs the upstream health checks (set when the proxy's

@@ -1,5 +1,6 @@
-//! The TLS listener's certificate (`--tls-cert`, `--tls-key`), read by Tollgate and
-//! reloaded without a restart.
+//! A TLS listener's certificate (the proxy's `--tls-cert`/`--tls-key`, the admin
+//! listener's `--admin-tls-cert`/`--admin-tls-key`), read by Tollgate and reloaded
+//! without a restart.
 //!
 //! At start the files are read and checked here, so that a bad certificate or key stops the
 //! process with a message naming the file (Pingora's own loading panics on a worker thread
@@ -108,6 +109,9 @@ struct Seen {
     settling: Option<(Stamp, Stamp)>,
 }
 
+/// How often [`ListenerCert::watch`] looks at the files.
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The listener's certificate and key, replaced as the files change.
 pub struct ListenerCert {
     cert_path: PathBuf,
@@ -187,6 +191,29 @@ impl ListenerCert {
                 );
                 false
             }
+        }
+    }
+
+    /// Reload on SIGHUP, and when the files changed (looked at every [`CHECK_EVERY`]);
+    /// runs until the process ends.
+    pub async fn watch(self: Arc<Self>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tick.tick().await;
+        loop {
+            let force = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            // Two small files, rarely read: not worth a blocking thread.
+            self.reload(force);
         }
     }
 

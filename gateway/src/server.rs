@@ -116,7 +116,6 @@ impl BackgroundService for Maintenance {
         let resolving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retry = DNS_RETRY.min(self.dns_refresh);
         let mut next_resolve = Instant::now() + retry;
-        let mut next_cert_check = Instant::now() + CERT_CHECK;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -124,17 +123,8 @@ impl BackgroundService for Maintenance {
                     if let Some(reload) = &self.on_reload {
                         reload();
                     }
-                    if let Some(cert) = self.gw.listener_cert() {
-                        cert.reload(true);
-                    }
                 }
                 _ = tick.tick() => {
-                    if Instant::now() >= next_cert_check {
-                        next_cert_check = Instant::now() + CERT_CHECK;
-                        if let Some(cert) = self.gw.listener_cert() {
-                            cert.reload(false);
-                        }
-                    }
                     // Starts due JWKS fetches as their own tasks (returns at once).
                     self.gw.registries().tick().await;
                     for pool in self.gw.pools().all() {
@@ -173,8 +163,18 @@ impl BackgroundService for Maintenance {
     }
 }
 
-/// How often the TLS listener's certificate files are looked at for a change.
-const CERT_CHECK: Duration = Duration::from_secs(5);
+/// Reloads the proxy's TLS certificate as it changes ([`ListenerCert::watch`]).
+struct CertWatch(Arc<ListenerCert>);
+
+#[async_trait]
+impl BackgroundService for CertWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.0.clone().watch() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
 
 /// Marks a round of upstream name resolution over, however it ends (a panic included), so
 /// that the next one can start.
@@ -218,7 +218,7 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     let listener_cert = match &opts.tls {
         Some((_, cert, key)) => {
             let c = Arc::new(ListenerCert::load(Path::new(cert), Path::new(key))?);
-            let _ = gw.listener_cert.set(c.clone());
+            gw.add_listener_cert("proxy", c.clone());
             Some(c)
         }
         None => None,
@@ -285,11 +285,11 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // connection is closed before its handshake.
     proxy.set_connection_filter(gw.connections().clone());
     proxy.add_tcp(&opts.listen);
-    if let (Some((addr, cert, key)), Some(resolver)) = (&opts.tls, listener_cert) {
+    if let (Some((addr, cert, key)), Some(resolver)) = (&opts.tls, &listener_cert) {
         let mut tls = TlsSettings::intermediate(cert, key)
             .map_err(|e| format!("TLS settings ({cert}, {key}): {e}"))?;
         // Handshakes take the certificate from the reloadable pair.
-        tls.set_cert_resolver(resolver);
+        tls.set_cert_resolver(resolver.clone());
         tls.enable_h2();
         proxy.add_tls_with_settings(addr, None, tls);
         if let Some(pp) = proxy_protocol {
@@ -298,6 +298,12 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         }
     }
     server.add_service(proxy);
+    if let Some(cert) = listener_cert {
+        server.add_service(background_service(
+            "tollgate TLS certificate",
+            CertWatch(cert),
+        ));
+    }
     for s in opts.extra_services {
         server.add_boxed_service(s);
     }

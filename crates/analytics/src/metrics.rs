@@ -66,11 +66,11 @@ pub struct Metrics {
     pub connections_max: IntGauge,
     /// `tollgate_connections_refused_total`: connections closed at once at the cap.
     pub connections_refused: IntCounter,
-    /// `tollgate_tls_certificate_not_after_seconds`: when the TLS listener's certificate
-    /// expires (Unix time); no sample without a TLS listener.
+    /// `tollgate_tls_certificate_not_after_seconds{listener}`: when a TLS listener's
+    /// certificate expires (Unix time); no sample without a TLS listener.
     pub tls_not_after: IntGaugeVec,
-    /// `tollgate_tls_certificate_reloads_total{outcome}`: reloads of that certificate
-    /// (`ok`: a new pair is served; `failed`: the previous one kept serving).
+    /// `tollgate_tls_certificate_reloads_total{listener, outcome}`: reloads of that
+    /// certificate (`ok`: a new pair is served; `failed`: the previous one kept serving).
     pub tls_reloads: IntCounterVec,
 }
 
@@ -218,18 +218,19 @@ impl Metrics {
             tls_not_after: IntGaugeVec::new(
                 opts(
                     "tls_certificate_not_after_seconds",
-                    "When the TLS listener's certificate expires (Unix time).",
+                    "When a TLS listener's certificate expires (Unix time), by listener \
+                     (proxy, admin).",
                 ),
-                &[],
+                &["listener"],
             )
             .expect("valid metric"),
             tls_reloads: IntCounterVec::new(
                 opts(
                     "tls_certificate_reloads_total",
-                    "Reloads of the TLS listener's certificate, by outcome (failed: the \
-                     previous one kept serving).",
+                    "Reloads of a TLS listener's certificate, by listener and outcome \
+                     (failed: the previous one kept serving).",
                 ),
-                &["outcome"],
+                &["listener", "outcome"],
             )
             .expect("valid metric"),
         };

@@ -21,14 +21,22 @@ struct Reply {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str, token: Option<String>) -> Client {
-        Client {
+    /// A client of the admin API at `base`; `ca`: certificates (PEM) trusted for an
+    /// `https://` URL besides the public roots.
+    pub(crate) fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&Path>,
+    ) -> Result<Client, String> {
+        let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
+        if let Some(ca) = ca {
+            agent = agent.tls_config(std::sync::Arc::new(tls_trusting(ca)?));
+        }
+        Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(60))
-                .build(),
-        }
+            agent: agent.build(),
+        })
     }
 
     fn call(
@@ -62,6 +70,36 @@ impl Client {
             .map_err(|e| format!("cannot read the admin API's answer: {e}"))?;
         Ok(Reply { status, body })
     }
+}
+
+/// TLS client settings trusting the public roots and the certificates in the PEM file `ca`.
+fn tls_trusting(ca: &Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem =
+        std::fs::read(ca).map_err(|e| format!("cannot read the admin CA {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("the admin CA {}: bad PEM: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the admin CA {}: {e}", ca.display()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(format!(
+            "the admin CA {} holds no `-----BEGIN CERTIFICATE-----` block",
+            ca.display()
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Print a problem+json answer (with its `errors`, if any) to stderr.

@@ -114,6 +114,13 @@ struct ServeArgs {
     /// Admin listener.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     admin_listen: String,
+    /// Serve the admin listener over TLS with this certificate chain (PEM; needs
+    /// --admin-tls-key); reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "TOLLGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --admin-tls-cert.
+    #[arg(long, env = "TOLLGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
     /// State directory.
     #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
     data_dir: PathBuf,
@@ -173,12 +180,32 @@ struct ClientArgs {
     /// Bearer token.
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Certificates (PEM) trusted for an `https://` admin URL besides the public roots
+    /// (a private CA, or the admin listener's self-signed certificate).
+    #[arg(long, env = "TOLLGATE_ADMIN_CA")]
+    admin_ca: Option<PathBuf>,
 }
 
 impl ClientArgs {
-    fn connect(&self) -> client::Client {
-        client::Client::new(&self.admin, self.token.clone())
+    fn connect(&self) -> Result<client::Client, String> {
+        client::Client::new(&self.admin, self.token.clone(), self.admin_ca.as_deref())
     }
+}
+
+/// The admin listener's TLS certificate (`--admin-tls-cert`, `--admin-tls-key`), read and
+/// checked, and reported in `gw`'s metrics.
+fn admin_tls(
+    args: &ServeArgs,
+    gw: &tollgate_gateway::Gateway,
+) -> Result<Option<std::sync::Arc<tollgate_gateway::listener_cert::ListenerCert>>, String> {
+    let (Some(cert), Some(key)) = (&args.admin_tls_cert, &args.admin_tls_key) else {
+        return Ok(None);
+    };
+    let cert = std::sync::Arc::new(tollgate_gateway::listener_cert::ListenerCert::load(
+        cert, key,
+    )?);
+    gw.add_listener_cert("admin", cert.clone());
+    Ok(Some(cert))
 }
 
 fn main() -> ExitCode {
@@ -219,14 +246,27 @@ fn main() -> ExitCode {
         }),
         Command::Admin(args) => admin_only(args),
         Command::Gateway(args) => dataplane::run(args),
-        Command::Diff { file, client } => client::diff(&client.connect(), &file),
+        Command::Diff { file, client } => with_client(&client, |c| client::diff(c, &file)),
         Command::Apply {
             file,
             dry_run,
             client,
-        } => client::apply(&client.connect(), &file, dry_run),
-        Command::Dump { client } => client::dump(&client.connect()),
-        Command::Rollback { revision, client } => client::rollback(&client.connect(), revision),
+        } => with_client(&client, |c| client::apply(c, &file, dry_run)),
+        Command::Dump { client } => with_client(&client, client::dump),
+        Command::Rollback { revision, client } => {
+            with_client(&client, |c| client::rollback(c, revision))
+        }
+    }
+}
+
+/// Run a CI verb with the admin client `args` describe (exit 1 when it cannot be made).
+fn with_client(args: &ClientArgs, verb: impl FnOnce(&client::Client) -> ExitCode) -> ExitCode {
+    match args.connect() {
+        Ok(c) => verb(&c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -347,11 +387,19 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let admin_addr = args.admin_listen.clone();
     let head_timeout = Duration::from_secs(args.header_read_timeout.max(1));
+    let admin_tls = match admin_tls(&args, &gw) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let admin = server::task_service(
         "tollgate admin",
         Box::new(move |mut shutdown| {
             let addr = admin_addr.clone();
             let router = tollgate_admin_api::router(state.clone());
+            let tls = admin_tls.clone();
             Box::pin(async move {
                 let listener = match tokio::net::TcpListener::bind(&addr).await {
                     Ok(l) => l,
@@ -360,12 +408,12 @@ fn serve(args: ServeArgs) -> ExitCode {
                         std::process::exit(1);
                     }
                 };
-                tracing::info!(%addr, "admin API listening");
+                tracing::info!(%addr, tls = tls.is_some(), "admin API listening");
                 let stop = async move {
                     let _ = shutdown.changed().await;
                 };
                 if let Err(e) =
-                    tollgate_admin_api::serve(listener, router, head_timeout, stop).await
+                    tollgate_admin_api::serve(listener, router, head_timeout, tls, stop).await
                 {
                     tracing::error!("admin API stopped: {e}");
                 }
@@ -418,6 +466,13 @@ fn admin_only(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let tls = match admin_tls(&args, &state.gateway) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -440,24 +495,43 @@ fn admin_only(args: ServeArgs) -> ExitCode {
             }
         };
         tracing::info!(addr = %args.admin_listen, "admin API listening (control plane only)");
-        let stop = async {
+        // SIGHUP re-reads --config, as `serve` does (and the TLS certificate, which its
+        // own watch handles); it no longer stops the process.
+        let reload_state = state.clone();
+        let config = args.config.clone();
+        let stop = async move {
             use tokio::signal::unix::{signal, SignalKind};
             match (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
             ) {
-                (Ok(mut term), Ok(mut int)) => {
+                (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
                     tokio::select! {
-                        _ = term.recv() => {},
-                        _ = int.recv() => {},
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => {
+                            if let Some(file) = &config {
+                                let (state, file) = (reload_state.clone(), file.clone());
+                                let applied = tokio::task::spawn_blocking(move || {
+                                    control::apply_file(&state, &file)
+                                })
+                                .await;
+                                if let Ok(Err(e)) = applied {
+                                    tracing::error!(
+                                        "reload refused, the live config keeps serving:\n{e}"
+                                    );
+                                }
+                            }
+                        }
                     }
-                }
+                },
                 _ => std::future::pending::<()>().await,
             }
         };
         let head_timeout = Duration::from_secs(args.header_read_timeout.max(1));
         let router = tollgate_admin_api::router(state);
-        match tollgate_admin_api::serve(listener, router, head_timeout, stop).await {
+        match tollgate_admin_api::serve(listener, router, head_timeout, tls, stop).await {
             Ok(()) => {
                 tracing::info!("shut down cleanly");
                 ExitCode::SUCCESS

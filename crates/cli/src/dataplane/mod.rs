@@ -260,7 +260,8 @@ fn start(args: GatewayArgs) -> Result<(), String> {
                         let _ = shutdown.changed().await;
                     };
                     if let Err(e) =
-                        tollgate_admin_api::serve_http(listener, router, head_timeout, stop).await
+                        tollgate_admin_api::serve_http(listener, router, head_timeout, None, stop)
+                            .await
                     {
                         tracing::error!("status listener stopped: {e}");
                     }
