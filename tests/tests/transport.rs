@@ -284,7 +284,7 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     assert!(
         tls_metric(
             &gw,
-            "tollgate_tls_certificate_reloads_total{outcome=\"ok\"} 1"
+            "tollgate_tls_certificate_reloads_total{listener=\"proxy\",outcome=\"ok\"} 1"
         )
         .await
     );
@@ -307,7 +307,7 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     assert!(
         wait_until_async(Duration::from_secs(5), || tls_metric(
             &gw,
-            "tollgate_tls_certificate_reloads_total{outcome=\"failed\"} 1"
+            "tollgate_tls_certificate_reloads_total{listener=\"proxy\",outcome=\"failed\"} 1"
         ))
         .await,
         "the failed reload is not counted"
@@ -326,7 +326,7 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     .await;
     assert!(
         a.text()
-            .contains("\ntollgate_tls_certificate_not_after_seconds "),
+            .contains("\ntollgate_tls_certificate_not_after_seconds{listener=\"proxy\"} "),
         "{}",
         a.text()
     );
