@@ -773,6 +773,13 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| canonical_ip(a.ip()));
+        // The TLS connection's client certificate (`--tls-client-ca`), parsed at its
+        // handshake.
+        ctx.req.client_cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<Arc<tollgate_policies::ClientCert>>())
+            .cloned();
         // Behind a trusted proxy (a load balancer) the client is the one it names.
         let trusted = &snap.config.trusted_proxies;
         if !trusted.is_empty() {

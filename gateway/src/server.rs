@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub listen: String,
     /// TLS listener: (address, certificate PEM path, key PEM path).
     pub tls: Option<(String, String, String)>,
+    /// CA certificates (PEM path) the TLS listener verifies client certificates against;
+    /// `None`: it asks for none.
+    pub tls_client_ca: Option<String>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Longest wait for in-flight requests at shutdown.
@@ -163,6 +166,50 @@ impl BackgroundService for Maintenance {
     }
 }
 
+/// Verifies client certificates against the CA certificates in the PEM file `ca` (chain
+/// and validity dates). A client without a certificate is let through the handshake: the
+/// APIs that need one say so with `validate-client-certificate`.
+fn client_verifier(
+    ca: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(ca)
+        .map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("the client CA {}: bad PEM: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "the client CA {} holds no `-----BEGIN CERTIFICATE-----` block",
+            ca.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("the client CA {}: {e}", ca.display()))
+}
+
+/// Parses the client certificate of a TLS connection, once, into the connection's TLS
+/// digest, where every request on it finds it.
+struct ClientCertCapture;
+
+#[async_trait]
+impl pingora_core::listeners::TlsAccept for ClientCertCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let cert = tollgate_policies::ClientCert::from_der(tls.peer_certificate_der()?)?;
+        Some(Arc::new(Arc::new(cert)))
+    }
+}
+
 /// Reloads the proxy's TLS certificate as it changes ([`ListenerCert::watch`]).
 struct CertWatch(Arc<ListenerCert>);
 
@@ -285,11 +332,15 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     // connection is closed before its handshake.
     proxy.set_connection_filter(gw.connections().clone());
     proxy.add_tcp(&opts.listen);
-    if let (Some((addr, cert, key)), Some(resolver)) = (&opts.tls, &listener_cert) {
-        let mut tls = TlsSettings::intermediate(cert, key)
-            .map_err(|e| format!("TLS settings ({cert}, {key}): {e}"))?;
+    if let (Some((addr, _, _)), Some(resolver)) = (&opts.tls, &listener_cert) {
+        // The client certificate of each connection is parsed once, after its handshake.
+        let mut tls = TlsSettings::with_callbacks(Box::new(ClientCertCapture))
+            .map_err(|e| format!("TLS settings: {e}"))?;
         // Handshakes take the certificate from the reloadable pair.
         tls.set_cert_resolver(resolver.clone());
+        if let Some(ca) = &opts.tls_client_ca {
+            tls.set_client_cert_verifier(client_verifier(Path::new(ca))?);
+        }
         tls.enable_h2();
         proxy.add_tls_with_settings(addr, None, tls);
         if let Some(pp) = proxy_protocol {

@@ -18,6 +18,7 @@ use tollgate_config::{PolicyDef, PolicyInstance, TemplateSource, Var};
 
 pub mod cache;
 mod check_header;
+mod client_cert;
 pub mod concurrency;
 mod cors;
 mod headers;
@@ -31,6 +32,7 @@ mod rewrite;
 mod simple;
 mod transform;
 
+pub use client_cert::ClientCert;
 pub use limits::{quota_period, LimitTicket};
 pub use problem::{problem_body, Answer, PROBLEM_JSON};
 
@@ -140,6 +142,9 @@ pub struct RequestCtx {
     /// The places this request holds under `limit-concurrency` policies: each is given
     /// back when the context is dropped, at the end of the request whatever ended it.
     pub concurrency: Vec<concurrency::Slot>,
+    /// The client certificate of the TLS connection, when the client presented one the
+    /// listener trusts (`--tls-client-ca`).
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl RequestCtx {

@@ -17,6 +17,9 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         PolicyDef::SetQueryParameter(d) => Arc::new(crate::query::SetQueryParameter::new(d)),
         PolicyDef::RewriteUri(d) => Arc::new(crate::rewrite::RewriteUri::new(d)),
         PolicyDef::CheckHeader(d) => Arc::new(crate::check_header::CheckHeader::new(d)),
+        PolicyDef::ValidateClientCertificate(d) => {
+            Arc::new(crate::client_cert::ValidateClientCertificate::new(d))
+        }
         PolicyDef::IpFilter(d) => Arc::new(crate::ip_filter::IpFilter::new(d)),
         PolicyDef::Cors(d) => Arc::new(crate::cors::Cors::new(d)),
         PolicyDef::ReturnResponse(d) => Arc::new(crate::return_response::ReturnResponse::new(d)),

@@ -111,6 +111,10 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "TOLLGATE_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) the TLS listener verifies client certificates against
+    /// (mutual TLS; APIs require one with `validate-client-certificate`).
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA", requires = "tls_listen")]
+    tls_client_ca: Option<PathBuf>,
     /// Admin listener.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     admin_listen: String,
@@ -434,6 +438,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let opts = ServeOptions {
         listen: args.listen,
         tls,
+        tls_client_ca: args.tls_client_ca.map(|p| p.display().to_string()),
         threads,
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),

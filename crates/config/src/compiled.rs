@@ -475,6 +475,8 @@ pub enum PolicyDef {
     },
     /// `check-header`.
     CheckHeader(CheckHeaderDef),
+    /// `validate-client-certificate`.
+    ValidateClientCertificate(ValidateClientCertificateDef),
     /// `set-header`.
     SetHeader(SetDef<HeaderName>),
     /// `set-query-parameter`.
@@ -503,6 +505,7 @@ impl PolicyDef {
             PolicyDef::LimitConcurrency(_) => "limit-concurrency",
             PolicyDef::ForwardRequest { .. } => "forward-request",
             PolicyDef::CheckHeader(_) => "check-header",
+            PolicyDef::ValidateClientCertificate(_) => "validate-client-certificate",
             PolicyDef::SetHeader(_) => "set-header",
             PolicyDef::SetQueryParameter(_) => "set-query-parameter",
             PolicyDef::RewriteUri(_) => "rewrite-uri",
@@ -613,6 +616,31 @@ pub struct LimitConcurrencyDef {
     pub max_count: u32,
     /// The key (`None`: one count for every request through the policy).
     pub counter_key: Option<Template>,
+}
+
+/// `validate-client-certificate`.
+#[derive(Debug, Clone)]
+pub struct ValidateClientCertificateDef {
+    /// Accepted identities (empty: any trusted certificate).
+    pub identities: Vec<ClientIdentityDef>,
+}
+
+/// One accepted identity, normalized: `thumbprint` and `serial_number` in lower-case hex
+/// (the serial without leading zeros).
+#[derive(Debug, Clone, Default)]
+pub struct ClientIdentityDef {
+    /// SHA-256 thumbprint.
+    pub thumbprint: Option<String>,
+    /// Serial number.
+    pub serial_number: Option<String>,
+    /// Common name (exact).
+    pub common_name: Option<String>,
+    /// Subject (ASCII case-insensitive).
+    pub subject: Option<String>,
+    /// Issuer subject (ASCII case-insensitive).
+    pub issuer_subject: Option<String>,
+    /// A DNS name (ASCII case-insensitive).
+    pub dns_name: Option<String>,
 }
 
 /// `check-header`.

@@ -539,6 +539,40 @@ pub mod kinds {
         pub counter_key: Option<String>,
     }
 
+    /// `validate-client-certificate`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ValidateClientCertificate {
+        /// Certificates accepted (any may match; within one, every field given must);
+        /// empty: any certificate the TLS listener trusts.
+        #[serde(default)]
+        pub identities: Vec<ClientIdentity>,
+    }
+
+    /// One identity of `validate-client-certificate`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientIdentity {
+        /// SHA-256 of the certificate (64 hex digits; colons allowed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub thumbprint: Option<String>,
+        /// Serial number (hex).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub serial_number: Option<String>,
+        /// The subject's common name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub common_name: Option<String>,
+        /// The subject, as `CN=alice, O=Example`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub subject: Option<String>,
+        /// The issuer's subject, written alike.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub issuer_subject: Option<String>,
+        /// A DNS subject alternative name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dns_name: Option<String>,
+    }
+
     /// `check-header`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]

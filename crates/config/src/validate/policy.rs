@@ -4,8 +4,9 @@
 
 use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
-    CheckHeaderDef, CorsDef, ExistsAction, IpFilterDef, LimitConcurrencyDef, OnStoreError, Period,
-    PolicyDef, QuotaDef, RateLimitDef, ReturnResponseDef, RewriteUriDef, SetDef,
+    CheckHeaderDef, ClientIdentityDef, CorsDef, ExistsAction, IpFilterDef, LimitConcurrencyDef,
+    OnStoreError, Period, PolicyDef, QuotaDef, RateLimitDef, ReturnResponseDef, RewriteUriDef,
+    SetDef, ValidateClientCertificateDef,
 };
 use crate::duration::{
     parse_byte_size, parse_duration_max, parse_period, parse_positive_duration, ONE_DAY, ONE_YEAR,
@@ -18,7 +19,7 @@ use serde_yaml::{Mapping, Value};
 use std::sync::Arc;
 
 /// Every policy kind, as written in YAML.
-pub(crate) const KINDS: [&str; 19] = [
+pub(crate) const KINDS: [&str; 20] = [
     "validate-jwt",
     "rate-limit",
     "rate-limit-by-key",
@@ -33,6 +34,7 @@ pub(crate) const KINDS: [&str; 19] = [
     "limit-concurrency",
     "forward-request",
     "check-header",
+    "validate-client-certificate",
     "set-header",
     "set-query-parameter",
     "rewrite-uri",
@@ -256,6 +258,9 @@ pub(super) fn check_policy(
             }))
         }
         "check-header" => parse!(check_header).map(PolicyDef::CheckHeader),
+        "validate-client-certificate" => {
+            client_certificate(cx, fields, path).map(PolicyDef::ValidateClientCertificate)
+        }
         "set-header" => parse!(set_header).map(PolicyDef::SetHeader),
         "set-query-parameter" => parse!(set_query).map(PolicyDef::SetQueryParameter),
         "rewrite-uri" => parse!(rewrite_uri, scope).map(PolicyDef::RewriteUri),
@@ -882,6 +887,94 @@ fn ip_filter(cx: &mut Cx<'_>, k: kinds::IpFilter, path: &str) -> Option<IpFilter
         allow: allow?,
         networks,
     })
+}
+
+/// `validate-client-certificate`, each identity checked on its own, so that every problem
+/// of every identity is reported.
+fn client_certificate(
+    cx: &mut Cx<'_>,
+    fields: &Value,
+    path: &str,
+) -> Option<ValidateClientCertificateDef> {
+    let errors_before = cx.errors.len();
+    let map = cx.mapping(fields, path, "the policy's settings", &["identities"])?;
+    let list_path = join_key(path, "identities");
+    let items: &[Value] = match map.get("identities") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Sequence(items)) => items,
+        Some(other) => {
+            cx.error(
+                &list_path,
+                format!(
+                    "expected a list of identities, found {}",
+                    super::describe(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let mut identities = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = join_index(&list_path, i);
+        let Some(id) = cx.de::<kinds::ClientIdentity>(item, &at) else {
+            continue;
+        };
+        let before = cx.errors.len();
+        let hex_field =
+            |cx: &mut Cx<'_>, value: Option<String>, field: &str, len: Option<usize>| {
+                let value = value?;
+                let digits: String = value.chars().filter(|c| *c != ':').collect();
+                let ok = !digits.is_empty()
+                    && digits.chars().all(|c| c.is_ascii_hexdigit())
+                    && len.is_none_or(|n| digits.len() == n);
+                if !ok {
+                    let want = match len {
+                        Some(64) => {
+                            "64 hex digits, the certificate's SHA-256 (SHA-1 thumbprints are not \
+                                 accepted: `openssl x509 -noout -fingerprint -sha256`)"
+                        }
+                        _ => "hex digits",
+                    };
+                    cx.error(&join_key(&at, field), format!("`{value}` is not {want}"));
+                    return None;
+                }
+                Some(digits.to_ascii_lowercase())
+            };
+        let thumbprint = hex_field(cx, id.thumbprint, "thumbprint", Some(64));
+        let serial_number = hex_field(cx, id.serial_number, "serial_number", None).map(|s| {
+            let s = s.trim_start_matches('0');
+            if s.is_empty() {
+                "0".to_owned()
+            } else {
+                s.to_owned()
+            }
+        });
+        let def = ClientIdentityDef {
+            thumbprint,
+            serial_number,
+            common_name: id.common_name,
+            subject: id.subject,
+            issuer_subject: id.issuer_subject,
+            dns_name: id.dns_name,
+        };
+        let given = [
+            &def.thumbprint,
+            &def.serial_number,
+            &def.common_name,
+            &def.subject,
+            &def.issuer_subject,
+            &def.dns_name,
+        ];
+        if given.iter().all(|f| f.is_none()) && cx.errors.len() == before {
+            cx.error(
+                &at,
+                "an identity names at least one of `thumbprint`, `serial_number`, \
+                 `common_name`, `subject`, `issuer_subject`, `dns_name`",
+            );
+        }
+        identities.push(def);
+    }
+    (cx.errors.len() == errors_before).then_some(ValidateClientCertificateDef { identities })
 }
 
 fn check_header(cx: &mut Cx<'_>, k: kinds::CheckHeader, path: &str) -> Option<CheckHeaderDef> {
