@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::Arc;
-use tollgate_config::{PolicyDef, PolicyInstance, TemplateSource, Var};
+use tollgate_config::{CertField, PolicyDef, PolicyInstance, TemplateSource, Var};
 
 pub mod cache;
 mod check_header;
@@ -259,6 +259,17 @@ impl TemplateSource for RequestCtx {
             Var::PathParam(name) => {
                 if let Some((_, v)) = self.path_params.iter().find(|(k, _)| **k == **name) {
                     out.push_str(v);
+                }
+            }
+            Var::ClientCertificate(field) => {
+                if let Some(c) = &self.client_cert {
+                    out.push_str(match field {
+                        CertField::Thumbprint => &c.thumbprint,
+                        CertField::SerialNumber => &c.serial_number,
+                        CertField::Subject => &c.subject,
+                        CertField::CommonName => c.common_name.as_deref().unwrap_or(""),
+                        CertField::IssuerSubject => &c.issuer_subject,
+                    });
                 }
             }
         }

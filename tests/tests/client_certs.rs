@@ -39,7 +39,11 @@ apis:
     subscription_required: false
     upstream: {{ targets: ["{target}"] }}
     policies:
-      inbound: [ validate-client-certificate: {{}} ]
+      inbound:
+        - validate-client-certificate: {{}}
+        - set-header:
+            name: X-Client-Cert
+            value: "{{client.certificate.common_name}}|{{client.certificate.thumbprint}}|{{client.certificate.issuer_subject}}"
   - id: open
     path: /open
     subscription_required: false
@@ -92,6 +96,11 @@ async fn apis_need_a_trusted_client_certificate_when_they_say_so() {
         "urn:tollgate:problem:client-certificate-not-allowed"
     );
     assert_eq!(status(presenting(&bob), "/any/x").await.status, 200);
+    // The certificate's fields as template variables: what the upstream is told.
+    assert_eq!(
+        up.expect_last().header("x-client-cert"),
+        Some(format!("bob|{}|CN=Clients CA", thumbprint(&bob)).as_str())
+    );
 
     // No certificate: 401 where one is needed, served elsewhere; the same on plain HTTP.
     for path in ["/named/x", "/any/x"] {

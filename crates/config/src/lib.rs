@@ -19,7 +19,7 @@ pub mod validate;
 pub use compiled::*;
 pub use env::substitute_env;
 pub use model::PolicyFile;
-pub use template::{Part, Template, TemplateSource, Var};
+pub use template::{CertField, Part, Template, TemplateSource, Var};
 pub use validate::ConfigError;
 
 use positions::PosIndex;

@@ -2,7 +2,7 @@
 //!
 //! Variables (contract §2): `{subscription.id}`, `{product.id}`, `{api.id}`,
 //! `{operation.id}`, `{client.ip}`, `{request.header.NAME}`, `{request.query.NAME}`,
-//! `{jwt.claim.NAME}`; where the field allows it (`rewrite-uri`), `{name}` is an operation
+//! `{jwt.claim.NAME}`, `{client.certificate.FIELD}`; where the field allows it (`rewrite-uri`), `{name}` is an operation
 //! path parameter. `{{` and `}}` stand for literal braces.
 //!
 //! Rendering a template without variables borrows its text; otherwise it builds one
@@ -50,8 +50,25 @@ pub enum Var {
     RequestQuery(String),
     /// `{jwt.claim.NAME}`.
     JwtClaim(String),
+    /// `{client.certificate.FIELD}`: the TLS client certificate's.
+    ClientCertificate(CertField),
     /// `{name}`: an operation path parameter.
     PathParam(String),
+}
+
+/// A field of the TLS client certificate (`{client.certificate.FIELD}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// `thumbprint`: SHA-256, lower-case hex.
+    Thumbprint,
+    /// `serial_number`: lower-case hex.
+    SerialNumber,
+    /// `subject`.
+    Subject,
+    /// `common_name`.
+    CommonName,
+    /// `issuer_subject`.
+    IssuerSubject,
 }
 
 /// Where template variables get their values from (implemented by the request context).
@@ -62,7 +79,9 @@ pub trait TemplateSource {
 
 /// The variables every template accepts, for error messages.
 const KNOWN_VARIABLES: &str = "{subscription.id}, {product.id}, {api.id}, {operation.id}, \
-     {client.ip}, {request.header.NAME}, {request.query.NAME}, {jwt.claim.NAME}";
+     {client.ip}, {request.header.NAME}, {request.query.NAME}, {jwt.claim.NAME}, \
+     {client.certificate.FIELD} (thumbprint, serial_number, subject, common_name, \
+     issuer_subject)";
 
 impl Template {
     /// Parses `text`. With `allow_path_params`, a bare `{name}` (`[A-Za-z_][A-Za-z0-9_]*`)
@@ -212,6 +231,11 @@ fn parse_var(name: &str, allow_path_params: bool) -> Result<Var, String> {
         "api.id" => Var::ApiId,
         "operation.id" => Var::OperationId,
         "client.ip" => Var::ClientIp,
+        "client.certificate.thumbprint" => Var::ClientCertificate(CertField::Thumbprint),
+        "client.certificate.serial_number" => Var::ClientCertificate(CertField::SerialNumber),
+        "client.certificate.subject" => Var::ClientCertificate(CertField::Subject),
+        "client.certificate.common_name" => Var::ClientCertificate(CertField::CommonName),
+        "client.certificate.issuer_subject" => Var::ClientCertificate(CertField::IssuerSubject),
         _ => {
             if let Some(header) = name.strip_prefix("request.header.") {
                 let header = HeaderName::from_bytes(header.as_bytes())
@@ -281,6 +305,9 @@ mod tests {
                     out.push_str("p:");
                     out.push_str(name);
                 }
+                Var::ClientCertificate(field) => {
+                    out.push_str(&format!("cert:{field:?}"));
+                }
             }
         }
     }
@@ -309,13 +336,17 @@ mod tests {
     #[test]
     fn every_variable_parses_and_renders() {
         let text = "{subscription.id}|{product.id}|{api.id}|{operation.id}|{client.ip}|\
-                    {request.header.X-Tenant}|{request.query.lang}|{jwt.claim.sub}";
+                    {request.header.X-Tenant}|{request.query.lang}|{jwt.claim.sub}|\
+                    {client.certificate.thumbprint}|{client.certificate.serial_number}|\
+                    {client.certificate.subject}|{client.certificate.common_name}|\
+                    {client.certificate.issuer_subject}";
         let t = Template::parse(text, false).unwrap();
         assert_eq!(t.as_literal(), None);
         assert!(t.has_vars());
         assert_eq!(
             t.render(&Src),
-            "sub-1|starter|petstore|get-pet|10.0.0.1|h:x-tenant|q:lang|c:sub"
+            "sub-1|starter|petstore|get-pet|10.0.0.1|h:x-tenant|q:lang|c:sub|\
+             cert:Thumbprint|cert:SerialNumber|cert:Subject|cert:CommonName|cert:IssuerSubject"
         );
         assert_eq!(
             t.vars().nth(5),
