@@ -92,6 +92,24 @@ pub fn wait_until(timeout: Duration, every: Duration, mut check: impl FnMut() ->
     }
 }
 
+/// Polls the async `check` every `every` until it holds; false when `timeout` passed first.
+pub async fn wait_until_async<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The most common policy file: one API `echo` at `/echo`, no subscription required,
 /// forwarding to `target`.
 pub fn echo_config(target: &str) -> String {

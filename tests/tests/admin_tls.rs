@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_tests::*;
 
 const TOKEN: &str = "admin-token-for-tls";
@@ -71,36 +71,25 @@ async fn start_tls_admin(args: &[&str], dir: &Path, admin: &str, pem: &str) -> P
         .spawn()
         .expect("start tollgate");
     let proc = Proc(child);
-    let c = trusting(pem);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = c
-            .get(format!("https://{admin}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ok {
-            return proc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the TLS admin listener never answered: {}",
-            std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        answers(
+            &trusting(pem),
+            &format!("https://{admin}/healthz"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "the TLS admin listener never answered: {}",
+        std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
+    );
+    proc
 }
 
-fn config(target: &str) -> String {
-    format!(
-        r#"version: 1
-apis:
-  - id: echo
-    path: /echo
-    subscription_required: false
-    upstream: {{ targets: ["{target}"] }}
-"#
-    )
+/// Whether `url` answers 200 through `c` within `limit`.
+async fn answers(c: &reqwest::Client, url: &str, limit: Duration) -> bool {
+    wait_until_async(limit, Duration::from_millis(50), || async {
+        c.get(url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -108,7 +97,7 @@ async fn the_admin_api_and_the_cli_speak_tls() {
     let up = Upstream::start("u");
     let dir = tempfile::tempdir().expect("dir");
     let pem = write_pair(dir.path());
-    let policy = write_file(dir.path(), "policy.yaml", &config(&up.url()));
+    let policy = write_file(dir.path(), "policy.yaml", &echo_config(&up.url()));
     let admin = format!("127.0.0.1:{}", free_port());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut p = start_tls_admin(
@@ -191,23 +180,15 @@ async fn the_admin_api_and_the_cli_speak_tls() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .expect("SIGHUP");
-    let c2 = trusting(&renewed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if c2
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate is not served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        answers(
+            &trusting(&renewed),
+            &format!("{base}/healthz"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "the renewed certificate is not served"
+    );
     let a = get(&format!("http://{listen}/echo/x")).await;
     assert_eq!(a.status, 200);
     assert!(
@@ -221,7 +202,7 @@ async fn a_data_plane_follows_a_control_plane_over_tls() {
     let up = Upstream::start("u");
     let dir = tempfile::tempdir().expect("dir");
     let pem = write_pair(dir.path());
-    let policy = write_file(dir.path(), "policy.yaml", &config(&up.url()));
+    let policy = write_file(dir.path(), "policy.yaml", &echo_config(&up.url()));
     let admin = format!("127.0.0.1:{}", free_port());
     let cp = start_tls_admin(&["admin", "--config", &policy], dir.path(), &admin, &pem).await;
     let ca: PathBuf = dir.path().join("cert.pem");
@@ -236,7 +217,7 @@ async fn a_data_plane_follows_a_control_plane_over_tls() {
 
     // SIGHUP makes `tollgate admin` re-read --config (it used to stop it), and the data
     // plane follows.
-    let changed = config(&up.url()).replace(
+    let changed = echo_config(&up.url()).replace(
         "    upstream:",
         "    policies:\n      outbound: [ set-header: { name: X-Gen, value: \"2\" } ]\n    upstream:",
     );
@@ -246,18 +227,13 @@ async fn a_data_plane_follows_a_control_plane_over_tls() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .expect("SIGHUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = get(&dp.url("/echo/x")).await;
-        if a.header("x-gen") == Some("2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the re-read config never reached the data plane"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let followed = wait_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { get(&dp.url("/echo/x")).await.header("x-gen") == Some("2") },
+    )
+    .await;
+    assert!(followed, "the re-read config never reached the data plane");
 }
 
 #[test]

@@ -178,33 +178,17 @@ async fn a_redis_outage_allows_rate_limits_denies_quotas_and_recovers() {
     // Back: the node reconnects by itself (the restarted Redis starts with empty counters).
     redis.restart();
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            status(&gw, "/rl-deny/x").await == 200
-        })
+        wait_until_async(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || async { status(&gw, "/rl-deny/x").await == 200 }
+        )
         .await,
         "the node did not reconnect to Redis within 10 s"
     );
     assert_eq!(status(&gw, "/q/x").await, 200);
     assert_eq!(status(&gw, "/q/x").await, 200);
     assert_eq!(status(&gw, "/q/x").await, 403);
-}
-
-/// Polls `check` every 200 ms until it is true or `timeout` passed.
-async fn wait_until_async<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]

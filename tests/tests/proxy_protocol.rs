@@ -11,19 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_tests::*;
 
 fn config(target: &str) -> String {
-    format!(
-        r#"version: 1
-apis:
-  - id: echo
-    path: /echo
-    subscription_required: false
-    upstream: {{ targets: ["{target}"] }}
-    policies:
+    echo_config(target)
+        + r#"    policies:
       inbound:
-        - ip-filter: {{ action: forbid, addresses: [198.51.100.0/24] }}
-        - set-header: {{ name: X-Client, value: "{{client.ip}}" }}
+        - ip-filter: { action: forbid, addresses: [198.51.100.0/24] }
+        - set-header: { name: X-Client, value: "{client.ip}" }
 "#
-    )
 }
 
 fn v1(client: &str, port: u16) -> Vec<u8> {

@@ -276,7 +276,10 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     let second = renew(&gw);
     gw.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
-        wait_until_async(Duration::from_secs(5), || serves(gw.tls_addr(), &second)).await,
+        wait_until_async(Duration::from_secs(5), Duration::from_millis(100), || {
+            serves(gw.tls_addr(), &second)
+        })
+        .await,
         "the renewed certificate is not served after SIGHUP"
     );
     assert!(!serves(gw.tls_addr(), &first).await);
@@ -293,7 +296,10 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     // found the same files).
     let third = renew(&gw);
     assert!(
-        wait_until_async(Duration::from_secs(20), || serves(gw.tls_addr(), &third)).await,
+        wait_until_async(Duration::from_secs(20), Duration::from_millis(100), || {
+            serves(gw.tls_addr(), &third)
+        })
+        .await,
         "the renewed certificate is not served without a signal"
     );
 
@@ -305,10 +311,12 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
     .unwrap();
     gw.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
-        wait_until_async(Duration::from_secs(5), || tls_metric(
-            &gw,
-            "tollgate_tls_certificate_reloads_total{listener=\"proxy\",outcome=\"failed\"} 1"
-        ))
+        wait_until_async(Duration::from_secs(5), Duration::from_millis(100), || {
+            tls_metric(
+                &gw,
+                "tollgate_tls_certificate_reloads_total{listener=\"proxy\",outcome=\"failed\"} 1",
+            )
+        })
         .await,
         "the failed reload is not counted"
     );
@@ -330,24 +338,6 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
         "{}",
         a.text()
     );
-}
-
-/// Polls the async `check` every 100 ms until it holds or `limit` passes.
-async fn wait_until_async<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A certificate or key that does not load stops the start with a message naming the
