@@ -333,6 +333,7 @@ impl Proxy {
 
         // 5. Outbound phases, then the answer transforms. The response cache keeps the
         // decoded answer as the upstream sent it (hits run outbound and transforms again).
+        crate::proxy::note_answer(&resp, ctx);
         crate::proxy::rewrite_location(&mut resp, ctx);
         ctx.req.cache.capture_head(&resp);
         if let Flow::Respond(a) = run_outbound(&chain.outbound, &mut resp, &mut ctx.req) {

@@ -9,7 +9,8 @@
 //!   gateway's maintenance task, since load balancers made after start-up are not Pingora
 //!   services).
 //! - Passive ejection: a target that refuses a connection is skipped for
-//!   [`EJECT_FOR`], unless every target is ejected.
+//!   [`EJECT_FOR`], unless every target is ejected. With `upstream.outlier_detection`, one
+//!   that answers 5xx so many times in a row is skipped for its `ejection_time` alike.
 //! - Pools live in a [`PoolRegistry`] keyed by API id that outlives config snapshots: a swap
 //!   that does not change an API's `upstream` keeps its pool, its health state and its
 //!   keep-alive connections.
@@ -70,6 +71,8 @@ pub struct Pool {
     epoch: Instant,
     /// Per member: milliseconds since `epoch` until which it is ejected (0: not ejected).
     ejected_until: Vec<AtomicU64>,
+    /// Per member: its 5xx answers in a row (`upstream.outlier_detection`).
+    consecutive_5xx: Vec<std::sync::atomic::AtomicU32>,
     /// Milliseconds since `epoch` of the next active health check.
     next_check: AtomicU64,
 }
@@ -331,6 +334,10 @@ impl Pool {
             schedule: schedule(&weights),
             takers: weights.iter().filter(|&&w| w > 0).count(),
             ejected_until: members.iter().map(|_| AtomicU64::new(0)).collect(),
+            consecutive_5xx: members
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
             members,
             hosts,
             addrs,
@@ -357,11 +364,39 @@ impl Pool {
 
     /// Skip member `index` for [`EJECT_FOR`] (passive health).
     pub fn eject(&self, index: usize) {
+        self.eject_for(index, EJECT_FOR);
+    }
+
+    fn eject_for(&self, index: usize, time: Duration) {
         if let Some(t) = self.ejected_until.get(index) {
-            t.store(
-                self.now_ms() + EJECT_FOR.as_millis() as u64,
-                Ordering::Relaxed,
-            );
+            t.store(self.now_ms() + time.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Member `index` answered with `status` (`upstream.outlier_detection`; nothing
+    /// without it): a 5xx counts towards its ejection, and the one that makes
+    /// `consecutive_5xx` in a row ejects it for `ejection_time` (the count starts again);
+    /// any other status resets the count.
+    pub fn answered(&self, index: usize, status: u16) {
+        let (Some((limit, time)), Some(count)) =
+            (self.def.outlier_detection, self.consecutive_5xx.get(index))
+        else {
+            return;
+        };
+        if (500..600).contains(&status) {
+            if count.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+                count.store(0, Ordering::Relaxed);
+                self.eject_for(index, time);
+                tracing::warn!(
+                    target = %self.target(index).authority(),
+                    member = index,
+                    answers = limit,
+                    ejection_secs = time.as_secs_f64(),
+                    "upstream target ejected after consecutive 5xx answers"
+                );
+            }
+        } else if count.load(Ordering::Relaxed) != 0 {
+            count.store(0, Ordering::Relaxed);
         }
     }
 
@@ -629,6 +664,34 @@ mod tests {
 
     fn addr(s: &str) -> Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn consecutive_5xx_answers_eject_a_target_and_others_reset_the_count() {
+        let mut d = def(&["127.0.0.1", "127.0.0.2"]);
+        d.outlier_detection = Some((3, Duration::from_secs(60)));
+        let pool = Pool::build(&d).unwrap();
+        let picks =
+            |pool: &Pool| -> Vec<usize> { (0..4).map(|_| pool.pick(0).unwrap().index).collect() };
+        assert_eq!(picks(&pool), [0, 1, 0, 1]);
+        // Two 5xx, a 200, two more: no three in a row.
+        for status in [500, 503, 200, 502, 504] {
+            pool.answered(0, status);
+        }
+        assert_eq!(picks(&pool), [0, 1, 0, 1]);
+        pool.answered(0, 500);
+        assert_eq!(picks(&pool), [1, 1, 1, 1], "ejected on the third in a row");
+        // 4xx answers are the client's: they count for nothing.
+        for _ in 0..5 {
+            pool.answered(1, 404);
+        }
+        assert_eq!(picks(&pool), [1, 1, 1, 1]);
+        // Without the setting, nothing is counted.
+        let plain = Pool::build(&def(&["127.0.0.1", "127.0.0.2"])).unwrap();
+        for _ in 0..10 {
+            plain.answered(0, 500);
+        }
+        assert_eq!(picks(&plain), [0, 1, 0, 1]);
     }
 
     #[test]

@@ -212,6 +212,16 @@ pub(crate) fn rewrite_location(resp: &mut ResponseHeader, ctx: &Ctx) {
     }
 }
 
+/// The answer's head came from the target the request was sent to: its status counts
+/// for `upstream.outlier_detection`.
+pub(crate) fn note_answer(resp: &ResponseHeader, ctx: &Ctx) {
+    if let (Some(pool), Some(t)) = (ctx.pool.as_deref(), ctx.target) {
+        if pool.def.outlier_detection.is_some() {
+            pool.answered(t, resp.status.as_u16());
+        }
+    }
+}
+
 /// Remove `Connection`, the headers it names (RFC 9110 §7.6.1) and `Keep-Alive` from an
 /// answer, as the response cache does from the heads it keeps.
 fn drop_hop_by_hop(h: &mut dyn HeaderEdit) {
@@ -1270,6 +1280,7 @@ impl ProxyHttp for Proxy {
             )
             .into_up());
         }
+        note_answer(resp, ctx);
         rewrite_location(resp, ctx);
         // The response cache keeps the upstream's own head (see `crate::cache`).
         ctx.req.cache.capture_head(resp);

@@ -472,3 +472,58 @@ apis:
     let a = get(&gw.url("/plain/pets")).await;
     assert_eq!(a.header("location"), Some(internal.as_str()));
 }
+
+/// `upstream.outlier_detection`: a target answering 5xx three times in a row is skipped
+/// for its ejection time (the other takes every request), then takes requests again; the
+/// 5xx answers themselves reach the client (they are answers, not failures to connect).
+#[tokio::test]
+async fn a_target_answering_5xx_in_a_row_is_ejected_for_a_while() {
+    let (bad, good) = (Upstream::start("bad"), Upstream::start("good"));
+    bad.set_status(503);
+    let gw = Gateway::start(&pool_config(
+        &[bad.url(), good.url()],
+        ", outlier_detection: { consecutive_5xx: 3, ejection_time: 2s }",
+    ));
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(fetch(c.get(gw.url(&format!("/echo/{i}")))).await.status);
+    }
+    // Round robin: bad, good, bad, good, bad (the third 503: ejected), good.
+    assert_eq!(statuses, [503, 200, 503, 200, 503, 200]);
+    let ejected_at = Instant::now();
+    for i in 0..10 {
+        let a = fetch(c.get(gw.url(&format!("/echo/after-{i}")))).await;
+        assert_eq!(a.status, 200, "request {i} went to the ejected target");
+    }
+    assert!(
+        ejected_at.elapsed() < Duration::from_secs(2),
+        "too slow to tell"
+    );
+    assert_eq!(bad.count(), 3);
+    // After the ejection time it takes requests again (and is ejected again after three).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut back = 0;
+    for i in 0..4 {
+        if fetch(c.get(gw.url(&format!("/echo/back-{i}"))))
+            .await
+            .status
+            == 503
+        {
+            back += 1;
+        }
+    }
+    assert!(back >= 1, "the ejected target never came back");
+    // A validation error names the field.
+    let bad_config = pool_config(&[good.url()], ", outlier_detection: { consecutive_5xx: 0 }");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write_file(dir.path(), "policy.yaml", &bad_config);
+    let run = run_tollgate(&["validate", &file], &[]);
+    run.assert_code(1, "consecutive_5xx: 0");
+    assert!(
+        run.stderr
+            .contains("upstream.outlier_detection.consecutive_5xx"),
+        "{}",
+        run.stderr
+    );
+}

@@ -322,6 +322,9 @@ pub struct UpstreamDef {
     /// TLS towards the `https` targets, when the API sets `upstream.tls` (else the
     /// system's trust store, verification on, no client certificate).
     pub tls: Option<Arc<UpstreamTlsDef>>,
+    /// `upstream.outlier_detection`: (consecutive 5xx answers that eject a target, for how
+    /// long).
+    pub outlier_detection: Option<(u32, Duration)>,
 }
 
 /// `upstream.tls`, checked: every certificate parsed, the client key matched to its

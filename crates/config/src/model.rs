@@ -220,6 +220,21 @@ pub struct Upstream {
     /// default, the system's trust store and no client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Passive health on answers: a target that answers 5xx this many times in a row is
+    /// skipped for a while (optional; default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `upstream.outlier_detection`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx answers that eject a target (1 to 1000).
+    pub consecutive_5xx: u32,
+    /// How long an ejected target is skipped (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejection_time: Option<DurationSpec>,
 }
 
 /// One upstream target: its URL, or its URL and weight.

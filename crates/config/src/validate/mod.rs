@@ -849,6 +849,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
             "http2",
             "rewrite_location",
             "tls",
+            "outlier_detection",
         ],
     )?;
     let errors_before = cx.errors.len();
@@ -936,10 +937,15 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
         None | Some(Value::Null) => None,
         Some(value) => tls::check(cx, value, &join_key(path, "tls"), &targets),
     };
+    let outlier_detection = match map.get("outlier_detection") {
+        None | Some(Value::Null) => None,
+        Some(value) => outlier_detection(cx, value, &join_key(path, "outlier_detection")),
+    };
     if cx.errors.len() != errors_before {
         return None;
     }
     Some(UpstreamDef {
+        outlier_detection,
         http2,
         rewrite_location,
         tls,
@@ -950,6 +956,30 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
         retries,
         preserve_header_case,
     })
+}
+
+/// `upstream.outlier_detection`: `consecutive_5xx` (1 to 1000), `ejection_time` (a
+/// positive duration up to a day, default 30 s).
+fn outlier_detection(cx: &mut Cx<'_>, value: &Value, path: &str) -> Option<(u32, Duration)> {
+    let map = cx.mapping(
+        value,
+        path,
+        "the outlier detection",
+        &["consecutive_5xx", "ejection_time"],
+    )?;
+    let count = cx.required::<u32>(map, path, "consecutive_5xx");
+    if let Some(n) = count.filter(|n| !(1..=1000).contains(n)) {
+        cx.error(
+            &join_key(path, "consecutive_5xx"),
+            format!("`consecutive_5xx` must be between 1 and 1000, not {n}"),
+        );
+        return None;
+    }
+    let time = match cx.optional::<DurationSpec>(map, path, "ejection_time") {
+        Some(spec) => cx.positive_duration(&spec, &join_key(path, "ejection_time"), ONE_DAY),
+        None => Some(Duration::from_secs(30)),
+    };
+    Some((count?, time?))
 }
 
 /// Largest `weight` of a target.
