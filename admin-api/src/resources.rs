@@ -428,6 +428,10 @@ pub(crate) struct AddressDoc {
     /// Whether it passes the API's active health check (true without one); `null` in a
     /// process that proxies nothing (`tollgate admin`), which runs no check.
     healthy: Option<bool>,
+    /// Seconds it is still skipped after refusing a connection or answering 5xx too many
+    /// times in a row (`upstream.outlier_detection`); absent when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ejected_for_seconds: Option<f64>,
 }
 
 /// `GET /apis/{id}/upstream`.
@@ -474,9 +478,12 @@ pub(crate) async fn get_api_upstream(
             weight: t.weight,
             addresses: members
                 .into_iter()
-                .map(|(address, healthy)| AddressDoc {
+                .map(|(address, healthy, ejected)| AddressDoc {
                     address: address.to_string(),
                     healthy: checked.then_some(healthy),
+                    ejected_for_seconds: ejected
+                        .filter(|_| checked)
+                        .map(|d| (d.as_secs_f64() * 10.0).ceil() / 10.0),
                 })
                 .collect(),
         })

@@ -488,12 +488,16 @@ impl Pool {
     }
 
     /// Per target (parallel to `def.targets`): each of its addresses, with whether it
-    /// passes the active health check (always, without one).
-    pub fn member_health(&self) -> Vec<Vec<(std::net::SocketAddr, bool)>> {
+    /// passes the active health check (always, without one) and how long it is still
+    /// skipped by a passive ejection (`None`: it is not).
+    pub fn member_health(&self) -> Vec<Vec<(std::net::SocketAddr, bool, Option<Duration>)>> {
+        let now = self.now_ms();
         let mut out = vec![Vec::new(); self.def.targets.len()];
         for (i, m) in self.members.iter().enumerate() {
             if let SocketAddr::Inet(a) = &m.backend.addr {
-                out[m.target].push((*a, self.is_healthy(i)));
+                let until = self.ejected_until[i].load(Ordering::Relaxed);
+                let ejected = (until > now).then(|| Duration::from_millis(until - now));
+                out[m.target].push((*a, self.is_healthy(i), ejected));
             }
         }
         out

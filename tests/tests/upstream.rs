@@ -501,6 +501,16 @@ async fn a_target_answering_5xx_in_a_row_is_ejected_for_a_while() {
         "too slow to tell"
     );
     assert_eq!(bad.count(), 3);
+    // The admin API tells which address is skipped, and for how long.
+    let doc = gw.admin().get("/apis/echo/upstream").await.json();
+    let left = &doc["targets"][0]["addresses"][0]["ejected_for_seconds"];
+    assert!(left.as_f64().is_some_and(|s| s > 0.0 && s <= 2.0), "{doc}");
+    assert!(
+        doc["targets"][1]["addresses"][0]
+            .get("ejected_for_seconds")
+            .is_none(),
+        "{doc}"
+    );
     // After the ejection time it takes requests again (and is ejected again after three).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut back = 0;
