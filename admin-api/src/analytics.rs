@@ -328,6 +328,7 @@ pub fn gateway_metrics(gw: &tollgate_gateway::Gateway) -> String {
     m.connections_max
         .set(i64::try_from(conns.max()).unwrap_or(i64::MAX));
     Metrics::sync_counter(&m.connections_refused, conns.refused());
+    Metrics::sync_counter(&m.proxy_protocol_refused, conns.proxy_protocol_refused());
     for (listener, cert) in gw.listener_certs() {
         m.tls_not_after
             .with_label_values(&[listener])

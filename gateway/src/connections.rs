@@ -24,6 +24,7 @@ pub struct ConnectionLimit {
     max: AtomicUsize,
     open: AtomicUsize,
     refused: AtomicU64,
+    proxy_protocol_refused: AtomicU64,
 }
 
 impl Default for ConnectionLimit {
@@ -32,6 +33,7 @@ impl Default for ConnectionLimit {
             max: AtomicUsize::new(usize::MAX),
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            proxy_protocol_refused: AtomicU64::new(0),
         }
     }
 }
@@ -55,6 +57,17 @@ impl ConnectionLimit {
     /// Connections closed at once because the cap was reached, since the start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections from balancers closed because their PROXY protocol header was missing,
+    /// malformed or late (`--proxy-protocol`), since the start.
+    pub fn proxy_protocol_refused(&self) -> u64 {
+        self.proxy_protocol_refused.load(Ordering::Relaxed)
+    }
+
+    /// Count one connection [`ConnectionLimit::proxy_protocol_refused`] counts.
+    pub fn refuse_proxy_protocol(&self) {
+        self.proxy_protocol_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A slot for a new connection, held for as long as it lives; `None` (counted as

@@ -16,6 +16,7 @@
 //! declare), and the bytes that came after it in the same reads are put back in front of
 //! the stream for the TLS handshake or the HTTP parser.
 
+use crate::connections::ConnectionLimit;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use ipnet::IpNet;
@@ -27,6 +28,7 @@ use pingora_error::{Error, ErrorType};
 use ppp::{HeaderResult, PartialResult};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -39,6 +41,8 @@ const MAX_HEADER: usize = 16 + u16::MAX as usize;
 pub struct ProxyProtocol {
     from: Vec<IpNet>,
     limit: Duration,
+    /// Where refusals are counted (`tollgate_proxy_protocol_refused_total`).
+    connections: Arc<ConnectionLimit>,
 }
 
 /// What a header said about the connection.
@@ -58,6 +62,9 @@ enum Refusal {
     Malformed(String),
     /// The stream ended, or failed, before the header was whole.
     Closed(String),
+    /// The stream ended before its first byte: a TCP health check (an NLB's opens and
+    /// closes), not a misconfigured balancer.
+    Empty,
     /// The header did not arrive within the limit.
     TimedOut,
 }
@@ -67,6 +74,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Malformed(why) => write!(f, "no valid PROXY protocol header: {why}"),
             Refusal::Closed(why) => write!(f, "connection ended before its PROXY header: {why}"),
+            Refusal::Empty => f.write_str("connection closed before sending anything"),
             Refusal::TimedOut => f.write_str("PROXY protocol header not received in time"),
         }
     }
@@ -128,6 +136,7 @@ async fn read_header<S: tokio::io::AsyncRead + Unpin>(
                 return Ok((said, rest));
             }
             match stream.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => return Err(Refusal::Empty),
                 Ok(0) => return Err(Refusal::Closed("end of stream".into())),
                 Ok(_) => {}
                 Err(e) => return Err(Refusal::Closed(e.to_string())),
@@ -140,9 +149,18 @@ async fn read_header<S: tokio::io::AsyncRead + Unpin>(
 }
 
 impl ProxyProtocol {
-    /// Peers in `from` send a header, within `limit` of the connection's start.
-    pub fn new(from: Vec<IpNet>, limit: Duration) -> ProxyProtocol {
-        ProxyProtocol { from, limit }
+    /// Peers in `from` send a header, within `limit` of the connection's start; refusals
+    /// are counted in `connections`.
+    pub fn new(
+        from: Vec<IpNet>,
+        limit: Duration,
+        connections: Arc<ConnectionLimit>,
+    ) -> ProxyProtocol {
+        ProxyProtocol {
+            from,
+            limit,
+            connections,
+        }
     }
 
     /// Whether a connection from `peer` starts with a header.
@@ -169,10 +187,16 @@ impl ProxyProtocol {
         let (said, rest) = read_header(stream, opened + self.limit)
             .await
             .map_err(|e| {
-                // Only trusted peers get here: a balancer that sends no header is a
-                // misconfiguration an operator must see (nginx logs it as an error).
+                let quiet = e == Refusal::Empty;
                 let e = format!("{e} (from {peer}); connection closed");
-                tracing::warn!("{e}");
+                if quiet {
+                    tracing::debug!("{e}");
+                } else {
+                    // Only trusted peers get here: a balancer that sends no header is a
+                    // misconfiguration an operator must see (nginx logs it as an error).
+                    tracing::warn!("{e}");
+                    self.connections.refuse_proxy_protocol();
+                }
                 e
             })?;
         stream.rewind(&rest);
@@ -312,7 +336,16 @@ mod tests {
             Refusal::TimedOut
         );
         drop(client);
+        // (What the first call read went with it.) Closed before a byte: a health check.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            read_header(&mut server, deadline).await.unwrap_err(),
+            Refusal::Empty
+        );
+        // Closed in the middle of a header.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"PROXY TCP4 ").await.unwrap();
+        drop(client);
         assert!(matches!(
             read_header(&mut server, deadline).await,
             Err(Refusal::Closed(_))

@@ -321,6 +321,7 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         Arc::new(ProxyProtocol::new(
             opts.proxy_protocol.clone(),
             opts.header_read_timeout,
+            gw.connections().clone(),
         ))
     });
     if let Some(pp) = &proxy_protocol {

@@ -161,11 +161,23 @@ fn a_balancer_names_the_client_in_its_header() {
         assert!(a.closed, "{a:?}");
     }
     assert_eq!(up.count(), before);
-    // The operator sees why.
+    // The operator sees why, and how many: the four above. (The harness's readiness probe
+    // connected and closed without a byte, as a balancer's TCP health check does: that is
+    // no refusal.)
     assert!(
         gw.log().contains("no valid PROXY protocol header"),
         "{}",
         gw.log()
+    );
+    let metrics = raw_get(
+        gw.admin_addr(),
+        "/metrics",
+        &[&format!("Authorization: Bearer {}", gw.admin_token())],
+    )
+    .text();
+    assert!(
+        metrics.contains("\ntollgate_proxy_protocol_refused_total 4\n"),
+        "{metrics}"
     );
 
     // A header that never ends is cut at the head deadline (2 s), counted from the

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub connections_max: IntGauge,
     /// `tollgate_connections_refused_total`: connections closed at once at the cap.
     pub connections_refused: IntCounter,
+    /// `tollgate_proxy_protocol_refused_total`: balancer connections closed for a
+    /// missing, malformed or late PROXY protocol header.
+    pub proxy_protocol_refused: IntCounter,
     /// `tollgate_tls_certificate_not_after_seconds{listener}`: when a TLS listener's
     /// certificate expires (Unix time); no sample without a TLS listener.
     pub tls_not_after: IntGaugeVec,
@@ -215,6 +218,12 @@ impl Metrics {
                 "Client connections closed at once because the cap was reached.",
             ))
             .expect("valid metric"),
+            proxy_protocol_refused: IntCounter::with_opts(opts(
+                "proxy_protocol_refused_total",
+                "Connections from --proxy-protocol balancers closed for a missing, malformed or \
+                 late PROXY protocol header.",
+            ))
+            .expect("valid metric"),
             tls_not_after: IntGaugeVec::new(
                 opts(
                     "tls_certificate_not_after_seconds",
@@ -255,6 +264,7 @@ impl Metrics {
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_max.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.proxy_protocol_refused.clone()),
             Box::new(m.tls_not_after.clone()),
             Box::new(m.tls_reloads.clone()),
         ];
