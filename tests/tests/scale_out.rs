@@ -361,6 +361,124 @@ async fn subscription_changes_travel_as_deltas() {
     assert_eq!(status_with_key(&dp, &sub.primary).await, 200);
 }
 
+/// Between a data plane and its control plane: passes every call on, but spoils the next
+/// delta it carries while `spoil` is set (one subscription's state changed, as a bug or a
+/// tampering would), then clears `spoil`. Returns its address.
+async fn spoiling_relay(
+    control_plane: String,
+    spoil: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (http, base, spoil) = (http.clone(), control_plane.clone(), spoil.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (http, base, spoil) = (http.clone(), base.clone(), spoil.clone());
+                    async move {
+                        let uri = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                        let mut out = http.get(format!("{base}{uri}"));
+                        for name in ["authorization", "x-tollgate-node"] {
+                            if let Some(v) = req.headers().get(name) {
+                                out = out.header(name, v.clone());
+                            }
+                        }
+                        let resp = out.send().await.expect("control plane");
+                        let status = resp.status();
+                        let kind = resp.headers().get("content-type").cloned();
+                        let mut body = resp.bytes().await.expect("body").to_vec();
+                        let is_delta = kind
+                            .as_ref()
+                            .is_some_and(|k| k.as_bytes().ends_with(b"delta+json"));
+                        if is_delta && spoil.swap(false, Ordering::SeqCst) {
+                            let mut d: serde_json::Value =
+                                serde_json::from_slice(&body).expect("delta");
+                            d["upserts"][0]["state"] = "cancelled".into();
+                            body = serde_json::to_vec(&d).expect("json");
+                        }
+                        let mut answer = hyper::Response::builder().status(status.as_u16());
+                        if let Some(k) = kind {
+                            answer = answer.header("content-type", k);
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            answer
+                                .body(Full::new(bytes::Bytes::from(body)).boxed())
+                                .expect("answer"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A delta that does not produce the version it names (spoiled on the way here) is not
+/// applied: the data plane keeps serving what it had, asks for the whole snapshot, and
+/// serves that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delta_that_does_not_verify_is_dropped_for_the_whole_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let up = Upstream::start("u");
+    let cp = control_plane(&config(&up.url(), 0));
+    let admin = cp.admin();
+    for i in 0..10 {
+        admin
+            .create_subscription(&format!("s{i}"), "api:keyed")
+            .await;
+    }
+    let spoil = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = spoiling_relay(cp.admin_url(""), spoil.clone()).await;
+    let dp = data_plane(&format!("http://{relay}")).start();
+    time_until(Duration::from_secs(5), || async {
+        readyz(&dp).await["subscriptions"] == 10
+    })
+    .await
+    .expect("the data plane never got the subscriptions");
+    const WHOLE: &str = "tollgate_dataplane_snapshots_received_total{kind=\"whole\"}";
+    const DELTA: &str = "tollgate_dataplane_snapshots_received_total{kind=\"delta\"}";
+    assert_eq!(dp_counter(&dp, WHOLE).await, 1);
+
+    spoil.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sub = admin.create_subscription("alice", "api:keyed").await;
+    time_until(Duration::from_secs(10), || async {
+        status_with_key(&dp, &sub.primary).await == 200
+    })
+    .await
+    .expect("the new key never worked");
+    assert!(
+        !spoil.load(std::sync::atomic::Ordering::SeqCst),
+        "no delta went by"
+    );
+    assert_eq!(dp_counter(&dp, DELTA).await, 1, "the spoiled delta");
+    assert_eq!(dp_counter(&dp, WHOLE).await, 2, "then the whole snapshot");
+    assert!(dp.log().contains("did not apply"), "{}", dp.log());
+    assert_eq!(readyz(&dp).await["subscriptions"], 11);
+    // It goes on with deltas.
+    let bob = admin.create_subscription("bob", "api:keyed").await;
+    time_until(Duration::from_secs(10), || async {
+        status_with_key(&dp, &bob.primary).await == 200
+    })
+    .await
+    .expect("the next key never worked");
+    assert_eq!(dp_counter(&dp, DELTA).await, 2);
+    assert_eq!(dp_counter(&dp, WHOLE).await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_planes_outlive_the_control_plane_and_restart_from_last_known_good() {
     let _serial = SERIAL.lock().await;
