@@ -965,6 +965,40 @@ impl ProxyHttp for Proxy {
         };
         ctx.req.api_id = Some(api.id.clone());
         ctx.req.operation_id = op.map(|i| api.operations[i].id.clone());
+        // The schemes the API is served over (`protocols`): the listener's, or the one a
+        // trusted proxy in front says the client used.
+        if !(api.allow_http && api.allow_https) {
+            let https = ctx
+                .forwarded
+                .as_ref()
+                .and_then(|f| f.https)
+                .unwrap_or_else(|| session.digest().is_some_and(|d| d.ssl_digest.is_some()));
+            if !https && !api.allow_http {
+                // Kong's answer: the client should call again over TLS.
+                let a = problem(
+                    426,
+                    "https-required",
+                    "Upgrade Required",
+                    "this API is served over HTTPS only",
+                )
+                .with_header(
+                    http::header::UPGRADE,
+                    HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+                );
+                ctx.blocked_by = Some("protocol");
+                return self.reject(session, ctx, a, false).await;
+            }
+            if https && !api.allow_https {
+                // Azure API Management routes nothing there.
+                let a = problem(
+                    404,
+                    "not-found",
+                    "Not Found",
+                    "this API is not served over HTTPS",
+                );
+                return self.reject(session, ctx, a, false).await;
+            }
+        }
         // A preflight is answered by the API's `cors` policy (see `cors_before_chain`)
         // before the key is looked at or any other policy runs: a browser sends none of
         // its credentials with it.

@@ -370,3 +370,80 @@ fn a_bad_tls_certificate_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// `protocols` on an API: an HTTPS-only API answers 426 (with `Upgrade`) over plain HTTP
+/// unless a trusted proxy says the client used HTTPS; an HTTP-only one is not routed over
+/// HTTPS (404). Unlisted protocols are refused at validation.
+#[tokio::test]
+async fn apis_are_served_over_the_protocols_they_list() {
+    let up = Upstream::start("a");
+    let config = |trusted: &str| {
+        format!(
+            r#"version: 1
+settings: {{ trusted_proxies: [{trusted}] }}
+apis:
+  - id: secure
+    path: /secure
+    subscription_required: false
+    protocols: [https]
+    upstream: {{ targets: ["{0}"] }}
+  - id: plain
+    path: /plain
+    subscription_required: false
+    protocols: [http]
+    upstream: {{ targets: ["{0}"] }}
+  - id: both
+    path: /both
+    subscription_required: false
+    upstream: {{ targets: ["{0}"] }}
+"#,
+            up.url()
+        )
+    };
+    let gw = Gateway::builder(&config("10.0.0.0/8")).tls().start();
+    let a = get(&gw.url("/secure/x")).await;
+    let p = a.assert_problem(426);
+    assert_eq!(p["type"], "urn:tollgate:problem:https-required");
+    assert_eq!(a.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    assert_eq!(get(&gw.url("/plain/x")).await.status, 200);
+    assert_eq!(get(&gw.url("/both/x")).await.status, 200);
+    let c = tls_client();
+    assert_eq!(fetch(c.get(gw.tls_url("/secure/x"))).await.status, 200);
+    fetch(c.get(gw.tls_url("/plain/x")))
+        .await
+        .assert_problem(404);
+    assert_eq!(fetch(c.get(gw.tls_url("/both/x"))).await.status, 200);
+    // A client's own X-Forwarded-Proto changes nothing; a trusted proxy's does.
+    let claim = |gw: &Gateway| {
+        fetch(
+            client()
+                .get(gw.url("/secure/x"))
+                .header("X-Forwarded-Proto", "https"),
+        )
+    };
+    assert_eq!(claim(&gw).await.status, 426);
+    let behind = Gateway::start(&config("127.0.0.1"));
+    assert_eq!(claim(&behind).await.status, 200);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write_file(
+        dir.path(),
+        "policy.yaml",
+        &config("10.0.0.0/8")
+            .replace("protocols: [http]", "protocols: [http, ftp]")
+            .replace("protocols: [https]", "protocols: []"),
+    );
+    let run = run_tollgate(&["validate", &file], &[]);
+    run.assert_code(1, "bad protocols");
+    assert!(
+        run.stderr.contains("apis[1].protocols[1]"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unknown protocol `ftp`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("apis[0].protocols"), "{}", run.stderr);
+}

@@ -181,6 +181,8 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
             id: Arc::from(id),
             prefix: api.prefix.expect(VALID),
             subscription_required: api.subscription_required,
+            allow_http: api.protocols.0,
+            allow_https: api.protocols.1,
             key_header: api.key_header.expect(VALID),
             key_query: api.key_query,
             upstream: api.upstream.expect(VALID),

@@ -119,6 +119,10 @@ pub struct ApiDef {
     pub prefix: String,
     /// Whether a subscription key is required.
     pub subscription_required: bool,
+    /// Clients may call it over plain HTTP (`protocols` lists `http`; default true).
+    pub allow_http: bool,
+    /// Clients may call it over HTTPS (`protocols` lists `https`; default true).
+    pub allow_https: bool,
     /// Header carrying the subscription key.
     pub key_header: HeaderName,
     /// Query parameter carrying the subscription key.

@@ -142,6 +142,9 @@ pub struct Api {
     /// Where the key is read from.
     #[serde(default)]
     pub subscription_key: SubscriptionKeySource,
+    /// The schemes clients may call it over: `http`, `https` (default both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<String>>,
     /// Where requests go.
     pub upstream: Upstream,
     /// API scope policies.

@@ -109,6 +109,8 @@ pub(crate) struct CheckedApi {
     pub(crate) id: Option<String>,
     pub(crate) prefix: Option<String>,
     pub(crate) subscription_required: bool,
+    /// (http, https) allowed.
+    pub(crate) protocols: (bool, bool),
     pub(crate) key_header: Option<HeaderName>,
     pub(crate) key_query: String,
     pub(crate) upstream: Option<UpstreamDef>,
@@ -637,6 +639,7 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
         id: None,
         prefix: None,
         subscription_required: true,
+        protocols: (true, true),
         key_header: None,
         key_query: String::new(),
         upstream: None,
@@ -653,6 +656,7 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
             "path",
             "subscription_required",
             "subscription_key",
+            "protocols",
             "upstream",
             "policies",
             "operations",
@@ -674,6 +678,29 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
     if let Some(value) = map.get("subscription_required") {
         if let Some(required) = cx.de::<bool>(value, &join_key(path, "subscription_required")) {
             api.subscription_required = required;
+        }
+    }
+    if let Some(value) = map.get("protocols") {
+        let protocols_path = join_key(path, "protocols");
+        if let Some(list) = cx.de::<Vec<String>>(value, &protocols_path) {
+            let (mut http, mut https) = (false, false);
+            for (i, p) in list.iter().enumerate() {
+                match p.as_str() {
+                    "http" => http = true,
+                    "https" => https = true,
+                    other => cx.error(
+                        &join_index(&protocols_path, i),
+                        format!("unknown protocol `{other}`, expected `http` or `https`"),
+                    ),
+                }
+            }
+            if list.is_empty() {
+                cx.error(
+                    &protocols_path,
+                    "at least one of `http`, `https` is required",
+                );
+            }
+            api.protocols = (http, https);
         }
     }
     let key_path = join_key(path, "subscription_key");
