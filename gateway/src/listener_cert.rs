@@ -109,6 +109,27 @@ struct Seen {
     settling: Option<(Stamp, Stamp)>,
 }
 
+/// The certificates of the PEM file `path` as trust anchors (`what` names the file in
+/// errors: "the client CA"); at least one.
+pub fn read_roots(path: &Path, what: &str) -> Result<rustls::RootCertStore, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{what} {}: bad PEM: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{what} {} holds no `-----BEGIN CERTIFICATE-----` block",
+            path.display()
+        ));
+    }
+    Ok(roots)
+}
+
 /// How often [`ListenerCert::watch`] looks at the files.
 pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -172,22 +172,7 @@ impl BackgroundService for Maintenance {
 fn client_verifier(
     ca: &Path,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(ca)
-        .map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("the client CA {}: bad PEM: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "the client CA {} holds no `-----BEGIN CERTIFICATE-----` block",
-            ca.display()
-        ));
-    }
+    let roots = crate::listener_cert::read_roots(ca, "the client CA")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated()

@@ -74,26 +74,12 @@ impl Client {
 
 /// TLS client settings trusting the public roots and the certificates in the PEM file `ca`.
 fn tls_trusting(ca: &Path) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    let pem =
-        std::fs::read(ca).map_err(|e| format!("cannot read the admin CA {}: {e}", ca.display()))?;
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    let mut added = 0;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("the admin CA {}: bad PEM: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the admin CA {}: {e}", ca.display()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(format!(
-            "the admin CA {} holds no `-----BEGIN CERTIFICATE-----` block",
-            ca.display()
-        ));
-    }
+    roots
+        .roots
+        .extend(tollgate_gateway::listener_cert::read_roots(ca, "the admin CA")?.roots);
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
