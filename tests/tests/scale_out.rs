@@ -246,6 +246,33 @@ async fn dp_counter(dp: &Gateway, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// `/metrics` lines of a data plane's snapshot transfers.
+const WHOLE: &str = "tollgate_dataplane_snapshots_received_total{kind=\"whole\"}";
+const DELTA: &str = "tollgate_dataplane_snapshots_received_total{kind=\"delta\"}";
+const BYTES: &str = "tollgate_dataplane_snapshot_received_bytes_total";
+
+/// A control plane serving `config(upstream, 0)` with ten subscriptions (`s0`..`s9`), so
+/// that one change is a small delta.
+async fn control_plane_with_ten(up: &Upstream) -> Gateway {
+    let cp = control_plane(&config(&up.url(), 0));
+    let admin = cp.admin();
+    for i in 0..10 {
+        admin
+            .create_subscription(&format!("s{i}"), "api:keyed")
+            .await;
+    }
+    cp
+}
+
+/// Waits (bounded) until `dp` serves `n` subscriptions.
+async fn wait_for_subscriptions(dp: &Gateway, n: u64) {
+    time_until(Duration::from_secs(5), || async {
+        readyz(dp).await["subscriptions"] == n
+    })
+    .await
+    .expect("the data plane never got the subscriptions");
+}
+
 /// After the first whole snapshot, subscription changes (and a config change) reach a data
 /// plane as deltas: the changed entries only, applied to the snapshot it holds and
 /// verified against the version. A caller without a snapshot, or with a version the
@@ -254,22 +281,10 @@ async fn dp_counter(dp: &Gateway, name: &str) -> u64 {
 async fn subscription_changes_travel_as_deltas() {
     let _serial = SERIAL.lock().await;
     let up = Upstream::start("u");
-    let cp = control_plane(&config(&up.url(), 0));
+    let cp = control_plane_with_ten(&up).await;
     let admin = cp.admin();
-    for i in 0..10 {
-        admin
-            .create_subscription(&format!("s{i}"), "api:keyed")
-            .await;
-    }
     let dp = data_plane(&cp.admin_url("")).start();
-    time_until(Duration::from_secs(5), || async {
-        readyz(&dp).await["subscriptions"] == 10
-    })
-    .await
-    .expect("the data plane never got the subscriptions");
-    const WHOLE: &str = "tollgate_dataplane_snapshots_received_total{kind=\"whole\"}";
-    const DELTA: &str = "tollgate_dataplane_snapshots_received_total{kind=\"delta\"}";
-    const BYTES: &str = "tollgate_dataplane_snapshot_received_bytes_total";
+    wait_for_subscriptions(&dp, 10).await;
     assert_eq!(dp_counter(&dp, WHOLE).await, 1);
     assert_eq!(dp_counter(&dp, DELTA).await, 0);
     let whole_bytes = dp_counter(&dp, BYTES).await;
@@ -434,23 +449,12 @@ async fn spoiling_relay(
 async fn a_delta_that_does_not_verify_is_dropped_for_the_whole_snapshot() {
     let _serial = SERIAL.lock().await;
     let up = Upstream::start("u");
-    let cp = control_plane(&config(&up.url(), 0));
+    let cp = control_plane_with_ten(&up).await;
     let admin = cp.admin();
-    for i in 0..10 {
-        admin
-            .create_subscription(&format!("s{i}"), "api:keyed")
-            .await;
-    }
     let spoil = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let relay = spoiling_relay(cp.admin_url(""), spoil.clone()).await;
     let dp = data_plane(&format!("http://{relay}")).start();
-    time_until(Duration::from_secs(5), || async {
-        readyz(&dp).await["subscriptions"] == 10
-    })
-    .await
-    .expect("the data plane never got the subscriptions");
-    const WHOLE: &str = "tollgate_dataplane_snapshots_received_total{kind=\"whole\"}";
-    const DELTA: &str = "tollgate_dataplane_snapshots_received_total{kind=\"delta\"}";
+    wait_for_subscriptions(&dp, 10).await;
     assert_eq!(dp_counter(&dp, WHOLE).await, 1);
 
     spoil.store(true, std::sync::atomic::Ordering::SeqCst);
