@@ -13,7 +13,7 @@ use crate::{Answer, Flow, Policy, RequestCtx};
 use http::StatusCode;
 use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};
-use tollgate_config::{ClientIdentityDef, ValidateClientCertificateDef};
+use tollgate_config::{normalize_serial, ClientIdentityDef, ValidateClientCertificateDef};
 
 /// The client certificate of a TLS connection, as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,16 +68,6 @@ impl ClientCert {
             issuer_subject: cert.issuer().to_string(),
             dns_names,
         })
-    }
-}
-
-/// A serial number in hex, lower-case, without leading zeros (`0` for zero).
-pub(crate) fn normalize_serial(hex: &str) -> String {
-    let s = hex.trim_start_matches('0').to_ascii_lowercase();
-    if s.is_empty() {
-        "0".to_owned()
-    } else {
-        s
     }
 }
 

@@ -650,6 +650,17 @@ pub struct ClientIdentityDef {
     pub dns_name: Option<String>,
 }
 
+/// A certificate serial number in hex as identities and certificates are compared:
+/// lower-case, without leading zeros (`0` for zero).
+pub fn normalize_serial(hex: &str) -> String {
+    let s = hex.trim_start_matches('0').to_ascii_lowercase();
+    if s.is_empty() {
+        "0".to_owned()
+    } else {
+        s
+    }
+}
+
 /// `check-header`.
 #[derive(Debug, Clone)]
 pub struct CheckHeaderDef {

@@ -941,14 +941,8 @@ fn client_certificate(
                 Some(digits.to_ascii_lowercase())
             };
         let thumbprint = hex_field(cx, id.thumbprint, "thumbprint", Some(64));
-        let serial_number = hex_field(cx, id.serial_number, "serial_number", None).map(|s| {
-            let s = s.trim_start_matches('0');
-            if s.is_empty() {
-                "0".to_owned()
-            } else {
-                s.to_owned()
-            }
-        });
+        let serial_number = hex_field(cx, id.serial_number, "serial_number", None)
+            .map(|s| crate::compiled::normalize_serial(&s));
         let def = ClientIdentityDef {
             thumbprint,
             serial_number,
