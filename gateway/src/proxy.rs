@@ -216,9 +216,7 @@ pub(crate) fn rewrite_location(resp: &mut ResponseHeader, ctx: &Ctx) {
 /// for `upstream.outlier_detection`.
 pub(crate) fn note_answer(resp: &ResponseHeader, ctx: &Ctx) {
     if let (Some(pool), Some(t)) = (ctx.pool.as_deref(), ctx.target) {
-        if pool.def.outlier_detection.is_some() {
-            pool.answered(t, resp.status.as_u16());
-        }
+        pool.answered(t, resp.status.as_u16());
     }
 }
 

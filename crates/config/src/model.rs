@@ -557,17 +557,8 @@ pub mod kinds {
         pub counter_key: Option<String>,
     }
 
-    /// `validate-client-certificate`.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ValidateClientCertificate {
-        /// Certificates accepted (any may match; within one, every field given must);
-        /// empty: any certificate the TLS listener trusts.
-        #[serde(default)]
-        pub identities: Vec<ClientIdentity>,
-    }
-
-    /// One identity of `validate-client-certificate`.
+    /// One identity of `validate-client-certificate`, whose only field, `identities`, is a
+    /// list of these (checked one by one, so that every identity's problems are reported).
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct ClientIdentity {
