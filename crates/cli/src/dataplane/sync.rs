@@ -60,7 +60,7 @@ pub(crate) struct Syncer {
     pub(crate) ca: Option<reqwest::Certificate>,
 }
 
-/// Applies `snap` to the gateway and the key ring, whole or not at all.
+/// Verifies `snap` and applies it to the gateway and the key ring, whole or not at all.
 pub(crate) fn accept(
     gw: &Gateway,
     keys: &KeyRing,
@@ -69,6 +69,18 @@ pub(crate) fn accept(
     source: Source,
 ) -> Result<(), String> {
     snap.verify()?;
+    accept_verified(gw, keys, status, snap, source)
+}
+
+/// [`accept`] for a snapshot already verified ([`ControlDelta::apply`] verifies what it
+/// makes: hashing every subscription again would double the cost of each change).
+fn accept_verified(
+    gw: &Gateway,
+    keys: &KeyRing,
+    status: &Status,
+    snap: Arc<ControlSnapshot>,
+    source: Source,
+) -> Result<(), String> {
     if snap.revision == 0 {
         return Err("the snapshot has no config".into());
     }
@@ -102,8 +114,12 @@ pub(crate) fn accept(
 
 /// What one poll brought.
 enum Polled {
-    /// A snapshot other than `after`.
-    Snapshot(Box<ControlSnapshot>),
+    /// A snapshot other than `after`; `verified` when it was made from a delta (which
+    /// verifies its result).
+    Snapshot {
+        snap: Box<ControlSnapshot>,
+        verified: bool,
+    },
     /// The changes from `after` to another snapshot.
     Delta(Box<ControlDelta>),
     /// Nothing changed during the wait.
@@ -196,7 +212,10 @@ impl Syncer {
                     Ok(Polled::Delta(Box::new(delta)))
                 } else {
                     let snap = serde_json::from_slice(&body).map_err(unreadable)?;
-                    Ok(Polled::Snapshot(Box::new(snap)))
+                    Ok(Polled::Snapshot {
+                        snap: Box::new(snap),
+                        verified: false,
+                    })
                 }
             }
             204 => Ok(Polled::Unchanged),
@@ -212,12 +231,14 @@ impl Syncer {
         }
     }
 
-    /// Applies `snap` (off the runtime's threads) and writes the last-known-good file.
-    async fn take(&self, snap: ControlSnapshot) -> Result<(), String> {
+    /// Applies `snap` (off the runtime's threads; verified first unless `verified`) and
+    /// writes the last-known-good file.
+    async fn take(&self, snap: ControlSnapshot, verified: bool) -> Result<(), String> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let snap = Arc::new(snap);
-            accept(
+            let apply = if verified { accept_verified } else { accept };
+            apply(
                 &this.gw,
                 &this.keys,
                 &this.status,
@@ -280,7 +301,10 @@ impl Syncer {
                         .map_err(|e| format!("the delta task failed: {e}"))
                         .and_then(|r| r);
                     match applied {
-                        Ok(snap) => Ok(Polled::Snapshot(Box::new(snap))),
+                        Ok(snap) => Ok(Polled::Snapshot {
+                            snap: Box::new(snap),
+                            verified: true,
+                        }),
                         Err(e) => {
                             tracing::warn!(
                                 %version,
@@ -305,12 +329,12 @@ impl Syncer {
                     backoff = BACKOFF_MIN;
                     None
                 }
-                Ok(Polled::Snapshot(snap)) => {
+                Ok(Polled::Snapshot { snap, verified }) => {
                     self.status.contact();
                     backoff = BACKOFF_MIN;
                     whole_next = false;
                     let version = snap.version.clone();
-                    match self.take(*snap).await {
+                    match self.take(*snap, verified).await {
                         Ok(()) => refused = None,
                         Err(e) => {
                             tracing::error!(
