@@ -108,6 +108,22 @@ pub fn server_config(leaf: &Leaf, clients_of: Option<&Authority>) -> Arc<rustls:
     Arc::new(builder.with_single_cert(chain, key).expect("server config"))
 }
 
+/// A TLS connector trusting only the certificates of `pem` (a server's self-signed
+/// certificate, a CA), for raw TLS connections to the gateway.
+pub fn connector_trusting(pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a trust anchor");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// `text` (a PEM) as a YAML block scalar (`|`) whose lines are indented by `spaces`, for
 /// the value of a key indented less.
 pub fn yaml_block(text: &str, spaces: usize) -> String {

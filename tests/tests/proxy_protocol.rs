@@ -5,7 +5,6 @@
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_tests::*;
@@ -232,22 +231,8 @@ async fn tls_after_the_header() {
         .env("TOLLGATE_PROXY_PROTOCOL", "127.0.0.1")
         .tls()
         .start();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(gw.tls_cert_path()).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
-    let connector = tokio_rustls::TlsConnector::from(tls);
+    let pem = std::fs::read_to_string(gw.tls_cert_path()).unwrap();
+    let connector = pki::connector_trusting(&pem);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
 
     let mut tcp = tokio::net::TcpStream::connect(gw.tls_addr()).await.unwrap();

@@ -216,19 +216,7 @@ fn other_upgrades_are_not_forwarded() {
 /// Whether a TLS handshake with the gateway succeeds when only the certificate in
 /// `trusted_pem` is trusted: whether that is the certificate it serves.
 async fn serves(addr: std::net::SocketAddr, trusted_pem: &str) -> bool {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
-        roots.add(cert.expect("PEM")).expect("a trust anchor");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = pki::connector_trusting(trusted_pem);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
