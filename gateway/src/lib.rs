@@ -102,6 +102,9 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// The TLS material the metrics report, by listener.
+type ListenerCerts = Mutex<Vec<(&'static str, Arc<dyn listener_cert::WatchedStatus>)>>;
+
 /// The gateway's shared state: the live snapshot, the long-lived registries, and counters
 /// the server needs (in-flight requests).
 #[derive(Debug)]
@@ -117,8 +120,9 @@ pub struct Gateway {
     apply_lock: Mutex<()>,
     registries: Arc<tollgate_policies::Registries>,
     telemetry: Arc<telemetry::Telemetry>,
-    /// The TLS listeners' certificates, by listener (`proxy`, `admin`), for metrics.
-    listener_certs: Mutex<Vec<(&'static str, Arc<listener_cert::ListenerCert>)>>,
+    /// The TLS listeners' certificates and client CAs, by listener (`proxy`, `admin`,
+    /// `proxy-client-ca`), for metrics.
+    listener_certs: ListenerCerts,
 }
 
 impl Gateway {
@@ -151,11 +155,12 @@ impl Gateway {
         })
     }
 
-    /// Report `cert` as the certificate of `listener` (`proxy`, `admin`) in the metrics.
+    /// Report `cert` as the certificate of `listener` (`proxy`, `admin`; the client CA of
+    /// the proxy's: `proxy-client-ca`) in the metrics.
     pub fn add_listener_cert(
         &self,
         listener: &'static str,
-        cert: Arc<listener_cert::ListenerCert>,
+        cert: Arc<dyn listener_cert::WatchedStatus>,
     ) {
         self.listener_certs
             .lock()
@@ -163,8 +168,8 @@ impl Gateway {
             .push((listener, cert));
     }
 
-    /// The TLS listeners' certificates, by listener.
-    pub fn listener_certs(&self) -> Vec<(&'static str, Arc<listener_cert::ListenerCert>)> {
+    /// The TLS listeners' certificates and client CAs, by listener.
+    pub fn listener_certs(&self) -> Vec<(&'static str, Arc<dyn listener_cert::WatchedStatus>)> {
         self.listener_certs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -8,7 +8,7 @@
 //! exits 0.
 
 use crate::deadline::WithHeaderDeadline;
-use crate::listener_cert::ListenerCert;
+use crate::listener_cert::{ClientCa, ListenerCert, Material, Watched};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::{Gateway, Proxy};
 use async_trait::async_trait;
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     /// CA certificates (PEM path) the TLS listener verifies client certificates against;
     /// `None`: it asks for none.
     pub tls_client_ca: Option<String>,
+    /// Revocation lists (PEM path) of those CAs; `None`: revocation is not checked.
+    pub tls_client_crl: Option<String>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Longest wait for in-flight requests at shutdown.
@@ -166,20 +168,6 @@ impl BackgroundService for Maintenance {
     }
 }
 
-/// Verifies client certificates against the CA certificates in the PEM file `ca` (chain
-/// and validity dates). A client without a certificate is let through the handshake: the
-/// APIs that need one say so with `validate-client-certificate`.
-fn client_verifier(
-    ca: &Path,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
-    let roots = crate::listener_cert::read_roots(ca, "the client CA")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| format!("the client CA {}: {e}", ca.display()))
-}
-
 /// Parses the client certificate of a TLS connection, once, into the connection's TLS
 /// digest, where every request on it finds it.
 struct ClientCertCapture;
@@ -195,11 +183,12 @@ impl pingora_core::listeners::TlsAccept for ClientCertCapture {
     }
 }
 
-/// Reloads the proxy's TLS certificate as it changes ([`ListenerCert::watch`]).
-struct CertWatch(Arc<ListenerCert>);
+/// Reloads the proxy's TLS certificate, or its client CA, as it changes
+/// ([`Watched::watch`]).
+struct CertWatch<T>(Arc<Watched<T>>);
 
 #[async_trait]
-impl BackgroundService for CertWatch {
+impl<T: Material> BackgroundService for CertWatch<T> {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
             () = self.0.clone().watch() => {}
@@ -254,6 +243,16 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
             Some(c)
         }
         None => None,
+    };
+    // Likewise the client CA and its revocation lists.
+    let client_ca = match (&opts.tls, &opts.tls_client_ca) {
+        (Some(_), Some(ca)) => {
+            let crl = opts.tls_client_crl.as_deref().map(Path::new);
+            let c = Arc::new(ClientCa::load(Path::new(ca), crl)?);
+            gw.add_listener_cert("proxy-client-ca", c.clone());
+            Some(c)
+        }
+        _ => None,
     };
     // Raise the descriptor limit as far as allowed, then cap the client connections below it.
     let nofile = raise_descriptor_limit();
@@ -324,8 +323,8 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
             .map_err(|e| format!("TLS settings: {e}"))?;
         // Handshakes take the certificate from the reloadable pair.
         tls.set_cert_resolver(resolver.clone());
-        if let Some(ca) = &opts.tls_client_ca {
-            tls.set_client_cert_verifier(client_verifier(Path::new(ca))?);
+        if let Some(ca) = &client_ca {
+            tls.set_client_cert_verifier(ca.clone());
         }
         tls.enable_h2();
         proxy.add_tls_with_settings(addr, None, tls);
@@ -340,6 +339,9 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
             "tollgate TLS certificate",
             CertWatch(cert),
         ));
+    }
+    if let Some(ca) = client_ca {
+        server.add_service(background_service("tollgate client CA", CertWatch(ca)));
     }
     for s in opts.extra_services {
         server.add_boxed_service(s);

@@ -29,6 +29,8 @@ pub struct Leaf {
     pub cert_pem: String,
     /// Its private key.
     pub key_pem: String,
+    /// Its serial number (unique in the test process).
+    pub serial: u64,
 }
 
 impl Authority {
@@ -71,12 +73,40 @@ impl Authority {
             .collect();
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.extended_key_usages = vec![usage];
+        static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let serial = SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.serial_number = Some(serial.into());
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial,
         }
+    }
+
+    /// A certificate revocation list (PEM) of this CA revoking `revoked`.
+    pub fn crl(&self, revoked: &[&Leaf]) -> String {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2040, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|leaf| rcgen::RevokedCertParams {
+                    serial_number: leaf.serial.into(),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("signed CRL")
+        .pem()
+        .expect("CRL PEM")
     }
 }
 

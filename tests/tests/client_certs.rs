@@ -157,3 +157,147 @@ apis:
         assert!(run.stderr.contains(wanted), "{wanted}: {}", run.stderr);
     }
 }
+
+/// Writes `text` over the file `path` by a rename, as certbot and Kubernetes do.
+fn replace(path: &str, text: &str) {
+    let tmp = format!("{path}.new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Whether `leaf` gets its request served over a new connection: false when the
+/// handshake refuses it.
+async fn served(gw: &Gateway, leaf: &Leaf) -> bool {
+    let sent = presenting(leaf).get(gw.tls_url("/open/x")).send().await;
+    sent.is_ok_and(|r| r.status() == 200)
+}
+
+/// Revocation lists (`--tls-client-crl`): a certificate they revoke fails the handshake.
+/// The client CA and the lists are reloaded on SIGHUP and when the files change; a broken
+/// list is logged and counted, and the lists served before stay.
+#[tokio::test]
+async fn revoked_client_certificates_are_refused_and_the_ca_is_reloaded() {
+    let up = Upstream::start("u");
+    let ca = Authority::new("Clients CA");
+    let (alice, bob) = (ca.client("alice"), ca.client("bob"));
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = write_file(dir.path(), "clients-ca.pem", ca.cert_pem());
+    let crl_file = write_file(dir.path(), "clients.crl", &ca.crl(&[&bob]));
+    let gw = Gateway::builder(&config(&up.url(), &thumbprint(&alice)))
+        .tls()
+        .env("TOLLGATE_TLS_CLIENT_CA", &ca_file)
+        .env("TOLLGATE_TLS_CLIENT_CRL", &crl_file)
+        .start();
+    assert!(served(&gw, &alice).await);
+    assert!(!served(&gw, &bob).await, "bob is revoked");
+    // No certificate at all is still a policy's business.
+    assert_eq!(
+        fetch(tls_client().get(gw.tls_url("/open/x"))).await.status,
+        200
+    );
+
+    // SIGHUP: the new list revokes alice instead.
+    replace(&crl_file, &ca.crl(&[&alice]));
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until_async(Duration::from_secs(5), Duration::from_millis(100), || {
+            served(&gw, &bob)
+        })
+        .await,
+        "the new revocation list is not used after SIGHUP"
+    );
+    assert!(!served(&gw, &alice).await, "alice is revoked now");
+
+    // No signal: a new CA and its list are noticed (files looked at every 5 s, read once
+    // two looks found the same files).
+    let next = Authority::new("Next Clients CA");
+    let carol = next.client("carol");
+    assert!(!served(&gw, &carol).await, "carol's CA is not trusted yet");
+    replace(&ca_file, next.cert_pem());
+    replace(&crl_file, &next.crl(&[]));
+    assert!(
+        wait_until_async(Duration::from_secs(20), Duration::from_millis(200), || {
+            served(&gw, &carol)
+        })
+        .await,
+        "the new client CA is not used without a signal"
+    );
+    assert!(!served(&gw, &bob).await, "the old CA is no longer trusted");
+
+    // A broken list: logged and counted; the CA and list served before stay.
+    std::fs::write(
+        &crl_file,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .expect("write");
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    let metrics = || async {
+        fetch(
+            client()
+                .get(gw.admin_url("/metrics"))
+                .bearer_auth(gw.admin_token()),
+        )
+        .await
+        .text()
+    };
+    let failed =
+        "tollgate_tls_certificate_reloads_total{listener=\"proxy-client-ca\",outcome=\"failed\"} 1";
+    assert!(
+        wait_until_async(
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            || async { metrics().await.lines().any(|l| l == failed) }
+        )
+        .await,
+        "the failed reload is not counted: {}",
+        metrics().await
+    );
+    assert!(served(&gw, &carol).await);
+    assert!(
+        gw.log().contains("client CA not reloaded") && gw.log().contains("clients.crl"),
+        "{}",
+        gw.log()
+    );
+    let text = metrics().await;
+    for line in [
+        "tollgate_tls_certificate_reloads_total{listener=\"proxy-client-ca\",outcome=\"ok\"} 2",
+        // The list's nextUpdate (2040-01-01) comes before the CA certificate's notAfter.
+        "tollgate_tls_certificate_not_after_seconds{listener=\"proxy-client-ca\"} 2208988800",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
+    }
+}
+
+/// A revocation list that does not load stops the start with a message naming it.
+#[test]
+fn a_bad_revocation_list_is_refused_at_start() {
+    let ca = Authority::new("Clients CA");
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = write_file(dir.path(), "clients-ca.pem", ca.cert_pem());
+    // A certificate where the list should be.
+    let crl_file = write_file(dir.path(), "clients.crl", ca.cert_pem());
+    let server = ca.server(&["localhost"]);
+    let out = std::process::Command::new(tollgate_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(write_file(dir.path(), "cert.pem", &server.cert_pem))
+        .arg("--tls-key")
+        .arg(write_file(dir.path(), "key.pem", &server.key_pem))
+        .args(["--tls-client-ca", &ca_file, "--tls-client-crl", &crl_file])
+        .output()
+        .expect("run tollgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("clients.crl") && stderr.contains("no `-----BEGIN X509 CRL-----`"),
+        "{stderr}"
+    );
+}

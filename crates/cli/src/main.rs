@@ -112,9 +112,15 @@ struct ServeArgs {
     #[arg(long, env = "TOLLGATE_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// CA certificates (PEM) the TLS listener verifies client certificates against
-    /// (mutual TLS; APIs require one with `validate-client-certificate`).
+    /// (mutual TLS; APIs require one with `validate-client-certificate`); reloaded on
+    /// SIGHUP and when the file changes.
     #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA", requires = "tls_listen")]
     tls_client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) of the --tls-client-ca CAs: a client certificate
+    /// they revoke fails the handshake. Reloaded with the CA on SIGHUP and when either
+    /// file changes.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CRL", requires = "tls_client_ca")]
+    tls_client_crl: Option<PathBuf>,
     /// Admin listener.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     admin_listen: String,
@@ -439,6 +445,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         tls,
         tls_client_ca: args.tls_client_ca.map(|p| p.display().to_string()),
+        tls_client_crl: args.tls_client_crl.map(|p| p.display().to_string()),
         threads,
         grace_period: Duration::from_secs(args.grace_period),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),

@@ -286,6 +286,7 @@ fn start(args: GatewayArgs) -> Result<(), String> {
         listen: a.listen.clone(),
         tls,
         tls_client_ca: a.tls_client_ca.as_ref().map(|p| p.display().to_string()),
+        tls_client_crl: a.tls_client_crl.as_ref().map(|p| p.display().to_string()),
         threads,
         grace_period: Duration::from_secs(a.grace_period),
         header_read_timeout: Duration::from_secs(a.header_read_timeout.max(1)),
