@@ -31,6 +31,7 @@ mod return_response;
 mod rewrite;
 mod simple;
 mod transform;
+mod validate_content;
 
 pub use client_cert::ClientCert;
 pub use limits::{quota_period, LimitTicket};

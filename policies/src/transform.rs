@@ -26,13 +26,14 @@ use tollgate_transform::{json_to_xml, xml_to_json, Limits, XmlToJsonKind};
 
 /// The two formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Xml,
     Json,
 }
 
 impl Format {
-    fn matches(self, content_type: Option<&HeaderValue>) -> bool {
+    /// Whether `content_type` is this format (`application/json`, `*/*+json`, ...).
+    pub(crate) fn matches(self, content_type: Option<&HeaderValue>) -> bool {
         let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
             return false;
         };

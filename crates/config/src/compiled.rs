@@ -467,6 +467,8 @@ pub enum PolicyDef {
     },
     /// `xml-to-json`.
     XmlToJson(kinds::XmlToJson),
+    /// `validate-content`.
+    ValidateContent(ValidateContentDef),
     /// `json-to-xml`.
     JsonToXml(kinds::JsonToXml),
     /// `cors`.
@@ -506,6 +508,7 @@ impl PolicyDef {
             PolicyDef::CacheLookup(_) => "cache-lookup",
             PolicyDef::CacheStore { .. } => "cache-store",
             PolicyDef::XmlToJson(_) => "xml-to-json",
+            PolicyDef::ValidateContent(_) => "validate-content",
             PolicyDef::JsonToXml(_) => "json-to-xml",
             PolicyDef::Cors(_) => "cors",
             PolicyDef::IpFilter(_) => "ip-filter",
@@ -519,6 +522,16 @@ impl PolicyDef {
             PolicyDef::ReturnResponse(_) => "return-response",
         }
     }
+}
+
+/// `validate-content`.
+#[derive(Debug, Clone)]
+pub struct ValidateContentDef {
+    /// The schema, compiled once at validation (`pattern`s by the linear-time `regex`
+    /// engine, `format`s checked).
+    pub validator: Arc<jsonschema::Validator>,
+    /// `action: detect`: a body that does not match is logged and let through.
+    pub detect: bool,
 }
 
 /// A rate limit period: fixed length, or a calendar period (quotas only).

@@ -474,6 +474,18 @@ pub mod kinds {
         pub allow_private: bool,
     }
 
+    /// `validate-content`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ValidateContent {
+        /// A JSON Schema (draft 2020-12 unless its `$schema` names another).
+        pub schema: serde_json::Value,
+        /// `prevent` (default: refuse what does not match) or `detect` (log it, let it
+        /// through).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub action: Option<String>,
+    }
+
     /// `xml-to-json`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
     #[serde(deny_unknown_fields)]

@@ -6,7 +6,7 @@ use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
     CheckHeaderDef, ClientIdentityDef, CorsDef, ExistsAction, IpFilterDef, LimitConcurrencyDef,
     OnStoreError, Period, PolicyDef, QuotaDef, RateLimitDef, ReturnResponseDef, RewriteUriDef,
-    SetDef, ValidateClientCertificateDef,
+    SetDef, ValidateClientCertificateDef, ValidateContentDef,
 };
 use crate::duration::{
     parse_byte_size, parse_duration_max, parse_period, parse_positive_duration, ONE_DAY, ONE_YEAR,
@@ -19,7 +19,7 @@ use serde_yaml::{Mapping, Value};
 use std::sync::Arc;
 
 /// Every policy kind, as written in YAML.
-pub(crate) const KINDS: [&str; 20] = [
+pub(crate) const KINDS: [&str; 21] = [
     "validate-jwt",
     "rate-limit",
     "rate-limit-by-key",
@@ -29,6 +29,7 @@ pub(crate) const KINDS: [&str; 20] = [
     "cache-store",
     "xml-to-json",
     "json-to-xml",
+    "validate-content",
     "cors",
     "ip-filter",
     "limit-concurrency",
@@ -229,6 +230,7 @@ pub(super) fn check_policy(
             }
             Some(PolicyDef::JsonToXml(k))
         }
+        "validate-content" => parse!(validate_content).map(PolicyDef::ValidateContent),
         "cors" => parse!(cors).map(PolicyDef::Cors),
         "ip-filter" => parse!(ip_filter).map(PolicyDef::IpFilter),
         "forward-request" => {
@@ -969,6 +971,62 @@ fn client_certificate(
         identities.push(def);
     }
     (cx.errors.len() == errors_before).then_some(ValidateClientCertificateDef { identities })
+}
+
+/// `validate-content`: the schema compiled (and checked against its meta-schema) here, so
+/// that `tollgate validate` reports a bad one and a request never compiles one.
+fn validate_content(
+    cx: &mut Cx<'_>,
+    k: kinds::ValidateContent,
+    path: &str,
+) -> Option<ValidateContentDef> {
+    one_of_values(
+        cx,
+        k.action.as_deref(),
+        &join_key(path, "action"),
+        &["prevent", "detect"],
+    );
+    let schema_path = join_key(path, "schema");
+    if !matches!(
+        k.schema,
+        serde_json::Value::Object(_) | serde_json::Value::Bool(_)
+    ) {
+        cx.error(
+            &schema_path,
+            "a JSON Schema is a mapping (or `true`/`false`)",
+        );
+        return None;
+    }
+    // `pattern`s by the `regex` crate, in linear time: a backtracking engine would let a
+    // request body make a pattern take exponential time.
+    let built = jsonschema::options()
+        .should_validate_formats(true)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(&k.schema);
+    let validator = report(
+        cx,
+        &schema_path,
+        built.map_err(|e| {
+            let message = e.to_string();
+            if message.contains("retrieving it failed") {
+                // A `$ref` to another document: nothing is fetched (no file, no URL).
+                return format!(
+                    "not a usable JSON Schema: {}: a `$ref` may only point inside the schema \
+                     (`#/$defs/...`); put the referenced schema under `$defs`",
+                    message.split(" is not present").next().unwrap_or(&message)
+                );
+            }
+            // The meta-schema's complaints are about a place in this schema.
+            match e.instance_path().as_str() {
+                "" => format!("not a usable JSON Schema: {message}"),
+                at => format!("not a usable JSON Schema: {message} (at {at})"),
+            }
+        }),
+    )?;
+    Some(ValidateContentDef {
+        validator: Arc::new(validator),
+        detect: k.action.as_deref() == Some("detect"),
+    })
 }
 
 fn check_header(cx: &mut Cx<'_>, k: kinds::CheckHeader, path: &str) -> Option<CheckHeaderDef> {
