@@ -158,3 +158,123 @@ async fn what_is_not_openapi_is_refused() {
     assert!(run.stderr.contains("--upstream"), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
+
+/// `--validate-requests`: JSON request bodies get `validate-content` with the spec's
+/// schemas (references carried along, OpenAPI 3.0's `nullable` and boolean
+/// `exclusiveMinimum` understood, `readOnly` properties not required), and a running
+/// gateway refuses bodies that do not match; bodies it cannot validate are named.
+#[tokio::test]
+async fn request_schemas_become_validate_content() {
+    let up = Upstream::start("pets");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = write_file(
+        dir.path(),
+        "pets.yaml",
+        r##"openapi: 3.0.3
+info: { title: Pets, version: 1.0.0 }
+paths:
+  /pets:
+    get: { operationId: listPets, responses: { "200": { description: ok } } }
+    post:
+      operationId: createPet
+      requestBody: { $ref: "#/components/requestBodies/PetBody" }
+      responses: { "201": { description: ok } }
+  /pets/{id}:
+    put:
+      operationId: replacePet
+      requestBody:
+        content:
+          application/json: { schema: { $ref: "#/components/schemas/Pet" } }
+          application/xml: { schema: { $ref: "#/components/schemas/Pet" } }
+      responses: { "200": { description: ok } }
+    patch:
+      operationId: patchPet
+      requestBody:
+        content:
+          application/merge-patch+json: { schema: { $ref: "#/components/schemas/Missing" } }
+      responses: { "200": { description: ok } }
+components:
+  requestBodies:
+    PetBody:
+      required: true
+      content:
+        application/json: { schema: { $ref: "#/components/schemas/Pet" } }
+  schemas:
+    Pet:
+      type: object
+      required: [id, name]
+      properties:
+        id: { type: integer, format: int64, readOnly: true }
+        name: { type: string, minLength: 1 }
+        tag: { type: string, nullable: true }
+        age: { type: integer, minimum: 0, exclusiveMinimum: true }
+        owner: { $ref: "#/components/schemas/Owner" }
+        default: { type: boolean }
+    Owner:
+      type: object
+      required: [email]
+      properties:
+        email: { type: string, format: email }
+"##,
+    );
+    let run = run_tollgate(
+        &[
+            "import-openapi",
+            &spec,
+            "--validate-requests",
+            "--upstream",
+            &up.url(),
+        ],
+        &[],
+    );
+    run.assert_code(0, "import-openapi --validate-requests");
+    for wanted in [
+        "PUT /pets/{id}: request body not validated: it also takes application/xml",
+        "PATCH /pets/{id}: request body not validated: `$ref: #/components/schemas/Missing` names no schema",
+    ] {
+        assert!(run.stderr.contains(wanted), "{wanted}:\n{}", run.stderr);
+    }
+    assert_eq!(
+        run.stdout.matches("validate-content").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    let gw = Gateway::start(&run.stdout);
+    let key = gw.admin().create_subscription("p", "api:pets").await;
+    let post = |body: &'static str| {
+        let c = client()
+            .post(gw.url("/pets/pets"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary)
+            .header("content-type", "application/json")
+            .body(body);
+        async move { fetch(c).await }
+    };
+    // `id` is read-only: not required of a request; `tag` may be null.
+    let a = post(
+        r#"{"name":"Rex","tag":null,"age":1,"owner":{"email":"ada@example.com"},"default":true}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 1);
+    for (body, pointer) in [
+        (r#"{"name":"Rex","age":0}"#, "/age"),
+        (r#"{"name":"Rex","owner":{}}"#, "/owner"),
+        (r#"{"name":"Rex","default":"yes"}"#, "/default"),
+        (r#"{"tag":"x"}"#, ""),
+    ] {
+        let p = post(body).await.assert_problem(400);
+        assert_eq!(p["errors"][0]["pointer"], pointer, "{body}: {p}");
+    }
+    assert_eq!(up.count(), 1, "a refused body reached the upstream");
+    // Not validated: the operation that also takes XML.
+    let a = fetch(
+        client()
+            .put(gw.url("/pets/pets/7"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary)
+            .header("content-type", "application/json")
+            .body(r#"{"name":""}"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}

@@ -85,6 +85,10 @@ enum Command {
         /// Print only the API object (for `PUT /apis/{id}`, or under `apis:`).
         #[arg(long)]
         api_only: bool,
+        /// Give each operation whose request body is JSON a `validate-content` policy
+        /// with the body's schema from the spec.
+        #[arg(long)]
+        validate_requests: bool,
     },
     /// A small HTTP echo server, the upstream of the quickstart example.
     DemoUpstream {
@@ -247,12 +251,14 @@ fn main() -> ExitCode {
             path,
             upstream,
             api_only,
+            validate_requests,
         } => openapi::run(&openapi::Import {
             spec: &spec,
             id: id.as_deref(),
             path: path.as_deref(),
             upstream: upstream.as_deref(),
             api_only,
+            validate_requests,
         }),
         Command::Admin(args) => admin_only(args),
         Command::Gateway(args) => dataplane::run(args),

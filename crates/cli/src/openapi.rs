@@ -13,6 +13,13 @@
 //!   (`{pet-id}`) is renamed (`{pet_id}`); an operation whose path Tollgate cannot match
 //!   (a parameter inside a segment, like `/files/{name}.json`) is left out with a warning
 //!   on standard error.
+//! - With `--validate-requests`, an operation whose request body is JSON (only) and has a
+//!   schema gets a `validate-content` policy with that schema, its references to the
+//!   spec's schemas (`#/components/schemas/...`, Swagger's `#/definitions/...`) carried
+//!   along under `$defs`, OpenAPI 3.0's dialect turned into JSON Schema (`nullable`,
+//!   boolean `exclusiveMinimum`/`exclusiveMaximum`), and `readOnly` properties no longer
+//!   required (they are for answers). A body Tollgate cannot validate that way is named on
+//!   standard error.
 
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
@@ -31,6 +38,7 @@ pub(crate) struct Import<'a> {
     pub path: Option<&'a str>,
     pub upstream: Option<&'a str>,
     pub api_only: bool,
+    pub validate_requests: bool,
 }
 
 /// Runs the verb: 0 printed, 1 the spec could not be read or turned into a valid API.
@@ -124,8 +132,21 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
                 ids.push(op_id.clone());
                 let mut o = Mapping::new();
                 o.insert("id".into(), op_id.into());
-                o.insert("method".into(), method.into());
+                o.insert("method".into(), method.as_str().into());
                 o.insert("path".into(), tollgate_path.into());
+                if import.validate_requests {
+                    let schema = body_schema(&spec, op, swagger)
+                        .and_then(|s| s.map(|s| json_schema(&spec, s, swagger)).transpose());
+                    match schema {
+                        Ok(Some(schema)) => {
+                            o.insert("policies".into(), validate_content(schema));
+                        }
+                        Ok(None) => {}
+                        Err(why) => warnings.push(format!(
+                            "{method} {template}: request body not validated: {why}"
+                        )),
+                    }
+                }
                 operations.push(Value::Mapping(o));
             }
         }
@@ -214,6 +235,275 @@ fn key_source(spec: &Value, swagger: bool, warnings: &mut Vec<String>) -> Option
         }
     }
     source
+}
+
+/// `policies: { inbound: [ validate-content: { schema } ] }`.
+fn validate_content(schema: Value) -> Value {
+    let mut fields = Mapping::new();
+    fields.insert("schema".into(), schema);
+    let mut policy = Mapping::new();
+    policy.insert("validate-content".into(), Value::Mapping(fields));
+    let mut sections = Mapping::new();
+    sections.insert(
+        "inbound".into(),
+        Value::Sequence(vec![Value::Mapping(policy)]),
+    );
+    Value::Mapping(sections)
+}
+
+/// `value`, or what its `$ref` names in `spec` when it is a local reference.
+fn resolve<'a>(spec: &'a Value, value: &'a Value) -> Result<&'a Value, String> {
+    let Some(target) = value.get("$ref").and_then(Value::as_str) else {
+        return Ok(value);
+    };
+    let mut at = spec;
+    for part in target
+        .strip_prefix("#/")
+        .ok_or_else(|| format!("`$ref: {target}` points outside the spec"))?
+        .split('/')
+    {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        at = at
+            .get(part.as_str())
+            .ok_or_else(|| format!("`$ref: {target}` names nothing in the spec"))?;
+    }
+    Ok(at)
+}
+
+/// Whether a media type is JSON (`application/json`, `*/*+json`, parameters ignored).
+fn is_json(media_type: &str) -> bool {
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// The schema of the operation's request body, when it has one and takes JSON only;
+/// `Err` when it has one that cannot be validated as JSON.
+fn body_schema<'a>(
+    spec: &'a Value,
+    op: &'a Value,
+    swagger: bool,
+) -> Result<Option<&'a Value>, String> {
+    if swagger {
+        let mut schema = None;
+        for param in op
+            .get("parameters")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let param = resolve(spec, param)?;
+            if param.get("in").and_then(Value::as_str) == Some("body") {
+                schema = param.get("schema");
+            }
+        }
+        let Some(schema) = schema else {
+            return Ok(None);
+        };
+        let consumes = op
+            .get("consumes")
+            .or_else(|| spec.get("consumes"))
+            .and_then(Value::as_sequence);
+        let others: Vec<&str> = consumes
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|t| !is_json(t))
+            .collect();
+        if !others.is_empty() {
+            return Err(format!("it also takes {}", others.join(", ")));
+        }
+        return Ok(Some(schema));
+    }
+    let Some(body) = op.get("requestBody") else {
+        return Ok(None);
+    };
+    let body = resolve(spec, body)?;
+    let Some(content) = body.get("content").and_then(Value::as_mapping) else {
+        return Ok(None);
+    };
+    let types: Vec<&str> = content.keys().filter_map(Value::as_str).collect();
+    let others: Vec<&str> = types.iter().copied().filter(|t| !is_json(t)).collect();
+    if !others.is_empty() {
+        return Err(format!("it also takes {}", others.join(", ")));
+    }
+    Ok(types
+        .first()
+        .and_then(|t| content.get(*t))
+        .and_then(|media| media.get("schema")))
+}
+
+/// The keys of a schema whose values are data, not schemas: not looked into.
+const DATA_KEYS: &[&str] = &[
+    "example",
+    "examples",
+    "default",
+    "enum",
+    "const",
+    "x-example",
+];
+
+/// The keys of a schema whose values map names to schemas.
+const NAMED_SCHEMAS: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "dependentSchemas",
+    "$defs",
+    "definitions",
+];
+
+/// `schema` as a self-contained JSON Schema: references to the spec's schemas rewritten
+/// to `#/$defs/NAME`, the schemas they name (and those these name) copied under `$defs`,
+/// OpenAPI 3.0 and Swagger's dialect turned into JSON Schema, `readOnly` properties
+/// dropped from `required`. Checked as `validate-content` will compile it.
+fn json_schema(spec: &Value, schema: &Value, swagger: bool) -> Result<Value, String> {
+    let prefix = if swagger {
+        "#/definitions/"
+    } else {
+        "#/components/schemas/"
+    };
+    let components = if swagger {
+        spec.get("definitions")
+    } else {
+        spec.get("components").and_then(|c| c.get("schemas"))
+    };
+    // OpenAPI 3.1 schemas are JSON Schema 2020-12 already.
+    let dialect_30 = swagger
+        || spec
+            .get("openapi")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("3.0"));
+    let mut wanted: Vec<String> = Vec::new();
+    let mut root = schema.clone();
+    rewrite(&mut root, prefix, dialect_30, &mut wanted)?;
+    let mut defs = Mapping::new();
+    let mut next = 0;
+    while next < wanted.len() {
+        let name = wanted[next].clone();
+        next += 1;
+        let mut def = components
+            .and_then(|c| c.get(name.as_str()))
+            .ok_or_else(|| format!("`$ref: {prefix}{name}` names no schema in the spec"))?
+            .clone();
+        rewrite(&mut def, prefix, dialect_30, &mut wanted)?;
+        defs.insert(name.into(), def);
+    }
+    if !defs.is_empty() {
+        match &mut root {
+            Value::Mapping(m) => {
+                m.insert("$defs".into(), Value::Mapping(defs));
+            }
+            _ => return Err("the body's schema is not a mapping".into()),
+        }
+    }
+    let json = serde_json::to_value(&root).map_err(|e| format!("not JSON: {e}"))?;
+    tollgate_config::validate::compile_json_schema(&json)?;
+    Ok(root)
+}
+
+/// Rewrites one schema in place (see [`json_schema`]); the names of the spec's schemas it
+/// refers to are added to `wanted`.
+fn rewrite(
+    value: &mut Value,
+    prefix: &str,
+    dialect_30: bool,
+    wanted: &mut Vec<String>,
+) -> Result<(), String> {
+    match value {
+        Value::Sequence(items) => {
+            for item in items {
+                rewrite(item, prefix, dialect_30, wanted)?;
+            }
+        }
+        Value::Mapping(m) => {
+            if let Some(Value::String(target)) = m.get_mut("$ref") {
+                let name = target
+                    .strip_prefix(prefix)
+                    .filter(|n| !n.contains('/'))
+                    .ok_or_else(|| format!("`$ref: {target}` is not one of the spec's schemas"))?
+                    .to_owned();
+                *target = format!("#/$defs/{name}");
+                if !wanted.contains(&name) {
+                    wanted.push(name);
+                }
+            }
+            if dialect_30 {
+                dialect(m);
+            }
+            // `readOnly` properties are sent in answers only (OpenAPI: `required` applies
+            // to them in answers only).
+            let read_only: Vec<Value> = m
+                .get("properties")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter(|(_, p)| p.get("readOnly").and_then(Value::as_bool) == Some(true))
+                .map(|(name, _)| name.clone())
+                .collect();
+            if let Some(Value::Sequence(required)) = m.get_mut("required") {
+                required.retain(|name| !read_only.contains(name));
+            }
+            for (key, child) in m.iter_mut() {
+                let key = key.as_str().unwrap_or("");
+                if DATA_KEYS.contains(&key) {
+                    continue;
+                }
+                match child {
+                    // Names (of properties, ...) to schemas: the schemas.
+                    Value::Mapping(named) if NAMED_SCHEMAS.contains(&key) => {
+                        for schema in named.values_mut() {
+                            rewrite(schema, prefix, dialect_30, wanted)?;
+                        }
+                    }
+                    child => rewrite(child, prefix, dialect_30, wanted)?,
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// OpenAPI 3.0's (and Swagger's) words that JSON Schema 2020-12 says otherwise:
+/// `nullable: true` (Swagger: `x-nullable`) becomes `null` among the types (and the
+/// `enum`), a boolean `exclusiveMinimum`/`exclusiveMaximum` the bound itself.
+fn dialect(m: &mut Mapping) {
+    let mut nullable = false;
+    for word in ["nullable", "x-nullable"] {
+        if let Some(Value::Bool(flag)) = m.get(word) {
+            nullable |= *flag;
+            m.remove(word);
+        }
+    }
+    if nullable {
+        if let Some(t) = m.get_mut("type") {
+            if let Value::String(one) = t {
+                *t = Value::Sequence(vec![Value::String(one.clone()), "null".into()]);
+            }
+        }
+        if let Some(Value::Sequence(values)) = m.get_mut("enum") {
+            if !values.contains(&Value::Null) {
+                values.push(Value::Null);
+            }
+        }
+    }
+    for (exclusive, bound) in [
+        ("exclusiveMinimum", "minimum"),
+        ("exclusiveMaximum", "maximum"),
+    ] {
+        if let Some(Value::Bool(flag)) = m.get(exclusive).cloned() {
+            m.remove(exclusive);
+            if flag {
+                if let Some(b) = m.remove(bound) {
+                    m.insert(exclusive.into(), b);
+                }
+            }
+        }
+    }
 }
 
 /// The first server's URL: OpenAPI 3 `servers[0]` (variables replaced by their defaults),
@@ -362,5 +652,65 @@ mod tests {
         assert_eq!(op_path("/v/{1st}").unwrap(), "/v/{_1st}");
         assert!(op_path("/files/{name}.json").is_err());
         assert_eq!(op_path("/").unwrap(), "/");
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn swagger_body_schemas_become_json_schema() {
+        let spec = yaml(
+            r##"
+swagger: "2.0"
+consumes: [application/json]
+parameters:
+  order: { name: body, in: body, schema: { $ref: "#/definitions/Order" } }
+definitions:
+  Order:
+    type: object
+    required: [qty, id]
+    properties:
+      id: { type: integer, readOnly: true }
+      qty: { type: integer, minimum: 1, maximum: 100, exclusiveMaximum: true, exclusiveMinimum: false }
+      note: { type: string, enum: [a, b], x-nullable: true }
+      nullable: { type: boolean }
+      lines: { type: array, items: { $ref: "#/definitions/Line" } }
+  Line: { type: object, properties: { sku: { type: string } } }
+"##,
+        );
+        let op = yaml(r##"{ parameters: [ { $ref: "#/parameters/order" } ] }"##);
+        let schema = body_schema(&spec, &op, true).unwrap().unwrap();
+        let got = json_schema(&spec, schema, true).unwrap();
+        let want = yaml(
+            r##"
+$ref: "#/$defs/Order"
+$defs:
+  Order:
+    type: object
+    required: [qty]
+    properties:
+      id: { type: integer, readOnly: true }
+      qty: { type: integer, minimum: 1, exclusiveMaximum: 100 }
+      note: { type: [string, "null"], enum: [a, b, null] }
+      nullable: { type: boolean }
+      lines: { type: array, items: { $ref: "#/$defs/Line" } }
+  Line: { type: object, properties: { sku: { type: string } } }
+"##,
+        );
+        assert_eq!(got, want);
+        // An operation that also takes XML is not validated; one without a body has none.
+        let xml = yaml(
+            r#"{ consumes: [application/json, text/xml], parameters: [ { in: body, name: b, schema: {} } ] }"#,
+        );
+        assert!(body_schema(&spec, &xml, true)
+            .unwrap_err()
+            .contains("text/xml"));
+        assert!(body_schema(&spec, &yaml("{}"), true).unwrap().is_none());
+        // A reference outside the spec's schemas.
+        let outside = yaml(r#"{ $ref: "other.yaml#/Order" }"#);
+        assert!(json_schema(&spec, &outside, true)
+            .unwrap_err()
+            .contains("not one of the spec's schemas"));
     }
 }

@@ -12,7 +12,7 @@
 //! assembles when no error was found.
 
 mod policy;
-pub use policy::parse_network;
+pub use policy::{compile_json_schema, parse_network};
 #[cfg(test)]
 mod tests;
 mod tls;

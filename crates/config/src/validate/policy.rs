@@ -997,35 +997,38 @@ fn validate_content(
         );
         return None;
     }
-    // `pattern`s by the `regex` crate, in linear time: a backtracking engine would let a
-    // request body make a pattern take exponential time.
-    let built = jsonschema::options()
-        .should_validate_formats(true)
-        .with_pattern_options(jsonschema::PatternOptions::regex())
-        .build(&k.schema);
-    let validator = report(
-        cx,
-        &schema_path,
-        built.map_err(|e| {
-            let message = e.to_string();
-            if message.contains("retrieving it failed") {
-                // A `$ref` to another document: nothing is fetched (no file, no URL).
-                return format!(
-                    "not a usable JSON Schema: {}: a `$ref` may only point inside the schema \
-                     (`#/$defs/...`); put the referenced schema under `$defs`",
-                    message.split(" is not present").next().unwrap_or(&message)
-                );
-            }
-            // The meta-schema's complaints are about a place in this schema.
-            match e.instance_path().as_str() {
-                "" => format!("not a usable JSON Schema: {message}"),
-                at => format!("not a usable JSON Schema: {message} (at {at})"),
-            }
-        }),
-    )?;
+    let validator = report(cx, &schema_path, compile_json_schema(&k.schema))?;
     Some(ValidateContentDef {
         validator: Arc::new(validator),
         detect: k.action.as_deref() == Some("detect"),
+    })
+}
+
+/// `schema` compiled as `validate-content` runs it (checked against its meta-schema;
+/// `pattern`s by the `regex` crate, `format`s checked); `Err` says what is wrong and where
+/// in the schema.
+pub fn compile_json_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    // `pattern`s by the `regex` crate, in linear time: a backtracking engine would let a
+    // body make a pattern take exponential time.
+    let built = jsonschema::options()
+        .should_validate_formats(true)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(schema);
+    built.map_err(|e| {
+        let message = e.to_string();
+        if message.contains("retrieving it failed") {
+            // A `$ref` to another document: nothing is fetched (no file, no URL).
+            return format!(
+                "not a usable JSON Schema: {}: a `$ref` may only point inside the schema \
+                 (`#/$defs/...`); put the referenced schema under `$defs`",
+                message.split(" is not present").next().unwrap_or(&message)
+            );
+        }
+        // The meta-schema's complaints are about a place in this schema.
+        match e.instance_path().as_str() {
+            "" => format!("not a usable JSON Schema: {message}"),
+            at => format!("not a usable JSON Schema: {message} (at {at})"),
+        }
     })
 }
 
