@@ -259,6 +259,22 @@ fn hello_reply(addr: std::net::SocketAddr) -> Vec<u8> {
     }
 }
 
+/// The replies of [`hello_reply`] until one starts a handshake (a ServerHello), at most 20
+/// tries 100 ms apart.
+fn until_server_hello(addr: std::net::SocketAddr) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
+    for _ in 0..20 {
+        let reply = hello_reply(addr);
+        let done = reply.first() == Some(&0x16);
+        replies.push(reply);
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    replies
+}
+
 /// Past the cap, a connection to the TLS listener is closed before its handshake: the
 /// ClientHello gets no ServerHello (a flood past the cap costs no handshakes).
 #[test]
@@ -268,13 +284,30 @@ fn past_the_cap_a_tls_connection_gets_no_handshake() {
         .tls()
         .env("TOLLGATE_MAX_CONNECTIONS", "1")
         .start();
-    // Under the cap the handshake starts (a handshake never finished takes no slot).
-    let reply = hello_reply(gw.tls_addr());
-    assert_eq!(reply.first(), Some(&0x16), "no ServerHello: {reply:?}");
-    // One plain keep-alive connection takes the only slot.
-    let mut held = RawConn::connect(gw.addr());
-    let a = held.request(b"GET /echo/held HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!(a.status, 200, "{}", a.text());
+    // Under the cap the handshake starts (a handshake never finished takes no slot). The
+    // harness's readiness probe may hold the slot until its close reaches the gateway.
+    let replies = until_server_hello(gw.tls_addr());
+    assert_eq!(
+        replies.last().and_then(|r| r.first()),
+        Some(&0x16),
+        "no ServerHello: {replies:?}"
+    );
+    // One plain keep-alive connection takes the only slot (once the close of the one
+    // above reached the gateway).
+    let mut held = None;
+    for _ in 0..20 {
+        let mut conn = RawConn::connect(gw.addr());
+        if conn
+            .request(b"GET /echo/held HTTP/1.1\r\nHost: a\r\n\r\n")
+            .status
+            == 200
+        {
+            held = Some(conn);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = held.expect("a plain connection under the cap is served");
     let reply = hello_reply(gw.tls_addr());
     assert!(
         reply.is_empty(),
@@ -282,16 +315,7 @@ fn past_the_cap_a_tls_connection_gets_no_handshake() {
     );
     drop(held);
     // Once the slot is freed (the close reaches the gateway soon), handshakes resume.
-    let mut replies = Vec::new();
-    for _ in 0..20 {
-        let reply = hello_reply(gw.tls_addr());
-        let done = reply.first() == Some(&0x16);
-        replies.push(reply);
-        if done {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let replies = until_server_hello(gw.tls_addr());
     assert_eq!(
         replies.last().and_then(|r| r.first()),
         Some(&0x16),
