@@ -4,7 +4,8 @@
 //! `*/*+json`, not compressed), else 415 `unsupported-media-type`; one that does not parse
 //! is 400 `malformed-body`; one that does not match the schema is 400 `invalid-body`, with
 //! the first [`MAX_ERRORS`] mismatches in `errors` (`pointer`: where in the body,
-//! `message`). An empty body is not checked (a `GET`, a `DELETE`).
+//! `message`). An empty body is not checked (a `GET`, a `DELETE`); one over `max_size` is
+//! 413 `payload-too-large` (a body is parsed whole, into a tree many times its size).
 //!
 //! Outbound, the upstream's answer: only a 2xx JSON answer is checked (an error answer
 //! has a shape of its own, and a non-JSON one is not what the schema describes); one that
@@ -33,10 +34,13 @@ pub(crate) const MAX_ERRORS: usize = 10;
 pub(crate) struct ValidateContent {
     validator: Arc<jsonschema::Validator>,
     detect: bool,
+    max_size: u64,
 }
 
 /// Why a body was refused.
 enum Refusal {
+    /// Larger than `max_size`.
+    TooLarge(String),
     /// Not JSON by its type, or compressed.
     NotJson(String),
     /// Not parseable JSON.
@@ -50,10 +54,19 @@ impl ValidateContent {
         ValidateContent {
             validator: def.validator.clone(),
             detect: def.detect,
+            max_size: def.max_size,
         }
     }
 
     fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        if body.len() as u64 > self.max_size {
+            return Err(Refusal::TooLarge(format!(
+                "the body is {} bytes, more than validate-content checks ({} bytes, its \
+                 `max_size`)",
+                body.len(),
+                self.max_size
+            )));
+        }
         if let Some(enc) = headers.get(CONTENT_ENCODING) {
             if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
                 return Err(Refusal::NotJson(format!(
@@ -102,6 +115,13 @@ impl ValidateContent {
             "the request body"
         };
         let (status, slug, title, detail, errors) = match refusal {
+            Refusal::TooLarge(why) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload Too Large",
+                why,
+                None,
+            ),
             Refusal::NotJson(why) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

@@ -42,6 +42,19 @@ apis:
         - validate-content:
             action: detect
             schema: {SCHEMA}
+  - id: small
+    path: /small
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+    policies:
+      inbound:
+        - validate-content:
+            max_size: 64
+            schema: {{ type: object }}
+      outbound:
+        - validate-content:
+            max_size: 64
+            schema: {{ type: object }}
   - id: converted
     path: /converted
     subscription_required: false
@@ -142,6 +155,19 @@ async fn request_bodies_are_checked_against_the_schema() {
     a.assert_problem(415);
     assert_eq!(up.count(), seen, "a refused body reached the upstream");
 
+    // Over `max_size`: 413, before anything is parsed.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64));
+    let p = fetch(
+        client()
+            .post(gw.url("/small/x"))
+            .header("content-type", "application/json")
+            .body(big),
+    )
+    .await
+    .assert_problem(413);
+    assert_eq!(p["type"], "urn:tollgate:problem:payload-too-large");
+    assert_eq!(up.count(), seen, "a refused body reached the upstream");
+
     // `detect`: logged with the request id, let through.
     let a = post(&gw.url("/watched/x"), JSON, r#"{"age":"old"}"#).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -198,6 +224,20 @@ async fn upstream_answers_are_checked_when_they_are_2xx_json() {
     up.set_answer("application/json", b"{", None);
     fetch(client().get(&url)).await.assert_problem(502);
 
+    // An answer over `max_size`: not passed on unchecked.
+    up.set_answer(
+        "application/json",
+        format!(r#"{{"pad":"{}"}}"#, "x".repeat(64)).as_bytes(),
+        None,
+    );
+    let p = fetch(client().get(gw.url("/small/x")))
+        .await
+        .assert_problem(502);
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("max_size")),
+        "{p}"
+    );
+
     // An error answer, a non-JSON answer: the upstream's own, untouched.
     up.set_answer("application/json", br#"{"error":"no such person"}"#, None);
     up.set_status(404);
@@ -231,6 +271,7 @@ apis:
             schema: [ 1 ]
             action: block
         - validate-content: {}
+        - validate-content: { schema: {}, max_size: 11MiB }
 "#,
     );
     let run = run_tollgate(&["validate", &file], &[]);
@@ -246,6 +287,8 @@ apis:
         "inbound[2].validate-content.action",
         "inbound[3].validate-content",
         "schema",
+        "inbound[4].validate-content.max_size",
+        "at most 10MiB",
     ] {
         assert!(run.stderr.contains(wanted), "{wanted}: {}", run.stderr);
     }

@@ -532,6 +532,8 @@ pub struct ValidateContentDef {
     pub validator: Arc<jsonschema::Validator>,
     /// `action: detect`: a body that does not match is logged and let through.
     pub detect: bool,
+    /// The largest body checked, in bytes.
+    pub max_size: u64,
 }
 
 /// A rate limit period: fixed length, or a calendar period (quotas only).

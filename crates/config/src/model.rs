@@ -484,6 +484,10 @@ pub mod kinds {
         /// through).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub action: Option<String>,
+        /// The largest body checked (default 1 MiB, at most 10 MiB); a larger one is
+        /// refused (or, with `detect`, logged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_size: Option<ByteSize>,
     }
 
     /// `xml-to-json`.

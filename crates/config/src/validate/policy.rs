@@ -973,6 +973,9 @@ fn client_certificate(
     (cx.errors.len() == errors_before).then_some(ValidateClientCertificateDef { identities })
 }
 
+/// `validate-content`'s default `max_size`: 1 MiB.
+pub const VALIDATE_CONTENT_MAX_SIZE: u64 = 1024 * 1024;
+
 /// `validate-content`: the schema compiled (and checked against its meta-schema) here, so
 /// that `tollgate validate` reports a bad one and a request never compiles one.
 fn validate_content(
@@ -997,10 +1000,27 @@ fn validate_content(
         );
         return None;
     }
+    // A body is parsed whole into a tree about 16 times its size (`[1,1,...]`): bounded
+    // well below what the memory of many requests at once can take.
+    let max_size = match &k.max_size {
+        None => VALIDATE_CONTENT_MAX_SIZE,
+        Some(size) => report(
+            cx,
+            &join_key(path, "max_size"),
+            parse_byte_size(size).and_then(|n| match n {
+                0 => Err("`max_size` must be greater than zero".to_string()),
+                n if n > 10 * 1024 * 1024 => Err(format!(
+                    "`max_size` is at most 10MiB (a body is parsed whole into memory); {n} bytes given"
+                )),
+                n => Ok(n),
+            }),
+        )?,
+    };
     let validator = report(cx, &schema_path, compile_json_schema(&k.schema))?;
     Some(ValidateContentDef {
         validator: Arc::new(validator),
         detect: k.action.as_deref() == Some("detect"),
+        max_size,
     })
 }
 
