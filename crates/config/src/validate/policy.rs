@@ -974,7 +974,7 @@ fn client_certificate(
 }
 
 /// `validate-content`'s default `max_size`: 1 MiB.
-pub const VALIDATE_CONTENT_MAX_SIZE: u64 = 1024 * 1024;
+const VALIDATE_CONTENT_MAX_SIZE: u64 = 1024 * 1024;
 
 /// `validate-content`: the schema compiled (and checked against its meta-schema) here, so
 /// that `tollgate validate` reports a bad one and a request never compiles one.
