@@ -344,7 +344,7 @@ pub async fn serve(
 }
 
 /// The TLS server settings of an HTTP/1.1 listener whose certificate is `cert` (reloaded
-/// as it changes: [`ListenerCert::watch`]).
+/// as it changes: [`Watched::watch`](tollgate_gateway::listener_cert::Watched::watch)).
 fn tls_acceptor(cert: Arc<ListenerCert>) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
