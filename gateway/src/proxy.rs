@@ -847,21 +847,7 @@ impl ProxyHttp for Proxy {
             return self.reject(session, ctx, a, true).await;
         }
 
-        // 2. The declared body size.
-        let declared = session
-            .req_header()
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_request_body) {
-            return self
-                .reject(session, ctx, Failure::BodyTooLarge.answer(), true)
-                .await;
-        }
-        ctx.body_limit = limits.max_request_body;
-
-        // 3. The path, normalized once.
+        // 2. The path, normalized once.
         let req = session.req_header();
         let target = req.raw_path();
         let target = if target.first() != Some(&b'/')
@@ -892,7 +878,7 @@ impl ProxyHttp for Proxy {
         };
         let query = raw_query.map(|q| String::from_utf8_lossy(q).into_owned());
 
-        // 4. Routing.
+        // 3. Routing (and the declared body size, against the API's limit).
         let Some((api_idx, rest)) = snap.config.route(&path) else {
             let a = problem(404, "not-found", "Not Found", "no API matches this path");
             return self.reject(session, ctx, a, false).await;
@@ -997,6 +983,22 @@ impl ProxyHttp for Proxy {
                 return self.reject(session, ctx, a, false).await;
             }
         }
+        // The declared body size, against the API's `max_request_body`, else the
+        // settings'. (The body of a request refused before this point is never read:
+        // Pingora closes an HTTP/1 connection answered before its request body was read.)
+        let body_limit = api.max_request_body.unwrap_or(limits.max_request_body);
+        let declared = session
+            .req_header()
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > body_limit) {
+            return self
+                .reject(session, ctx, Failure::BodyTooLarge.answer(), true)
+                .await;
+        }
+        ctx.body_limit = body_limit;
         // A preflight is answered by the API's `cors` policy (see `cors_before_chain`)
         // before the key is looked at or any other policy runs: a browser sends none of
         // its credentials with it.
@@ -1040,7 +1042,7 @@ impl ProxyHttp for Proxy {
         ctx.req.origin = origin.cloned();
         ctx.req.accept = accept.cloned();
 
-        // 5. The subscription key: read, then removed before anything goes upstream.
+        // 4. The subscription key: read, then removed before anything goes upstream.
         let key_header_sent = header_key.is_some();
         let header_key = header_key.and_then(|v| v.to_str().ok());
         let mut query_key = None;
@@ -1123,7 +1125,7 @@ impl ProxyHttp for Proxy {
             }
         }
 
-        // 6. The effective chain of (product, operation).
+        // 5. The effective chain of (product, operation).
         let chain = runtime.chains[api.chain_index(product_slot, op)].clone();
         ctx.pool = Some(runtime.pool.clone());
         let up = &runtime.pool.def;
@@ -1145,7 +1147,7 @@ impl ProxyHttp for Proxy {
         ctx.req.upstream_query = upstream_query;
         ctx.chain = Some(chain.clone());
 
-        // 7. Inbound, then backend.
+        // 6. Inbound, then backend.
         for (s, section) in [&chain.inbound, &chain.backend].into_iter().enumerate() {
             for (i, policy) in section.iter().enumerate() {
                 let mut waited = false;

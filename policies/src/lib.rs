@@ -32,6 +32,7 @@ mod rewrite;
 mod simple;
 mod transform;
 mod validate_content;
+mod validate_parameters;
 
 pub use client_cert::ClientCert;
 pub use limits::{quota_period, LimitTicket};

@@ -32,6 +32,22 @@ impl Answer {
         }
     }
 
+    /// A problem+json answer with an `errors` member (what was wrong, one object each).
+    pub fn problem_with_errors(
+        status: StatusCode,
+        slug: &str,
+        title: &str,
+        detail: &str,
+        errors: Vec<serde_json::Value>,
+    ) -> Answer {
+        let extra =
+            serde_json::Map::from_iter([("errors".to_string(), serde_json::Value::Array(errors))]);
+        Answer {
+            body: problem_body(status, slug, title, detail, Some(extra)),
+            ..Answer::problem(status, slug, title, "")
+        }
+    }
+
     /// The same answer with one more header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Answer {
         self.headers.push((name, value));

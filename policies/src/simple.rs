@@ -26,6 +26,9 @@ pub(crate) fn build(def: &PolicyDef) -> Option<Arc<dyn Policy>> {
         PolicyDef::XmlToJson(d) => Arc::new(crate::transform::Transform::xml_to_json(d)),
         PolicyDef::JsonToXml(d) => Arc::new(crate::transform::Transform::json_to_xml(d)),
         PolicyDef::ValidateContent(d) => Arc::new(crate::validate_content::ValidateContent::new(d)),
+        PolicyDef::ValidateParameters(d) => {
+            Arc::new(crate::validate_parameters::ValidateParameters::new(d))
+        }
         PolicyDef::ForwardRequest { timeout } => Arc::new(ForwardRequest { timeout: *timeout }),
         PolicyDef::ValidateJwt(_)
         | PolicyDef::RateLimit(_)

@@ -149,11 +149,7 @@ impl ValidateContent {
             }
         };
         if self.detect {
-            tracing::warn!(
-                request_id = ctx.request_id.as_str(),
-                api = ctx.api_id.as_deref().unwrap_or(""),
-                "validate-content (detect): {detail}"
-            );
+            log_detected("validate-content", ctx, &detail);
             return None;
         }
         let (status, slug, title) = if upstream {
@@ -161,20 +157,28 @@ impl ValidateContent {
         } else {
             (status, slug, title)
         };
-        let extra = errors.map(|errors| {
-            let list = errors
-                .into_iter()
-                .map(|(pointer, message)| {
-                    serde_json::json!({ "pointer": pointer, "message": message })
-                })
-                .collect();
-            serde_json::Map::from_iter([("errors".to_string(), serde_json::Value::Array(list))])
-        });
-        Some(Answer {
-            body: crate::problem_body(status, slug, title, &detail, extra),
-            ..Answer::problem(status, slug, title, "")
+        Some(match errors {
+            Some(errors) => {
+                let list = errors
+                    .into_iter()
+                    .map(|(pointer, message)| {
+                        serde_json::json!({ "pointer": pointer, "message": message })
+                    })
+                    .collect();
+                Answer::problem_with_errors(status, slug, title, &detail, list)
+            }
+            None => Answer::problem(status, slug, title, &detail),
         })
     }
+}
+
+/// What `action: detect` does with a refusal: a warning with the request id and the API.
+pub(crate) fn log_detected(policy: &str, ctx: &RequestCtx, detail: &str) {
+    tracing::warn!(
+        request_id = ctx.request_id.as_str(),
+        api = ctx.api_id.as_deref().unwrap_or(""),
+        "{policy} (detect): {detail}"
+    );
 }
 
 impl Policy for ValidateContent {

@@ -172,6 +172,59 @@ async fn default_body_limit_is_10_mib() {
     assert_eq!(up.count(), 0);
 }
 
+/// An API's own `max_request_body` replaces the settings' for its requests, larger or
+/// smaller, by the declared length and for a chunked body as it streams.
+#[tokio::test]
+async fn an_apis_own_body_limit_replaces_the_settings() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        r#"version: 1
+settings: {{ max_request_body: 1KiB }}
+apis:
+  - id: uploads
+    path: /uploads
+    subscription_required: false
+    max_request_body: 8KiB
+    upstream: {{ targets: ["{target}"] }}
+  - id: tiny
+    path: /tiny
+    subscription_required: false
+    max_request_body: 100
+    upstream: {{ targets: ["{target}"] }}
+  - id: echo
+    path: /echo
+    subscription_required: false
+    upstream: {{ targets: ["{target}"] }}
+"#,
+        target = up.url()
+    ));
+    let c = client();
+    let post = |path: &str, n: usize| c.post(gw.url(path)).body("x".repeat(n));
+    // Over the settings' limit, under the API's.
+    let a = fetch(post("/uploads/f", 4000)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.expect_last().body.len(), 4000);
+    fetch(post("/uploads/f", 9000)).await.assert_problem(413);
+    fetch(post("/echo/f", 4000)).await.assert_problem(413);
+    // Under the settings' limit, over the API's.
+    fetch(post("/tiny/f", 500)).await.assert_problem(413);
+    assert_eq!(fetch(post("/tiny/f", 100)).await.status, 200);
+    assert_eq!(up.count(), 2);
+    // A chunked body is held to the API's limit as it streams.
+    let chunked = |path: &str, n: usize| {
+        let chunk = "y".repeat(n);
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n{n:x}\r\n{chunk}\r\n0\r\n\r\n"
+        )
+    };
+    let r = send_raw(gw.addr(), chunked("/uploads/c", 4000).as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.expect_last().body.len(), 4000);
+    send_raw(gw.addr(), chunked("/uploads/c", 9000).as_bytes()).assert_problem(413);
+    send_raw(gw.addr(), chunked("/tiny/c", 500).as_bytes()).assert_problem(413);
+}
+
 #[tokio::test]
 async fn headers_over_limit_are_431() {
     let up = Upstream::start("a");

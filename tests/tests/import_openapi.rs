@@ -174,12 +174,22 @@ async fn request_schemas_become_validate_content() {
 info: { title: Pets, version: 1.0.0 }
 paths:
   /pets:
-    get: { operationId: listPets, responses: { "200": { description: ok } } }
+    parameters:
+      - { name: X-Tenant, in: header, required: true, schema: { type: string } }
+    get:
+      operationId: listPets
+      parameters:
+        - $ref: "#/components/parameters/Limit"
+        - { name: filter, in: query, style: deepObject, schema: { type: object } }
+        - { name: Accept, in: header, required: true, schema: { type: string } }
+      responses: { "200": { description: ok } }
     post:
       operationId: createPet
       requestBody: { $ref: "#/components/requestBodies/PetBody" }
       responses: { "201": { description: ok } }
   /pets/{id}:
+    parameters:
+      - { name: id, in: path, required: true, schema: { type: integer, minimum: 1 } }
     put:
       operationId: replacePet
       requestBody:
@@ -194,6 +204,8 @@ paths:
           application/merge-patch+json: { schema: { $ref: "#/components/schemas/Missing" } }
       responses: { "200": { description: ok } }
 components:
+  parameters:
+    Limit: { name: limit, in: query, schema: { $ref: "#/components/schemas/Limit" } }
   requestBodies:
     PetBody:
       required: true
@@ -210,6 +222,7 @@ components:
         age: { type: integer, minimum: 0, exclusiveMinimum: true }
         owner: { $ref: "#/components/schemas/Owner" }
         default: { type: boolean }
+    Limit: { type: integer, maximum: 50 }
     Owner:
       type: object
       required: [email]
@@ -229,6 +242,7 @@ components:
     );
     run.assert_code(0, "import-openapi --validate-requests");
     for wanted in [
+        "GET /pets: parameter `filter` (style deepObject) is not validated",
         "PUT /pets/{id}: request body not validated: it also takes application/xml",
         "PATCH /pets/{id}: request body not validated: `$ref: #/components/schemas/Missing` names no schema",
     ] {
@@ -246,10 +260,36 @@ components:
         let c = client()
             .post(gw.url("/pets/pets"))
             .header("Ocp-Apim-Subscription-Key", &key.primary)
+            .header("X-Tenant", "t")
             .header("content-type", "application/json")
             .body(body);
         async move { fetch(c).await }
     };
+    // Parameters: the path item's and the operation's, a referenced parameter and schema
+    // read as an integer. `Accept` is not a parameter OpenAPI lets a spec define.
+    let get = |query: &'static str, tenant: bool| {
+        let mut c = client()
+            .get(gw.url(&format!("/pets/pets?{query}")))
+            .header("Ocp-Apim-Subscription-Key", &key.primary);
+        if tenant {
+            c = c.header("X-Tenant", "t");
+        }
+        async move { fetch(c).await }
+    };
+    let a = get("limit=50", true).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let seen = up.count();
+    for (query, tenant, name) in [
+        ("limit=51", true, "limit"),
+        ("limit=ten", true, "limit"),
+        ("limit=5", false, "x-tenant"),
+    ] {
+        let p = get(query, tenant).await.assert_problem(400);
+        assert_eq!(p["type"], "urn:tollgate:problem:invalid-parameters", "{p}");
+        assert_eq!(p["errors"][0]["name"], name, "{query}: {p}");
+    }
+    assert_eq!(up.count(), seen);
+    up.clear();
     // `id` is read-only: not required of a request; `tag` may be null.
     let a = post(
         r#"{"name":"Rex","tag":null,"age":1,"owner":{"email":"ada@example.com"},"default":true}"#,
@@ -257,6 +297,16 @@ components:
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(up.count(), 1);
+    // The path parameter of the other operations.
+    let a = fetch(
+        client()
+            .put(gw.url("/pets/pets/0"))
+            .header("Ocp-Apim-Subscription-Key", &key.primary)
+            .header("content-type", "application/json")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(a.assert_problem(400)["errors"][0]["name"], "id");
     for (body, pointer) in [
         (r#"{"name":"Rex","age":0}"#, "/age"),
         (r#"{"name":"Rex","owner":{}}"#, "/owner"),

@@ -97,6 +97,21 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
         None => server_url(&spec, swagger)?,
     };
     let mut warnings = Vec::new();
+    let key = key_source(&spec, swagger, &mut warnings);
+    // Where the API reads subscription keys (what `key` says, else the defaults): removed
+    // before policies run, so never a parameter to validate.
+    let key_header = key
+        .as_ref()
+        .and_then(|k| k.get("header"))
+        .and_then(Value::as_str)
+        .unwrap_or("Ocp-Apim-Subscription-Key")
+        .to_owned();
+    let key_query = key
+        .as_ref()
+        .and_then(|k| k.get("query"))
+        .and_then(Value::as_str)
+        .unwrap_or("subscription-key")
+        .to_owned();
     let mut operations = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     if let Some(paths) = spec.get("paths").and_then(Value::as_mapping) {
@@ -135,16 +150,31 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
                 o.insert("method".into(), method.as_str().into());
                 o.insert("path".into(), tollgate_path.into());
                 if import.validate_requests {
+                    let mut inbound = Vec::new();
+                    let skip = (key_header.as_str(), key_query.as_str());
+                    let params = parameters(&spec, item, op, swagger, skip, &mut |why| {
+                        warnings.push(format!("{method} {template}: {why}"));
+                    });
+                    if let Some(params) = params {
+                        inbound.push(policy("validate-parameters", params));
+                    }
                     let schema = body_schema(&spec, op, swagger)
                         .and_then(|s| s.map(|s| json_schema(&spec, s, swagger)).transpose());
                     match schema {
                         Ok(Some(schema)) => {
-                            o.insert("policies".into(), validate_content(schema));
+                            let mut fields = Mapping::new();
+                            fields.insert("schema".into(), schema);
+                            inbound.push(policy("validate-content", fields));
                         }
                         Ok(None) => {}
                         Err(why) => warnings.push(format!(
                             "{method} {template}: request body not validated: {why}"
                         )),
+                    }
+                    if !inbound.is_empty() {
+                        let mut sections = Mapping::new();
+                        sections.insert("inbound".into(), Value::Sequence(inbound));
+                        o.insert("policies".into(), Value::Mapping(sections));
                     }
                 }
                 operations.push(Value::Mapping(o));
@@ -162,7 +192,7 @@ fn convert(text: &str, import: &Import<'_>) -> Result<(String, Vec<String>), Vec
         api.insert("title".into(), title.into());
     }
     api.insert("path".into(), path.into());
-    if let Some(source) = key_source(&spec, swagger, &mut warnings) {
+    if let Some(source) = key {
         api.insert("subscription_key".into(), Value::Mapping(source));
     }
     let mut up = Mapping::new();
@@ -237,18 +267,162 @@ fn key_source(spec: &Value, swagger: bool, warnings: &mut Vec<String>) -> Option
     source
 }
 
-/// `policies: { inbound: [ validate-content: { schema } ] }`.
-fn validate_content(schema: Value) -> Value {
+/// A policy entry: `kind: { fields }`.
+fn policy(kind: &str, fields: Mapping) -> Value {
+    let mut entry = Mapping::new();
+    entry.insert(kind.into(), Value::Mapping(fields));
+    Value::Mapping(entry)
+}
+
+/// Swagger 2.0's schema words that a non-body parameter carries itself.
+const SWAGGER_PARAM_SCHEMA: &[&str] = &[
+    "type",
+    "format",
+    "items",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "multipleOf",
+];
+
+/// The fields of a `validate-parameters` for the operation's query, header and path
+/// parameters (the path item's and its own, its own winning), each with its schema;
+/// `None` when it has none. A parameter that cannot be validated is reported through
+/// `warn` and left out. `skip`: the subscription key's header and query parameter.
+fn parameters(
+    spec: &Value,
+    item: &Mapping,
+    op: &Value,
+    swagger: bool,
+    skip: (&str, &str),
+    warn: &mut dyn FnMut(String),
+) -> Option<Mapping> {
+    let listed = item
+        .get("parameters")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .chain(
+            op.get("parameters")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten(),
+        );
+    // By (place, name); a later one (the operation's) replaces an earlier one.
+    let mut by_place: [Mapping; 3] = Default::default();
+    for param in listed {
+        let param = match resolve(spec, param) {
+            Ok(p) => p,
+            Err(why) => {
+                warn(format!("a parameter is not validated: {why}"));
+                continue;
+            }
+        };
+        let (Some(name), Some(place)) = (
+            param.get("name").and_then(Value::as_str),
+            param.get("in").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let (slot, name) = match place {
+            "query" if name != skip.1 => (0, name.to_owned()),
+            // OpenAPI: these three header parameters "SHALL be ignored".
+            "header"
+                if !["accept", "content-type", "authorization"]
+                    .contains(&name.to_ascii_lowercase().as_str())
+                    && !name.eq_ignore_ascii_case(skip.0) =>
+            {
+                (1, name.to_owned())
+            }
+            "path" => (2, template_name(name)),
+            "query" | "header" | "body" => continue,
+            other => {
+                warn(format!("parameter `{name}` in {other} is not validated"));
+                continue;
+            }
+        };
+        let schema = if swagger {
+            let mut s = Mapping::new();
+            for word in SWAGGER_PARAM_SCHEMA {
+                if let Some(v) = param.get(*word) {
+                    s.insert((*word).into(), v.clone());
+                }
+            }
+            // `collectionFormat` other than `csv` (the comma-separated default) is not
+            // how Tollgate reads lists.
+            let format = param.get("collectionFormat").and_then(Value::as_str);
+            if format.is_some_and(|f| f != "csv" && f != "multi") {
+                warn(format!(
+                    "parameter `{name}` (collectionFormat {}) is not validated",
+                    format.unwrap_or("")
+                ));
+                continue;
+            }
+            (!s.is_empty()).then_some(Value::Mapping(s))
+        } else {
+            let style = param.get("style").and_then(Value::as_str);
+            if style.is_some_and(|s| s != "form" && s != "simple") {
+                warn(format!(
+                    "parameter `{name}` (style {}) is not validated",
+                    style.unwrap_or("")
+                ));
+                continue;
+            }
+            // The schema itself, not a reference to it: its `type` says how the text is
+            // read.
+            match param.get("schema").map(|s| resolve(spec, s)).transpose() {
+                Ok(s) => s.cloned(),
+                Err(why) => {
+                    warn(format!("parameter `{name}` is not validated: {why}"));
+                    continue;
+                }
+            }
+        };
+        if schema
+            .as_ref()
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str)
+            == Some("object")
+        {
+            warn(format!(
+                "parameter `{name}` (an object) is not validated: only numbers, booleans, \
+                 strings and lists of them are read from parameters"
+            ));
+            continue;
+        }
+        let mut spec_fields = Mapping::new();
+        if param.get("required").and_then(Value::as_bool) == Some(true) && place != "path" {
+            spec_fields.insert("required".into(), true.into());
+        }
+        if let Some(schema) = schema {
+            match json_schema(spec, &schema, swagger) {
+                Ok(s) => {
+                    spec_fields.insert("schema".into(), s);
+                }
+                Err(why) => {
+                    warn(format!("parameter `{name}` is not validated: {why}"));
+                    continue;
+                }
+            }
+        }
+        by_place[slot].insert(name.into(), Value::Mapping(spec_fields));
+    }
     let mut fields = Mapping::new();
-    fields.insert("schema".into(), schema);
-    let mut policy = Mapping::new();
-    policy.insert("validate-content".into(), Value::Mapping(fields));
-    let mut sections = Mapping::new();
-    sections.insert(
-        "inbound".into(),
-        Value::Sequence(vec![Value::Mapping(policy)]),
-    );
-    Value::Mapping(sections)
+    for (key, params) in ["query", "headers", "path"].into_iter().zip(by_place) {
+        if !params.is_empty() {
+            fields.insert(key.into(), Value::Mapping(params));
+        }
+    }
+    (!fields.is_empty()).then_some(fields)
 }
 
 /// `value`, or what its `$ref` names in `spec` when it is a local reference.
@@ -564,16 +738,7 @@ fn op_path(template: &str) -> Result<String, String> {
         .split('/')
         .map(
             |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) if !name.contains(['{', '}']) => {
-                    let mut n: String = name
-                        .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                        .collect();
-                    if n.is_empty() || n.starts_with(|c: char| c.is_ascii_digit()) {
-                        n.insert(0, '_');
-                    }
-                    format!("{{{n}}}")
-                }
+                Some(name) if !name.contains(['{', '}']) => format!("{{{}}}", template_name(name)),
                 _ => segment.to_owned(),
             },
         )
@@ -583,6 +748,19 @@ fn op_path(template: &str) -> Result<String, String> {
         path.pop();
     }
     tollgate_config::validate::parse_op_path(&path).map(|_| path)
+}
+
+/// A path parameter's name as Tollgate takes it: `[A-Za-z0-9_]`, not starting with a digit
+/// (`pet-id` → `pet_id`).
+fn template_name(name: &str) -> String {
+    let mut n: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if n.is_empty() || n.starts_with(|c: char| c.is_ascii_digit()) {
+        n.insert(0, '_');
+    }
+    n
 }
 
 /// `getPetById` → `get-pet-by-id`, `Pet Store API` → `pet-store-api`: `[a-z0-9-]`, no

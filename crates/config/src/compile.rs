@@ -183,6 +183,7 @@ pub(crate) fn compile(file: PolicyFile, checked: Checked) -> CompiledConfig {
             subscription_required: api.subscription_required,
             allow_http: api.protocols.0,
             allow_https: api.protocols.1,
+            max_request_body: api.max_request_body,
             key_header: api.key_header.expect(VALID),
             key_query: api.key_query,
             upstream: api.upstream.expect(VALID),

@@ -123,6 +123,9 @@ pub struct ApiDef {
     pub allow_http: bool,
     /// Clients may call it over HTTPS (`protocols` lists `https`; default true).
     pub allow_https: bool,
+    /// The largest request body of its requests, when it replaces
+    /// `settings.max_request_body`.
+    pub max_request_body: Option<u64>,
     /// Header carrying the subscription key.
     pub key_header: HeaderName,
     /// Query parameter carrying the subscription key.
@@ -469,6 +472,8 @@ pub enum PolicyDef {
     XmlToJson(kinds::XmlToJson),
     /// `validate-content`.
     ValidateContent(ValidateContentDef),
+    /// `validate-parameters`.
+    ValidateParameters(ValidateParametersDef),
     /// `json-to-xml`.
     JsonToXml(kinds::JsonToXml),
     /// `cors`.
@@ -509,6 +514,7 @@ impl PolicyDef {
             PolicyDef::CacheStore { .. } => "cache-store",
             PolicyDef::XmlToJson(_) => "xml-to-json",
             PolicyDef::ValidateContent(_) => "validate-content",
+            PolicyDef::ValidateParameters(_) => "validate-parameters",
             PolicyDef::JsonToXml(_) => "json-to-xml",
             PolicyDef::Cors(_) => "cors",
             PolicyDef::IpFilter(_) => "ip-filter",
@@ -534,6 +540,76 @@ pub struct ValidateContentDef {
     pub detect: bool,
     /// The largest body checked, in bytes.
     pub max_size: u64,
+}
+
+/// `validate-parameters`.
+#[derive(Debug, Clone)]
+pub struct ValidateParametersDef {
+    /// The parameters, query first, then headers, then path, each by name.
+    pub params: Vec<ParameterDef>,
+    /// `unspecified_query: prevent`: a query parameter not in `params` is refused.
+    pub only_listed_query: bool,
+    /// `action: detect`: what does not pass is logged and let through.
+    pub detect: bool,
+}
+
+/// Where a parameter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamPlace {
+    /// The query string.
+    Query,
+    /// A request header.
+    Header,
+    /// A parameter of the operation's path template.
+    Path,
+}
+
+impl ParamPlace {
+    /// As OpenAPI's `in` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamPlace::Query => "query",
+            ParamPlace::Header => "header",
+            ParamPlace::Path => "path",
+        }
+    }
+}
+
+/// How a parameter's text becomes the JSON value its schema checks (OpenAPI's `simple` and
+/// `form` styles): from the schema's top-level `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueShape {
+    /// Read as `integer`, `number` or `boolean` when the text is one and the schema's
+    /// types allow it, else as a string.
+    Scalar {
+        /// The schema allows numbers (`integer` or `number`).
+        number: bool,
+        /// The schema allows `boolean`.
+        boolean: bool,
+    },
+    /// `type: array`: the values of every occurrence, and each split at commas, read as
+    /// the items' shape.
+    Array {
+        /// The items allow numbers.
+        number: bool,
+        /// The items allow `boolean`.
+        boolean: bool,
+    },
+}
+
+/// One parameter of `validate-parameters`.
+#[derive(Debug, Clone)]
+pub struct ParameterDef {
+    /// Where it is.
+    pub place: ParamPlace,
+    /// Its name (a header's in lower case).
+    pub name: String,
+    /// It must be given.
+    pub required: bool,
+    /// Its schema, compiled; `None`: any value.
+    pub validator: Option<Arc<jsonschema::Validator>>,
+    /// How its text is read.
+    pub shape: ValueShape,
 }
 
 /// A rate limit period: fixed length, or a calendar period (quotas only).

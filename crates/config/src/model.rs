@@ -145,6 +145,9 @@ pub struct Api {
     /// The schemes clients may call it over: `http`, `https` (default both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<String>>,
+    /// The largest request body, instead of `settings.max_request_body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body: Option<ByteSize>,
     /// Where requests go.
     pub upstream: Upstream,
     /// API scope policies.
@@ -488,6 +491,39 @@ pub mod kinds {
         /// refused (or, with `detect`, logged).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub max_size: Option<ByteSize>,
+    }
+
+    /// `validate-parameters`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ValidateParameters {
+        /// `prevent` (default) or `detect`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub action: Option<String>,
+        /// Query parameters, by name.
+        #[serde(default)]
+        pub query: BTreeMap<String, ParameterSpec>,
+        /// Request headers, by name.
+        #[serde(default)]
+        pub headers: BTreeMap<String, ParameterSpec>,
+        /// Path parameters (of the operation's path template), by name.
+        #[serde(default)]
+        pub path: BTreeMap<String, ParameterSpec>,
+        /// Query parameters not listed in `query`: `allow` (default) or `prevent`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub unspecified_query: Option<String>,
+    }
+
+    /// One parameter of `validate-parameters`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ParameterSpec {
+        /// Whether it must be given (path parameters always are).
+        #[serde(default)]
+        pub required: bool,
+        /// A JSON Schema for its value; its top-level `type` says how the text is read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub schema: Option<serde_json::Value>,
     }
 
     /// `xml-to-json`.

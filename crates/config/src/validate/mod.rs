@@ -111,6 +111,7 @@ pub(crate) struct CheckedApi {
     pub(crate) subscription_required: bool,
     /// (http, https) allowed.
     pub(crate) protocols: (bool, bool),
+    pub(crate) max_request_body: Option<u64>,
     pub(crate) key_header: Option<HeaderName>,
     pub(crate) key_query: String,
     pub(crate) upstream: Option<UpstreamDef>,
@@ -640,6 +641,7 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
         prefix: None,
         subscription_required: true,
         protocols: (true, true),
+        max_request_body: None,
         key_header: None,
         key_query: String::new(),
         upstream: None,
@@ -657,6 +659,7 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
             "subscription_required",
             "subscription_key",
             "protocols",
+            "max_request_body",
             "upstream",
             "policies",
             "operations",
@@ -701,6 +704,12 @@ fn check_api(cx: &mut Cx<'_>, value: &Value, path: &str) -> CheckedApi {
                 );
             }
             api.protocols = (http, https);
+        }
+    }
+    if let Some(size) = cx.optional::<ByteSize>(map, path, "max_request_body") {
+        match parse_byte_size(&size) {
+            Ok(bytes) => api.max_request_body = Some(bytes),
+            Err(message) => cx.error(&join_key(path, "max_request_body"), message),
         }
     }
     let key_path = join_key(path, "subscription_key");

@@ -5,8 +5,9 @@
 use super::{is_query_name, one_of, parse_method, Cx, Entry, ScopeKind};
 use crate::compiled::{
     CheckHeaderDef, ClientIdentityDef, CorsDef, ExistsAction, IpFilterDef, LimitConcurrencyDef,
-    OnStoreError, Period, PolicyDef, QuotaDef, RateLimitDef, ReturnResponseDef, RewriteUriDef,
-    SetDef, ValidateClientCertificateDef, ValidateContentDef,
+    OnStoreError, ParamPlace, ParameterDef, Period, PolicyDef, QuotaDef, RateLimitDef,
+    ReturnResponseDef, RewriteUriDef, SetDef, ValidateClientCertificateDef, ValidateContentDef,
+    ValidateParametersDef, ValueShape,
 };
 use crate::duration::{
     parse_byte_size, parse_duration_max, parse_period, parse_positive_duration, ONE_DAY, ONE_YEAR,
@@ -19,7 +20,7 @@ use serde_yaml::{Mapping, Value};
 use std::sync::Arc;
 
 /// Every policy kind, as written in YAML.
-pub(crate) const KINDS: [&str; 21] = [
+pub(crate) const KINDS: [&str; 22] = [
     "validate-jwt",
     "rate-limit",
     "rate-limit-by-key",
@@ -30,6 +31,7 @@ pub(crate) const KINDS: [&str; 21] = [
     "xml-to-json",
     "json-to-xml",
     "validate-content",
+    "validate-parameters",
     "cors",
     "ip-filter",
     "limit-concurrency",
@@ -231,6 +233,7 @@ pub(super) fn check_policy(
             Some(PolicyDef::JsonToXml(k))
         }
         "validate-content" => parse!(validate_content).map(PolicyDef::ValidateContent),
+        "validate-parameters" => parse!(validate_parameters).map(PolicyDef::ValidateParameters),
         "cors" => parse!(cors).map(PolicyDef::Cors),
         "ip-filter" => parse!(ip_filter).map(PolicyDef::IpFilter),
         "forward-request" => {
@@ -1022,6 +1025,122 @@ fn validate_content(
         detect: k.action.as_deref() == Some("detect"),
         max_size,
     })
+}
+
+/// `validate-parameters`: every parameter's name and schema checked, the schemas compiled.
+fn validate_parameters(
+    cx: &mut Cx<'_>,
+    k: kinds::ValidateParameters,
+    path: &str,
+) -> Option<ValidateParametersDef> {
+    one_of_values(
+        cx,
+        k.action.as_deref(),
+        &join_key(path, "action"),
+        &["prevent", "detect"],
+    );
+    one_of_values(
+        cx,
+        k.unspecified_query.as_deref(),
+        &join_key(path, "unspecified_query"),
+        &["allow", "prevent"],
+    );
+    let mut params = Vec::new();
+    for (place, field, specs) in [
+        (ParamPlace::Query, "query", &k.query),
+        (ParamPlace::Header, "headers", &k.headers),
+        (ParamPlace::Path, "path", &k.path),
+    ] {
+        let field_path = join_key(path, field);
+        for (name, spec) in specs {
+            let at = join_key(&field_path, name);
+            let name = match place {
+                ParamPlace::Header => match header_name(cx, name, &at) {
+                    Some(h) => h.as_str().to_owned(),
+                    None => continue,
+                },
+                ParamPlace::Path if !is_template_name(name) => {
+                    cx.error(
+                        &at,
+                        format!("`{name}` is not a path parameter name (letters, digits, `_`)"),
+                    );
+                    continue;
+                }
+                _ if name.is_empty() => {
+                    cx.error(&at, "a parameter name cannot be empty");
+                    continue;
+                }
+                _ => name.clone(),
+            };
+            let (validator, shape) = match &spec.schema {
+                None => (
+                    None,
+                    ValueShape::Scalar {
+                        number: false,
+                        boolean: false,
+                    },
+                ),
+                Some(schema) => {
+                    let Some(v) = report(cx, &join_key(&at, "schema"), compile_json_schema(schema))
+                    else {
+                        continue;
+                    };
+                    (Some(Arc::new(v)), value_shape(schema))
+                }
+            };
+            params.push(ParameterDef {
+                place,
+                name,
+                required: spec.required || place == ParamPlace::Path,
+                validator,
+                shape,
+            });
+        }
+    }
+    if params.is_empty() && k.unspecified_query.as_deref() != Some("prevent") {
+        cx.error(
+            path,
+            "nothing to validate: list parameters under `query`, `headers` or `path` (or \
+             set `unspecified_query: prevent`)",
+        );
+    }
+    Some(ValidateParametersDef {
+        params,
+        only_listed_query: k.unspecified_query.as_deref() == Some("prevent"),
+        detect: k.action.as_deref() == Some("detect"),
+    })
+}
+
+/// A path template parameter's name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_template_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// How a parameter with `schema` is read, from its top-level `type` (and `items.type`).
+fn value_shape(schema: &serde_json::Value) -> ValueShape {
+    fn types(schema: Option<&serde_json::Value>) -> (bool, bool, bool) {
+        let list: Vec<&str> = match schema.and_then(|s| s.get("type")) {
+            Some(serde_json::Value::String(t)) => vec![t.as_str()],
+            Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        (
+            list.iter().any(|t| *t == "integer" || *t == "number"),
+            list.contains(&"boolean"),
+            list.contains(&"array"),
+        )
+    }
+    let (number, boolean, array) = types(Some(schema));
+    if array {
+        let (number, boolean, _) = types(schema.get("items"));
+        ValueShape::Array { number, boolean }
+    } else {
+        ValueShape::Scalar { number, boolean }
+    }
 }
 
 /// `schema` compiled as `validate-content` runs it (checked against its meta-schema;

@@ -746,7 +746,7 @@ fn entry_shapes() {
     assert_only(
         &with_global_policy("frobnicate: {}"),
         "policies.inbound[0].frobnicate",
-        "unknown policy kind `frobnicate`; known kinds: validate-jwt, rate-limit, rate-limit-by-key, quota, quota-by-key, cache-lookup, cache-store, xml-to-json, json-to-xml, validate-content, cors, ip-filter, limit-concurrency, forward-request, check-header, validate-client-certificate, set-header, set-query-parameter, rewrite-uri, return-response, mock-response",
+        "unknown policy kind `frobnicate`; known kinds: validate-jwt, rate-limit, rate-limit-by-key, quota, quota-by-key, cache-lookup, cache-store, xml-to-json, json-to-xml, validate-content, validate-parameters, cors, ip-filter, limit-concurrency, forward-request, check-header, validate-client-certificate, set-header, set-query-parameter, rewrite-uri, return-response, mock-response",
     );
     assert_only(
         &with_global_policy("frobnicate"),
