@@ -820,17 +820,19 @@ impl ProxyHttp for Proxy {
         // connection's later requests.
         //
         // Keep-alive: Pingora waits for the next request on an HTTP/1.1 connection with no
-        // limit, or as long as the client's `Keep-Alive: timeout=N` asks; the wait is
-        // capped at the proxy's keep-alive timeout (also carried over to later requests).
+        // limit, or as long as the client's `Keep-Alive: timeout=N` asks. The stream
+        // wrapper closes a connection idle for the proxy's keep-alive timeout
+        // (`crate::deadline`) without a timer per request; a shorter wait the client asked
+        // for stays Pingora's, a longer one is no longer Pingora's to keep.
         if let ServerSession::H1(h1) = session.as_downstream_mut() {
             if !h1.pipelining_enabled() {
                 h1.set_pipelining_enabled(true);
             }
-            match h1.get_keepalive_timeout() {
-                Some(secs) if secs == 0 || secs > self.keepalive_secs => {
-                    h1.set_server_keepalive(Some(self.keepalive_secs));
-                }
-                _ => {}
+            if h1
+                .get_keepalive_timeout()
+                .is_some_and(|secs| secs > self.keepalive_secs)
+            {
+                h1.set_server_keepalive(Some(0));
             }
         }
 

@@ -300,7 +300,12 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
         Proxy::new(gw.clone(), keepalive.as_secs()),
     );
     app.server_options = Some(server_options);
-    let mut app = WithHeaderDeadline::new(app, opts.header_read_timeout, gw.connections().clone());
+    let mut app = WithHeaderDeadline::new(
+        app,
+        opts.header_read_timeout,
+        keepalive,
+        gw.connections().clone(),
+    );
     let proxy_protocol = (!opts.proxy_protocol.is_empty()).then(|| {
         Arc::new(ProxyProtocol::new(
             opts.proxy_protocol.clone(),
