@@ -254,6 +254,26 @@ impl CliRun {
     }
 }
 
+/// `tollgate validate` of a policy file whose one API runs `inbound` (the section's list
+/// items, each line indented by 8 spaces) exits 1, and its standard error names each of
+/// `wanted`.
+pub fn assert_inbound_refused(inbound: &str, wanted: &[&str]) {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = crate::write_file(
+        dir.path(),
+        "policy.yaml",
+        &format!(
+            "version: 1\napis:\n  - id: a\n    path: /a\n    upstream: {{ targets: \
+             [\"http://127.0.0.1:9\"] }}\n    policies:\n      inbound:\n{inbound}"
+        ),
+    );
+    let run = run_tollgate(&["validate", &file], &[]);
+    run.assert_code(1, "a refused policy file");
+    for w in wanted {
+        assert!(run.stderr.contains(w), "{w}: {}", run.stderr);
+    }
+}
+
 /// Runs `tollgate args...` with no `TOLLGATE_*` variable from the test's environment but
 /// those in `env` (plus every other variable in `env`); killed and failed after 20 s.
 pub fn run_tollgate(args: &[&str], env: &[(&str, &str)]) -> CliRun {
