@@ -34,6 +34,7 @@ use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -73,6 +74,10 @@ pub struct HeaderDeadline {
     idle_limit: Duration,
     /// The last write of an answer, while `phase` is `Idle`.
     idle_since: Instant,
+    /// A request is being served that Pingora parsed from bytes read with the one before
+    /// (pipelined): the connection is not idle though `phase` says so. Set by the proxy
+    /// for every HTTP/1 request ([`HeaderDeadline::serving`]), cleared by its answer.
+    serving: AtomicBool,
     phase: Phase,
     /// The current head's deadline while `phase` is `InHead`; while `Idle`, a time at or
     /// before the end of the idle period (looked at again when it fires).
@@ -104,6 +109,7 @@ impl HeaderDeadline {
             limit,
             idle_limit,
             idle_since: opened,
+            serving: AtomicBool::new(false),
             phase: Phase::InHead,
             sleep: Box::pin(tokio::time::sleep_until(opened + limit)),
             tail: 0,
@@ -112,6 +118,12 @@ impl HeaderDeadline {
             peeked: BytesMut::new(),
             _slot: None,
         }
+    }
+
+    /// A request on this connection is being served (until its answer is written): the
+    /// connection is not idle, whatever was read.
+    pub fn serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
     }
 
     /// Hold `slot` (under the connection cap) for as long as the stream lives.
@@ -263,10 +275,14 @@ impl AsyncRead for HeaderDeadline {
             {
                 Poll::Ready(Err(Self::timed_out()))
             }
-            Poll::Pending if this.phase == Phase::Idle => {
-                // Idle: the timer is only moved when it fires early.
+            Poll::Pending if this.phase == Phase::Idle && !this.serving.load(Ordering::Relaxed) => {
+                // Idle: the timer is only moved when it would fire late (still set for a
+                // head deadline past the idle period's end), or when it fires early.
+                let end = this.idle_since + this.idle_limit;
+                if this.sleep.deadline() > end {
+                    this.sleep.as_mut().reset(end);
+                }
                 while this.sleep.as_mut().poll(cx).is_ready() {
-                    let end = this.idle_since + this.idle_limit;
                     if end <= Instant::now() {
                         // Closed as Pingora closes an idle keep-alive connection: the
                         // read ends, no request follows.
@@ -293,6 +309,7 @@ impl AsyncWrite for HeaderDeadline {
             this.answer_written(buf);
             if this.phase == Phase::Idle {
                 this.idle_since = Instant::now();
+                this.serving.store(false, Ordering::Relaxed);
             }
         }
         res

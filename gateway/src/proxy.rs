@@ -9,6 +9,7 @@
 //! keep-alive decision (kept for policy rejections, closed for malformed requests).
 
 use crate::checks::check_h1_head;
+use crate::deadline::HeaderDeadline;
 use crate::forwarded::{from_trusted_peer, is_trusted, Forwarded};
 use crate::normalize::normalize_path;
 use crate::pool::Pool;
@@ -827,6 +828,11 @@ impl ProxyHttp for Proxy {
         if let ServerSession::H1(h1) = session.as_downstream_mut() {
             if !h1.pipelining_enabled() {
                 h1.set_pipelining_enabled(true);
+            }
+            // Not idle while this request is served, though a pipelined one may have come
+            // with the bytes of the one before.
+            if let Some(d) = h1.stream().as_any().downcast_ref::<HeaderDeadline>() {
+                d.serving();
             }
             if h1
                 .get_keepalive_timeout()

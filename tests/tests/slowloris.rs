@@ -159,6 +159,34 @@ fn idle_connections_are_closed_after_the_keepalive_timeout() {
     assert_eq!(up.count(), 2, "{:?}", up.requests());
 }
 
+/// A pipelined request, parsed from bytes read with the previous one, is being served, not
+/// idle: an upstream slower than the keep-alive timeout does not get it cut off. After
+/// the last answer, the connection is closed once idle for the keep-alive timeout, also
+/// when that is shorter than the head timeout (whose timer the idle wait shares).
+#[test]
+fn a_pipelined_request_outlives_the_keepalive_timeout() {
+    let up = Upstream::start("a");
+    up.set_delay(Duration::from_millis(2500));
+    let gw = Gateway::builder(&echo_config(&up.url()))
+        .env("TOLLGATE_KEEPALIVE_TIMEOUT", "1")
+        .env("TOLLGATE_HEADER_READ_TIMEOUT", "30")
+        .start();
+    let mut conn = RawConn::connect(gw.addr());
+    conn.send(
+        b"GET /echo/one HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /echo/two HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    let statuses: Vec<u16> = (0..2).map(|_| conn.read_response().status).collect();
+    assert_eq!(statuses, [200, 200], "{:?}", up.requests());
+    let answered = Instant::now();
+    assert!(conn.wait_closed(Duration::from_secs(5)));
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_secs(3),
+        "closed after {idle:?} idle"
+    );
+}
+
 /// `--max-connections`: a connection accepted while the cap is reached is closed at once,
 /// with no answer; once one closes, new ones are served again.
 #[test]
