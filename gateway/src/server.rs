@@ -230,10 +230,17 @@ pub fn run(gw: Arc<Gateway>, opts: ServeOptions) -> Result<(), String> {
     if let Some((addr, _, _)) = &opts.tls {
         addrs.push(addr);
     }
+    // Each is held until all are bound, so that the plain and TLS listeners given the same
+    // address are refused here too (Pingora aborts the process on it).
+    let mut bound = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        bound.push(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        );
         tracing::info!(%addr, "proxy listening");
     }
+    drop(bound);
     // The TLS certificate is read here, so that a bad one stops the start with a clear
     // message (Pingora's own loading panics on a worker thread).
     let listener_cert = match &opts.tls {

@@ -435,3 +435,32 @@ apis:
     );
     assert!(run.stderr.contains("apis[0].protocols"), "{}", run.stderr);
 }
+
+/// The plain and the TLS listener given the same address: a clear refusal at start
+/// (Pingora aborted the process with "IO Safety violation"; the test harness's random
+/// ports once picked the same port for both).
+#[test]
+fn one_address_for_both_proxy_listeners_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("pair");
+    let cert = write_file(dir.path(), "cert.pem", &ck.cert.pem());
+    let key = write_file(dir.path(), "key.pem", &ck.signing_key.serialize_pem());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = std::process::Command::new(tollgate_bin())
+        .args(["serve", "--listen", &addr, "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--tls-listen",
+            &addr,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ])
+        .output()
+        .expect("run tollgate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
