@@ -15,7 +15,9 @@
 //! replaces Pingora's keep-alive timeout, which registers a timer for every request
 //! (~1k instructions each under callgrind): here the head deadline's timer is only
 //! re-armed when it fires before the connection has been idle that long, so a busy
-//! connection costs one clock read per answer write.
+//! connection costs one clock read per answer write, and a flag the proxy sets for each
+//! request ([`HeaderDeadline::serving`]: a pipelined request may have been read with the
+//! one before, leaving the wrapper nothing to see).
 
 use crate::connections::{ConnectionLimit, ConnectionSlot};
 use crate::proxy_protocol::ProxyProtocol;

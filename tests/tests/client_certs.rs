@@ -263,27 +263,32 @@ fn a_bad_revocation_list_is_refused_at_start() {
     // A certificate where the list should be.
     let crl_file = write_file(dir.path(), "clients.crl", ca.cert_pem());
     let server = ca.server(&["localhost"]);
-    let out = std::process::Command::new(tollgate_bin())
-        .args([
+    let run = run_tollgate(
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(write_file(dir.path(), "cert.pem", &server.cert_pem))
-        .arg("--tls-key")
-        .arg(write_file(dir.path(), "key.pem", &server.key_pem))
-        .args(["--tls-client-ca", &ca_file, "--tls-client-crl", &crl_file])
-        .output()
-        .expect("run tollgate");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &write_file(dir.path(), "cert.pem", &server.cert_pem),
+            "--tls-key",
+            &write_file(dir.path(), "key.pem", &server.key_pem),
+            "--tls-client-ca",
+            &ca_file,
+            "--tls-client-crl",
+            &crl_file,
+        ],
+        &[],
+    );
+    run.assert_code(1, "a bad revocation list");
     assert!(
-        stderr.contains("clients.crl") && stderr.contains("no `-----BEGIN X509 CRL-----`"),
-        "{stderr}"
+        run.stderr.contains("clients.crl") && run.stderr.contains("no `-----BEGIN X509 CRL-----`"),
+        "{}",
+        run.stderr
     );
 }

@@ -333,29 +333,32 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
 #[test]
 fn a_bad_tls_certificate_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    std::fs::write(&cert, "garbage").unwrap();
-    let out = std::process::Command::new(tollgate_bin())
-        .args([
+    let cert = write_file(dir.path(), "cert.pem", "garbage");
+    let run = run_tollgate(
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&cert)
-        .output()
-        .expect("run tollgate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &cert,
+        ],
+        &[],
+    );
+    run.assert_code(1, "a bad certificate");
     assert!(
-        err.contains("holds no `-----BEGIN CERTIFICATE-----` block") && err.contains("cert.pem"),
-        "{err}"
+        run.stderr
+            .contains("holds no `-----BEGIN CERTIFICATE-----` block")
+            && run.stderr.contains("cert.pem"),
+        "{}",
+        run.stderr
     );
 }
 
@@ -446,21 +449,28 @@ fn one_address_for_both_proxy_listeners_is_refused_at_start() {
     let cert = write_file(dir.path(), "cert.pem", &ck.cert.pem());
     let key = write_file(dir.path(), "key.pem", &ck.signing_key.serialize_pem());
     let addr = format!("127.0.0.1:{}", free_port());
-    let out = std::process::Command::new(tollgate_bin())
-        .args(["serve", "--listen", &addr, "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
+    let run = run_tollgate(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
             "--tls-listen",
             &addr,
             "--tls-cert",
             &cert,
             "--tls-key",
             &key,
-        ])
-        .output()
-        .expect("run tollgate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+        ],
+        &[],
+    );
+    run.assert_code(1, "one address for both listeners");
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        run.stderr
+    );
 }
