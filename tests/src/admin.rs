@@ -274,6 +274,38 @@ pub fn assert_inbound_refused(inbound: &str, wanted: &[&str]) {
     }
 }
 
+/// Runs `tollgate serve` with its data in `dir`, the plain listener on `listen`, the TLS
+/// listener on `tls_listen` serving `cert` and `key` (PEM paths), the admin listener on an
+/// ephemeral port, and `extra` arguments: for starts that must be refused (it would keep
+/// running otherwise, until [`run_tollgate`]'s 20 s).
+pub fn run_serve_tls(
+    dir: &std::path::Path,
+    listen: &str,
+    tls_listen: &str,
+    cert: &str,
+    key: &str,
+    extra: &[&str],
+) -> CliRun {
+    let data = dir.join("data").display().to_string();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        listen,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--tls-listen",
+        tls_listen,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    run_tollgate(&args, &[])
+}
+
 /// Runs `tollgate args...` with no `TOLLGATE_*` variable from the test's environment but
 /// those in `env` (plus every other variable in `env`); killed and failed after 20 s.
 pub fn run_tollgate(args: &[&str], env: &[(&str, &str)]) -> CliRun {

@@ -20,7 +20,8 @@ pub mod redis;
 pub mod upstream;
 
 pub use admin::{
-    assert_admin_problem, assert_inbound_refused, etag_revision, run_tollgate, Admin, CliRun, Sub,
+    assert_admin_problem, assert_inbound_refused, etag_revision, run_serve_tls, run_tollgate,
+    Admin, CliRun, Sub,
 };
 pub use client::{
     assert_problem, client, fetch, get, h2c_client, tls_client, Answer, TRACEPARENT_SAMPLE,

@@ -263,27 +263,13 @@ fn a_bad_revocation_list_is_refused_at_start() {
     // A certificate where the list should be.
     let crl_file = write_file(dir.path(), "clients.crl", ca.cert_pem());
     let server = ca.server(&["localhost"]);
-    let run = run_tollgate(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().join("data").display().to_string(),
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &write_file(dir.path(), "cert.pem", &server.cert_pem),
-            "--tls-key",
-            &write_file(dir.path(), "key.pem", &server.key_pem),
-            "--tls-client-ca",
-            &ca_file,
-            "--tls-client-crl",
-            &crl_file,
-        ],
-        &[],
+    let run = run_serve_tls(
+        dir.path(),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &write_file(dir.path(), "cert.pem", &server.cert_pem),
+        &write_file(dir.path(), "key.pem", &server.key_pem),
+        &["--tls-client-ca", &ca_file, "--tls-client-crl", &crl_file],
     );
     run.assert_code(1, "a bad revocation list");
     assert!(

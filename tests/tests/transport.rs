@@ -334,24 +334,7 @@ async fn the_tls_certificate_is_reloaded_without_a_restart() {
 fn a_bad_tls_certificate_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_file(dir.path(), "cert.pem", "garbage");
-    let run = run_tollgate(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().join("data").display().to_string(),
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &cert,
-        ],
-        &[],
-    );
+    let run = run_serve_tls(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &cert, &cert, &[]);
     run.assert_code(1, "a bad certificate");
     assert!(
         run.stderr
@@ -449,24 +432,7 @@ fn one_address_for_both_proxy_listeners_is_refused_at_start() {
     let cert = write_file(dir.path(), "cert.pem", &ck.cert.pem());
     let key = write_file(dir.path(), "key.pem", &ck.signing_key.serialize_pem());
     let addr = format!("127.0.0.1:{}", free_port());
-    let run = run_tollgate(
-        &[
-            "serve",
-            "--listen",
-            &addr,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().join("data").display().to_string(),
-            "--tls-listen",
-            &addr,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-        &[],
-    );
+    let run = run_serve_tls(dir.path(), &addr, &addr, &cert, &key, &[]);
     run.assert_code(1, "one address for both listeners");
     assert!(
         run.stderr.contains(&format!("cannot listen on {addr}")),
