@@ -13,7 +13,7 @@
 //! not written). Other routes keep Pingora's streaming path.
 
 use crate::pool::Pool;
-use crate::proxy::{bad_gateway_detail, Ctx, Failure, Proxy, REFUSED_OR_RESET};
+use crate::proxy::{bad_gateway_detail, retry_on_status, Ctx, Failure, Proxy, REFUSED_OR_RESET};
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, StatusCode};
@@ -214,7 +214,8 @@ impl Proxy {
             }
         }
 
-        // 3. The exchange, with the same target choice, ejection and retries as streaming.
+        // 3. The exchange, with the same target choice, ejection and retries (on failures to
+        //    connect and on `upstream.retry_on_status`) as streaming.
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let idempotent = session.req_header().method.is_idempotent();
         let (mut resp, mut answer_body) = loop {
@@ -255,6 +256,9 @@ impl Proxy {
             ctx.upstream_start
                 .get_or_insert_with(std::time::Instant::now);
             match self.exchange(&picked.peer, head, &body).await {
+                Ok(r) if retry_on_status(ctx, r.0.status.as_u16(), idempotent, true) => {
+                    continue;
+                }
                 Ok(r) => {
                     if let Some(t) = ctx.upstream_start {
                         ctx.upstream_us = Some(t.elapsed().as_micros() as u64);

@@ -401,7 +401,9 @@ impl Pool {
     }
 
     /// Pick the next member by round robin among healthy ones, skipping the members in
-    /// `tried` (a bit set of indexes) and, while others remain, ejected ones.
+    /// `tried` (a bit set of indexes) and, while others remain, ejected ones. A retry (some
+    /// member tried) does not move the round robin on: otherwise, in a pool of two, every
+    /// request that is retried once would start on the same member as the one before.
     pub fn pick(&self, tried: u64) -> Result<Picked, PickError> {
         let weighted = !self.schedule.is_empty();
         // Unweighted, every member has the same weight: all take requests, or (all 0,
@@ -411,7 +413,11 @@ impl Pool {
         } else {
             self.takers
         };
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = if tried == 0 {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        };
         let slot = |k: usize| {
             let i = (start + k) % n;
             if weighted {

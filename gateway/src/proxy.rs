@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tollgate_analytics::{classify, AccessFields, Event};
-use tollgate_config::{ApiDef, OpMatch};
+use tollgate_config::{ApiDef, OpMatch, MAX_STATUS_RETRIES};
 use tollgate_policies::{connection_names, run_outbound, Answer, Flow, RequestCtx, RequestId};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -211,6 +211,36 @@ pub(crate) fn rewrite_location(resp: &mut ResponseHeader, ctx: &Ctx) {
             crate::location::rewrite(resp, pool.target(t), prefix);
         }
     }
+}
+
+/// Whether an upstream answer with `status` is dropped and the request tried again
+/// (`upstream.retry_on_status`): an idempotent request whose body can be sent again, with
+/// retries left. The dropped answer counts for `upstream.outlier_detection`. The retry goes
+/// to a target not tried yet, or, once every one has been, to any (the same one, for an
+/// API with one target). `resendable`: the whole request body is at hand to send again.
+pub(crate) fn retry_on_status(
+    ctx: &mut Ctx,
+    status: u16,
+    idempotent: bool,
+    resendable: bool,
+) -> bool {
+    let (Some(pool), Some(t)) = (ctx.pool.as_deref(), ctx.target) else {
+        return false;
+    };
+    let def = &pool.def;
+    if def.retry_on_status.is_empty()
+        || !idempotent
+        || !resendable
+        || ctx.attempts > def.retries.min(MAX_STATUS_RETRIES)
+        || !def.retry_on_status.contains(&status)
+    {
+        return false;
+    }
+    pool.answered(t, status);
+    if ctx.tried.count_ones() as usize >= pool.len() {
+        ctx.tried = 0;
+    }
+    true
 }
 
 /// The answer's head came from the target the request was sent to: its status counts
@@ -1226,6 +1256,11 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool for this request"))?;
         ctx.upstream_start.get_or_insert_with(Instant::now);
+        if ctx.attempts > 0 {
+            // A retry: Pingora sends the body read so far again from its retry buffer,
+            // through `request_body_filter`, which would count it twice.
+            ctx.body_seen = 0;
+        }
         match pool.pick(ctx.tried) {
             Ok(p) => {
                 let p = p.with_timeout(ctx.req.upstream_timeout);
@@ -1258,6 +1293,33 @@ impl ProxyHttp for Proxy {
             }
         }
         e
+    }
+
+    /// An answer whose status is in `upstream.retry_on_status` is dropped (its body
+    /// unread, its connection closed) and the request tried again, while retries last.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status < 500 {
+            return Ok(());
+        }
+        let idempotent = session.req_header().method.is_idempotent();
+        // Pingora keeps up to 64 KiB of the body read so far to send it again; past that
+        // the request cannot be retried, and the answer goes to the client.
+        let resendable = !session.as_ref().retry_buffer_truncated();
+        if !retry_on_status(ctx, status, idempotent, resendable) {
+            return Ok(());
+        }
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(status),
+            "the upstream's answer is retried (upstream.retry_on_status)",
+        );
+        e.set_retry(true);
+        Err(e.into_up())
     }
 
     /// Sets what the upstream sees: the path the policies saw (target base path + rest),
@@ -1544,7 +1606,6 @@ impl Proxy {
                 path: req.uri.path().to_owned(),
                 trace_id: Some(ids.trace_id_hex()),
                 upstream,
-                attempts: ctx.attempts,
                 error: e.map(|e| e.etype().as_str()),
             })
         });
@@ -1562,6 +1623,7 @@ impl Proxy {
             bytes_out: session.body_bytes_sent() as u64,
             latency_us: latency.as_micros() as u64,
             upstream_latency_us: ctx.upstream_us,
+            upstream_attempts: ctx.attempts,
             cache_hit: match ctx.req.cache.outcome() {
                 CacheOutcome::Hit => Some(true),
                 CacheOutcome::Miss => Some(false),

@@ -6,7 +6,8 @@
 //! body) and answers with a JSON echo of it. `GET /health` is the health-check endpoint: it
 //! answers the status set by [`Upstream::set_health`] and is counted apart, not recorded.
 //!
-//! Behaviour knobs, all switchable at run time: the answer status ([`Upstream::set_status`]),
+//! Behaviour knobs, all switchable at run time: the answer status ([`Upstream::set_status`],
+//! or for the next few answers only: [`Upstream::fail_next`]),
 //! a delay before every answer ([`Upstream::set_delay`]), extra answer headers
 //! ([`Upstream::set_headers`]); per request, the query parameters
 //! `sleep_ms=N` (wait N ms before answering) and `status=N` (answer with status N).
@@ -103,6 +104,9 @@ struct Shared {
     health_hits: AtomicUsize,
     health_status: AtomicU16,
     status: AtomicU16,
+    /// The next this many answers get `fail_status` instead.
+    fail_left: AtomicUsize,
+    fail_status: AtomicU16,
     delay_ms: AtomicU64,
     /// A fixed answer (content type, body, content encoding) instead of the echo.
     canned: Mutex<Option<Canned>>,
@@ -184,6 +188,8 @@ impl Upstream {
             health_hits: AtomicUsize::new(0),
             health_status: AtomicU16::new(200),
             status: AtomicU16::new(200),
+            fail_left: AtomicUsize::new(0),
+            fail_status: AtomicU16::new(500),
             delay_ms: AtomicU64::new(0),
             canned: Mutex::new(None),
             extra_headers: Mutex::new(Vec::new()),
@@ -339,6 +345,13 @@ impl Upstream {
     /// Status of every answer from now on (default 200); `status=N` in a query wins.
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The next `n` answers (not health checks) get `status`, whatever else says; then the
+    /// usual status again.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        self.shared.fail_status.store(status, Ordering::SeqCst);
+        self.shared.fail_left.store(n, Ordering::SeqCst);
     }
 
     /// Delay before every answer from now on (default none).
@@ -582,6 +595,13 @@ async fn handle(
             }
             _ => {}
         }
+    }
+    if sh
+        .fail_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        status = sh.fail_status.load(Ordering::SeqCst);
     }
     if !delay.is_zero() {
         let until = Instant::now() + delay;

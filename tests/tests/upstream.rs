@@ -537,3 +537,154 @@ async fn a_target_answering_5xx_in_a_row_is_ejected_for_a_while() {
         run.stderr
     );
 }
+
+/// `upstream.retry_on_status`: an idempotent request whose answer has a listed status is
+/// sent again, to the other target; a `POST` is not, and gets the answer as it is.
+#[tokio::test]
+async fn listed_statuses_are_retried_on_another_target_for_idempotent_requests() {
+    let (bad, good) = (Upstream::start("bad"), Upstream::start("good"));
+    bad.set_status(503);
+    let gw = Gateway::start(&pool_config(
+        &[bad.url(), good.url()],
+        ", retry_on_status: [502, 503]",
+    ));
+    let c = client();
+    for i in 0..8 {
+        let a = fetch(c.get(gw.url(&format!("/echo/{i}")))).await;
+        assert_eq!(a.status, 200, "GET #{i}: {}", a.text());
+        assert_eq!(a.header("x-upstream"), Some("good"));
+    }
+    // Round robin sent half of the first tries to the bad target (a retry does not move
+    // it on, or every first try would go to the bad one).
+    assert_eq!(bad.count(), 4, "first tries on the bad target");
+    assert_eq!(good.count(), 8);
+    let (bad_before, good_before) = (bad.count(), good.count());
+    let mut posts = Vec::new();
+    for i in 0..6 {
+        posts.push(fetch(c.post(gw.url(&format!("/echo/p{i}"))).body("x")).await);
+    }
+    assert_eq!(
+        bad.count() + good.count() - bad_before - good_before,
+        6,
+        "a POST was sent twice"
+    );
+    let refused: Vec<_> = posts.iter().filter(|a| a.status == 503).collect();
+    assert!(!refused.is_empty(), "no POST went to the bad target");
+    // The upstream's own answer, not one the gateway made.
+    assert_eq!(refused[0].header("x-upstream"), Some("bad"));
+    assert_eq!(refused[0].json()["upstream"], "bad");
+    // The retries are counted per API.
+    // (The metrics are counted off the request path: wait for all of them.)
+    let admin = gw.admin();
+    let expected = format!("tollgate_upstream_retries_total{{api=\"echo\"}} {bad_before}\n");
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = admin.get("/metrics").await.text();
+        if metrics.contains(&expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(&expected), "{expected}: {metrics}");
+}
+
+/// With one target the retry goes to it again. The body of a `PUT` is sent again whole
+/// (and counted once against the body limit); past Pingora's 64 KiB retry buffer, and when
+/// the retries run out, the client gets the upstream's answer as it is. Routes that
+/// buffer bodies (transforms) retry the same way.
+#[tokio::test]
+async fn one_target_is_tried_again_and_the_last_answer_goes_to_the_client() {
+    let up = Upstream::start("only");
+    let config = format!(
+        r#"version: 1
+apis:
+  - id: echo
+    path: /echo
+    subscription_required: false
+    max_request_body: 48KiB
+    upstream: &up {{ targets: ["{}"], retries: 2, retry_on_status: [502] }}
+    operations:
+      - {{ id: any, method: "*", path: "/{{rest}}" }}
+      - id: transformed
+        method: GET
+        path: /xml/{{rest}}
+        policies: {{ outbound: [ {{ xml-to-json: {{}} }} ] }}
+  - id: big
+    path: /big
+    subscription_required: false
+    max_request_body: 1MiB
+    upstream: *up
+"#,
+        up.url()
+    );
+    let gw = Gateway::start(&config);
+    let c = client();
+
+    up.fail_next(2, 502);
+    let a = fetch(c.get(gw.url("/echo/twice"))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 3);
+
+    // Three 502s in a row: retries: 2 is spent, the third answer is the client's.
+    up.clear();
+    up.fail_next(3, 502);
+    let a = fetch(c.get(gw.url("/echo/thrice"))).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.json()["upstream"], "only", "{}", a.text());
+    assert_eq!(up.count(), 3);
+
+    // 40,000 bytes of the 48 KiB limit: counted twice, the retry would be refused (413).
+    up.clear();
+    up.fail_next(1, 502);
+    let body = "b".repeat(150 * 1024);
+    let a = fetch(
+        c.put(gw.url("/echo/small"))
+            .body(body[..40_000].to_string()),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = up.requests();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|r| r.body.len() == 40_000));
+
+    // Over the 64 KiB Pingora keeps to send again: not retried.
+    up.clear();
+    up.fail_next(1, 502);
+    let a = fetch(c.put(gw.url("/big/large")).body(body)).await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(a.json()["upstream"], "only");
+    assert_eq!(up.count(), 1);
+
+    // A buffered route (xml-to-json) retries too.
+    up.clear();
+    up.fail_next(1, 502);
+    let a = fetch(c.get(gw.url("/echo/xml/doc"))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 2);
+}
+
+/// `retry_on_status` takes 5xx statuses only, and needs retries to spend.
+#[test]
+fn retry_on_status_is_validated() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (extra, expected) in [
+        (", retry_on_status: [404]", "only 5xx answers can be retried, not 404"),
+        (
+            ", retries: 0, retry_on_status: [503]",
+            "upstream.retries (line 6, column 50): with `retry_on_status`, `retries` must be between 1 and 10, not 0",
+        ),
+        (
+            ", retries: 11, retry_on_status: [503]",
+            "must be between 1 and 10, not 11",
+        ),
+    ] {
+        let file = write_file(
+            dir.path(),
+            "policy.yaml",
+            &pool_config(&["http://127.0.0.1:9".to_string()], extra),
+        );
+        let run = run_tollgate(&["validate", &file], &[]);
+        run.assert_code(1, extra);
+        assert!(run.stderr.contains(expected), "{extra}: {}", run.stderr);
+    }
+}

@@ -290,3 +290,18 @@ async fn a_dead_http2_target_is_skipped() {
     }
     assert_eq!(up.count(), 6);
 }
+
+/// `upstream.retry_on_status` over HTTP/2: the dropped answer's stream is reset, the
+/// request goes again on the connection.
+#[tokio::test]
+async fn an_http2_answer_in_retry_on_status_is_retried() {
+    let up = Upstream::start_h2("h2c");
+    let gw = Gateway::start(&h2_config(&[&up.url()], "      retry_on_status: [503]\n"));
+    up.fail_next(1, 503);
+    let a = get(&gw.url("/svc/again")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(up.count(), 2);
+    let second = get(&gw.url("/svc/fine")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(up.count(), 3);
+}

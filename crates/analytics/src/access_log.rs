@@ -72,7 +72,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"upstream\":");
         value(out, access.and_then(|a| a.upstream.as_deref()));
         out.extend_from_slice(b",\"attempts\":");
-        int(out, access.map_or(0, |a| a.attempts));
+        int(out, e.upstream_attempts);
         out.extend_from_slice(b",\"cache\":");
         value(out, e.cache_hit.map(|h| if h { "hit" } else { "miss" }));
         out.extend_from_slice(b",\"error\":");
@@ -215,7 +215,7 @@ mod tests {
             duration_ms: ms(e.latency_us),
             upstream_ms: e.upstream_latency_us.map(ms),
             upstream: access.and_then(|a| a.upstream.as_deref()),
-            attempts: access.map_or(0, |a| a.attempts),
+            attempts: e.upstream_attempts,
             cache: e.cache_hit.map(|h| if h { "hit" } else { "miss" }),
             error: access.and_then(|a| a.error),
         };
@@ -243,6 +243,7 @@ mod tests {
             bytes_out: 12_345,
             latency_us: 12_000,
             upstream_latency_us: Some(1),
+            upstream_attempts: 3,
             cache_hit: Some(false),
             client_ip: Some("2001:db8::ffff:10.0.0.1".parse().unwrap()),
             access: Some(Box::new(AccessFields {
@@ -251,7 +252,6 @@ mod tests {
                 path: "/a/%22/\u{7f}/</script>".into(),
                 trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
                 upstream: Some("[::1]:8080".into()),
-                attempts: 3,
                 error: Some("ConnectRefused"),
             })),
         };
@@ -322,9 +322,9 @@ mod tests {
                 request_id: "abc".into(),
                 method: "GET".into(),
                 path: "/echo/x".into(),
-                attempts: 1,
                 ..AccessFields::default()
             })),
+            upstream_attempts: 1,
             ..Event::default()
         };
         let mut out = Vec::new();

@@ -101,6 +101,9 @@ pub struct Event {
     /// Time from picking an upstream target to its answer's head, in microseconds (`None`
     /// when the call never went upstream).
     pub upstream_latency_us: Option<u64>,
+    /// Upstream tries made (0: the call never went upstream; more than 1: a target
+    /// refused the connection, or an answer was retried for `upstream.retry_on_status`).
+    pub upstream_attempts: u32,
     /// Cache lookup result: `Some(true)` hit, `Some(false)` miss, `None` no lookup.
     pub cache_hit: Option<bool>,
     /// The client's address.
@@ -123,8 +126,6 @@ pub struct AccessFields {
     pub trace_id: Option<String>,
     /// The upstream target (`host:port`) of the last attempt, if any.
     pub upstream: Option<String>,
-    /// Upstream attempts made.
-    pub attempts: u32,
     /// Pingora's error type when the request failed (`ConnectRefused`...).
     pub error: Option<&'static str>,
 }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// `tollgate_upstream_duration_seconds{api}`: picking a target to its answer's head.
     pub upstream_duration: HistogramVec,
+    /// `tollgate_upstream_retries_total{api}`: upstream tries after a request's first.
+    pub upstream_retries: IntCounterVec,
     /// `tollgate_request_bytes_total{product, api, operation}`: request body bytes.
     pub bytes_in: IntCounterVec,
     /// `tollgate_response_bytes_total{product, api, operation}`: answer body bytes.
@@ -118,6 +120,15 @@ impl Metrics {
                 )
                 .namespace("tollgate")
                 .buckets(LATENCY_BUCKETS.to_vec()),
+                &["api"],
+            )
+            .expect("valid metric"),
+            upstream_retries: IntCounterVec::new(
+                opts(
+                    "upstream_retries_total",
+                    "Upstream tries after a request's first: on another target after a \
+                     failed connection, or again after an answer in upstream.retry_on_status.",
+                ),
                 &["api"],
             )
             .expect("valid metric"),
@@ -247,6 +258,7 @@ impl Metrics {
             Box::new(m.requests.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.upstream_duration.clone()),
+            Box::new(m.upstream_retries.clone()),
             Box::new(m.bytes_in.clone()),
             Box::new(m.bytes_out.clone()),
             Box::new(m.cache.clone()),
@@ -291,6 +303,11 @@ impl Metrics {
                 .with_label_values(&[api])
                 .observe(u as f64 / 1e6);
         }
+        if e.upstream_attempts > 0 {
+            self.upstream_retries
+                .with_label_values(&[api])
+                .inc_by(u64::from(e.upstream_attempts - 1));
+        }
         if e.bytes_in > 0 {
             self.bytes_in
                 .with_label_values(&[product, api, op])
@@ -332,6 +349,9 @@ impl Metrics {
         if let Some(u) = e.upstream_latency_us {
             h.upstream.observe(u as f64 / 1e6);
         }
+        if e.upstream_attempts > 1 {
+            h.retries.inc_by(u64::from(e.upstream_attempts - 1));
+        }
         if e.bytes_in > 0 {
             h.bytes_in.inc_by(e.bytes_in);
         }
@@ -361,6 +381,7 @@ impl Metrics {
             ]),
             duration: self.duration.with_label_values(&[product, api, op, class]),
             upstream: self.upstream_duration.with_label_values(&[api]),
+            retries: self.upstream_retries.with_label_values(&[api]),
             bytes_in: self.bytes_in.with_label_values(&[product, api, op]),
             bytes_out: self.bytes_out.with_label_values(&[product, api, op]),
             cache: e.cache_hit.map(|hit| {
@@ -424,6 +445,7 @@ struct Handles {
     requests: IntCounter,
     duration: Histogram,
     upstream: Histogram,
+    retries: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
     cache: Option<IntCounter>,
@@ -479,6 +501,7 @@ mod tests {
             bytes_out: 100,
             cache_hit: Some(true),
             upstream_latency_us: Some(1_000),
+            upstream_attempts: 3,
             ..Event::default()
         };
         cached.observe_cached(&mut cache, &e);
@@ -491,6 +514,9 @@ mod tests {
         Metrics::sync_counter(&m.analytics_dropped, 2);
         m.set_upstream_health([("echo", "127.0.0.1:1", true)]);
         let text = m.render();
+        assert!(cached
+            .render()
+            .contains("tollgate_upstream_retries_total{api=\"echo\"} 2\n"));
         for needle in [
             "tollgate_requests_total{api=\"echo\",operation=\"\",outcome=\"blocked\",product=\"\",status_class=\"4xx\"} 1",
             "tollgate_request_duration_seconds_bucket{api=\"echo\",operation=\"\",product=\"\",status_class=\"4xx\",le=\"0.0025\"} 1",

@@ -305,6 +305,10 @@ fn template_match(segments: &[PathSegment], body: &str, count: usize) -> Option<
     Some((literals, mask))
 }
 
+/// The most `upstream.retries` an upstream with `retry_on_status` may set: every try can
+/// take the whole `timeout`, and the proxy stops after 16 tries whatever the config says.
+pub const MAX_STATUS_RETRIES: u32 = 10;
+
 /// Upstream pool of an API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamDef {
@@ -316,8 +320,12 @@ pub struct UpstreamDef {
     pub timeout: Duration,
     /// Connect timeout (default 5s).
     pub connect_timeout: Duration,
-    /// Retries of idempotent requests whose connection failed (default 1).
+    /// Retries of idempotent requests whose connection failed, or whose answer's status
+    /// is in `retry_on_status` (default 1).
     pub retries: u32,
+    /// `upstream.retry_on_status`: 5xx statuses on which idempotent requests are retried
+    /// (empty: none).
+    pub retry_on_status: Vec<u16>,
     /// Keep header name spellings on HTTP/1.1 (Pingora's case map) for this upstream's
     /// requests and answers (default false).
     pub preserve_header_case: bool,

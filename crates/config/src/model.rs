@@ -210,6 +210,10 @@ pub struct Upstream {
     /// Retries of idempotent requests on another target when connecting failed (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Upstream answer statuses (5xx) on which idempotent requests are retried too
+    /// (default none: an answer goes to the client as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on_status: Option<Vec<u16>>,
     /// Keep the spelling of header names on HTTP/1.1 to and from this upstream (default
     /// false: names go out in lower case, docs/behaviour.md "Header names").
     #[serde(default, skip_serializing_if = "Option::is_none")]

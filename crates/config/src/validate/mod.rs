@@ -17,7 +17,9 @@ pub use policy::{compile_json_schema, parse_network};
 mod tests;
 mod tls;
 
-use crate::compiled::{HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef};
+use crate::compiled::{
+    HealthCheckDef, Limits, PathSegment, PolicyDef, Target, UpstreamDef, MAX_STATUS_RETRIES,
+};
 use crate::duration::{parse_byte_size, parse_positive_duration, ONE_DAY};
 use crate::model::{ByteSize, DurationSpec};
 use crate::positions::{join_index, join_key, PosIndex};
@@ -881,6 +883,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
             "timeout",
             "connect_timeout",
             "retries",
+            "retry_on_status",
             "preserve_header_case",
             "http2",
             "rewrite_location",
@@ -955,6 +958,7 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
     let timeout = duration(cx, "timeout", 30);
     let connect_timeout = duration(cx, "connect_timeout", 5);
     let retries = cx.optional::<u32>(map, path, "retries").unwrap_or(1);
+    let retry_on_status = retry_on_status(cx, map, path, retries);
     let preserve_header_case = cx
         .optional::<bool>(map, path, "preserve_header_case")
         .unwrap_or(false);
@@ -990,8 +994,38 @@ fn check_upstream(cx: &mut Cx<'_>, value: &Value, path: &str, prefix: &str) -> O
         timeout: timeout?,
         connect_timeout: connect_timeout?,
         retries,
+        retry_on_status,
         preserve_header_case,
     })
+}
+
+/// `upstream.retry_on_status`: 5xx statuses, with `retries` (1 to [`MAX_STATUS_RETRIES`])
+/// to spend on them.
+fn retry_on_status(cx: &mut Cx<'_>, map: &Mapping, path: &str, retries: u32) -> Vec<u16> {
+    let Some(statuses) = cx.optional::<Vec<u16>>(map, path, "retry_on_status") else {
+        return Vec::new();
+    };
+    let field = join_key(path, "retry_on_status");
+    for s in &statuses {
+        if !(500..=599).contains(s) {
+            cx.error(
+                &field,
+                format!("only 5xx answers can be retried, not {s}: a 4xx is the client's to fix"),
+            );
+        }
+    }
+    if !statuses.is_empty() && !(1..=MAX_STATUS_RETRIES).contains(&retries) {
+        cx.error(
+            &join_key(path, "retries"),
+            format!(
+                "with `retry_on_status`, `retries` must be between 1 and {MAX_STATUS_RETRIES}, not {retries}"
+            ),
+        );
+    }
+    let mut statuses = statuses;
+    statuses.sort_unstable();
+    statuses.dedup();
+    statuses
 }
 
 /// `upstream.outlier_detection`: `consecutive_5xx` (1 to 1000), `ejection_time` (a
